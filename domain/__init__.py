@@ -1,0 +1,1 @@
+"""Pure billing rules: standard library only, no I/O, no clock reads."""

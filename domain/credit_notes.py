@@ -1,0 +1,89 @@
+"""Credit notes: what a note may credit and how it settles (SPEC §7).
+
+Decision (SPEC is silent): a note on an open invoice first lowers ``amount_due``; any
+part of it beyond the amount due (possible when credit balance paid part of the
+invoice at finalization) goes back to the customer's balance in the invoice's
+currency. A note on a paid invoice with no settlement given is credited to the
+balance in full.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from domain.errors import BadRequest, WrongState
+from domain.invoices import OPEN, PAID
+
+PRE_PAYMENT, POST_PAYMENT = "pre_payment", "post_payment"
+
+
+@dataclass(frozen=True, slots=True)
+class CreditableInvoice:
+    id: str
+    status: str
+    total: int
+    amount_remaining: int
+    already_credited: int
+    """Sum of the invoice's credit notes that are not void."""
+
+
+@dataclass(frozen=True, slots=True)
+class CreditNotePlan:
+    type: str
+    amount: int
+    amount_due_reduction: int
+    refund_amount: int
+    credit_amount: int
+    out_of_band_amount: int
+
+
+def creditable_amount(invoice: CreditableInvoice) -> int:
+    return max(invoice.total, 0) - invoice.already_credited
+
+
+def plan_credit_note(
+    invoice: CreditableInvoice,
+    amount: int,
+    *,
+    refund_amount: int | None = None,
+    credit_amount: int | None = None,
+    out_of_band_amount: int | None = None,
+) -> CreditNotePlan:
+    if invoice.status not in (OPEN, PAID):
+        raise WrongState(
+            f"invoice {invoice.id} is {invoice.status}; credit notes are only for open or paid invoices",
+            field="invoice",
+        )
+    if amount <= 0:
+        raise BadRequest("must be greater than 0", field="amount")
+    limit = creditable_amount(invoice)
+    if amount > limit:
+        raise BadRequest(
+            f"{amount} exceeds the {limit} still creditable on invoice {invoice.id} (total {invoice.total})",
+            field="amount",
+        )
+    settlement = {
+        "refund_amount": refund_amount,
+        "credit_amount": credit_amount,
+        "out_of_band_amount": out_of_band_amount,
+    }
+    if invoice.status == OPEN:
+        for name, value in settlement.items():
+            if value is not None:
+                raise BadRequest("applies only to credit notes on paid invoices", field=name)
+        reduction = min(amount, invoice.amount_remaining)
+        return CreditNotePlan(PRE_PAYMENT, amount, reduction, 0, amount - reduction, 0)
+    if all(v is None for v in settlement.values()):
+        credit_amount = amount
+    refund, credit, oob = refund_amount or 0, credit_amount or 0, out_of_band_amount or 0
+    if refund + credit + oob != amount:
+        raise BadRequest(
+            f"refund_amount + credit_amount + out_of_band_amount must equal the note's amount {amount}"
+            f" (got {refund} + {credit} + {oob})",
+            field="amount",
+        )
+    return CreditNotePlan(POST_PAYMENT, amount, 0, refund, credit, oob)
+
+
+def credit_note_number(invoice_number: str, ordinal: int) -> str:
+    return f"{invoice_number}-CN-{ordinal:02d}"

@@ -1,0 +1,72 @@
+"""Billing errors.
+
+    BillingError                  every error a request can cause; final, never retried
+    ├── BadRequest                a field is missing, malformed or out of bounds (.field)
+    │   └── IdempotencyConflict   the key was used before with other parameters
+    ├── NotFound                  the object named by a field does not exist (.field)
+    ├── WrongState                the object exists but the operation is not allowed now
+    └── ...
+
+    TransientError                infrastructure trouble (database, broker, lock timeout);
+                                  the only kind that is retried
+
+Every error carries a machine-readable ``code`` and, where a request field is to
+blame, the ``field`` name in Stripe's spelling (``lines[2].amount``), so a caller
+can show it next to the input that caused it.
+"""
+
+from __future__ import annotations
+
+
+class BillingError(Exception):
+    code = "billing_error"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"type": type(self).__name__, "code": self.code, "field": self.field, "message": self.message}
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}" if self.field else self.message
+
+
+class BadRequest(BillingError):
+    code = "invalid_request"
+
+
+class IdempotencyConflict(BadRequest):
+    code = "idempotency_key_in_use"
+
+    def __init__(self, key: str, operation: str) -> None:
+        super().__init__(
+            f"idempotency key {key!r} was already used for {operation} with other parameters",
+            field="idempotency_key",
+        )
+
+
+class NotFound(BillingError):
+    code = "resource_missing"
+
+    def __init__(self, resource: str, object_id: str, *, field: str | None = None) -> None:
+        super().__init__(f"no such {resource}: {object_id!r}", field=field)
+        self.resource = resource
+        self.object_id = object_id
+
+
+class WrongState(BillingError):
+    code = "invalid_state"
+
+
+class CurrencyLocked(WrongState):
+    code = "currency_locked"
+
+
+class NothingToInvoice(WrongState):
+    code = "invoice_no_pending_items"
+
+
+class TransientError(Exception):
+    """Infrastructure trouble: the same request may succeed later, so it is retried."""

@@ -1,0 +1,106 @@
+"""The one way a billing task runs: parse the contract, run the service, publish follow-ups.
+
+Outcomes by error kind:
+- ``BillingError`` (bad input, not found, wrong state, key conflict): final. Nothing is
+  written but a ``task_failures`` row; the task fails and the message is acknowledged.
+  One exception: a customer or invoice that is not there yet may be on its way (its
+  create message sits in another queue), so that ``NotFound`` is retried a few times.
+- Infrastructure trouble (database or broker unreachable, lock timeout, serialisation
+  failure): retried with exponential backoff and jitter, then recorded as a failure.
+- Anything else is a bug: recorded with its payload and re-raised, never swallowed.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+from celery import Task
+from kombu.exceptions import OperationalError as BrokerError
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from domain.errors import BillingError, NotFound, TransientError
+from tasks.routing import queue_for
+from worker.failures import record_failure
+from worker.services.base import Outcome
+from worker.services.registry import run
+from worker.settings import get_settings
+
+log = logging.getLogger("billing.tasks")
+
+REFERENCE_FIELDS = frozenset({"customer", "invoice", "credit_note"})
+TRANSIENT = (TransientError, OperationalError, BrokerError, ConnectionError, TimeoutError)
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, TRANSIENT):
+        return True
+    return isinstance(exc, DBAPIError) and (
+        exc.connection_invalidated or getattr(exc.orig, "sqlstate", None) in ("40001", "40P01", "55P03")
+    )
+
+
+def backoff(retries: int, *, base: float = 1.0, cap: float = 300.0) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**retries)]."""
+    return random.uniform(0, min(cap, base * 2**retries))
+
+
+class BillingTask(Task):
+    acks_late = True
+    reject_on_worker_lost = True
+    ignore_result = True
+    throws = (BillingError,)  # expected failures: logged without a traceback
+
+    def perform(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Run the operation named like this task on ``payload``."""
+        settings = get_settings()
+        retries = self.request.retries or 0
+        try:
+            outcome = run(self.name, payload)
+        except BillingError as exc:
+            if (
+                isinstance(exc, NotFound)
+                and exc.field in REFERENCE_FIELDS
+                and retries < settings.missing_reference_retries
+            ):
+                raise self.retry(
+                    exc=exc, countdown=backoff(retries, base=0.5, cap=30), max_retries=None
+                ) from exc
+            self._record(payload, exc, retryable=False)
+            raise
+        except Exception as exc:
+            if is_transient(exc) and retries < settings.max_retries:
+                log.warning("%s: transient %s, retry %d: %s", self.name, type(exc).__name__, retries + 1, exc)
+                raise self.retry(exc=exc, countdown=backoff(retries), max_retries=None) from exc
+            self._record(payload, exc, retryable=is_transient(exc))
+            raise
+        self.publish(outcome)
+        return outcome.as_result()
+
+    def publish(self, outcome: Outcome) -> None:
+        """Send follow-ups after the commit. If the broker refuses, retry the whole task:
+        its replay finds the work done and asks for the same follow-ups again."""
+        for follow_up in outcome.follow_ups:
+            try:
+                self.app.send_task(
+                    follow_up.task_name, kwargs=follow_up.payload, queue=queue_for(follow_up.task_name)
+                )
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                raise self.retry(exc=exc, countdown=backoff(self.request.retries or 0)) from exc
+
+    def _record(self, payload: Any, exc: BaseException, *, retryable: bool) -> None:
+        try:
+            record_failure(
+                task_id=self.request.id or "unknown",
+                task_name=self.name,
+                payload=payload,
+                error=exc,
+                retryable=retryable,
+            )
+        except Exception:
+            log.exception(
+                "%s [%s]: could not record the failure; payload=%r", self.name, self.request.id, payload
+            )

@@ -1,0 +1,173 @@
+"""The producer client: how other services enqueue billing work.
+
+    from tasks.client import BillingClient
+
+    billing = BillingClient(broker_url="redis://localhost:6379/0")
+    customer = billing.create_customer(email="ada@example.com", name="Ada", metadata={"user_id": "42"})
+    billing.create_invoice_items([{"customer": customer, "currency": "cad", "amount": 1500}, ...])
+    invoice = billing.create_invoice(customer=customer, currency="cad", finalize=True)
+
+Every method validates its parameters (Stripe's names) before anything is sent, sends
+one task by name with a JSON body and returns at once: the id of the object the task
+will create (ids are made here, so a redelivered message can never create a twin).
+Pass ``idempotency_key`` to make a retried call safe: the same key always yields the
+same id, and the worker refuses the same key with other parameters.
+
+Needs only Celery: imports neither the database nor the worker.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any
+
+from celery import Celery
+
+from tasks import contracts
+from tasks.ids import PREFIXES, derived_id, new_id
+from tasks.routing import QUEUE_DEFAULT, queue_for
+
+__all__ = ["BillingClient"]
+
+
+class BillingClient:
+    def __init__(self, broker_url: str | None = None, *, app: Celery | None = None) -> None:
+        if app is None:
+            app = Celery("billing-client", set_as_current=False)
+            app.conf.update(
+                broker_url=broker_url or os.environ.get("BILLING_BROKER_URL", "memory://localhost/"),
+                task_serializer="json",
+                accept_content=["json"],
+                task_default_queue=QUEUE_DEFAULT,
+                broker_connection_retry_on_startup=True,
+            )
+        self.app = app
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def _send(self, task_name: str, params: dict[str, Any]) -> contracts.Contract:
+        command = contracts.parse(contracts.CONTRACTS[task_name], params)
+        self.app.send_task(task_name, kwargs=contracts.payload_of(command), queue=queue_for(task_name))
+        return command
+
+    @staticmethod
+    def _identity(kind: str, idempotency_key: str | None) -> tuple[str, str]:
+        """(id, key): from the caller's key when given, so a retried call maps to the same id."""
+        prefix = PREFIXES[kind]
+        if idempotency_key is not None:
+            return derived_id(prefix, idempotency_key), idempotency_key
+        object_id = new_id(prefix)
+        return object_id, object_id
+
+    def _create(self, task_name: str, kind: str, idempotency_key: str | None, params: dict[str, Any]) -> str:
+        object_id, key = self._identity(kind, idempotency_key)
+        self._send(task_name, {**params, "id": object_id, "idempotency_key": key})
+        return object_id
+
+    def _act(self, task_name: str, idempotency_key: str | None, params: dict[str, Any]) -> None:
+        self._send(task_name, {**params, "idempotency_key": idempotency_key or f"req_{uuid.uuid4().hex}"})
+
+    # -- customers --------------------------------------------------------------------------
+    def create_customer(self, *, idempotency_key: str | None = None, **params: Any) -> str:
+        """email, name, phone, description, metadata, address, shipping, preferred_locales,
+        tax_exempt, tax_id_data, currency, invoice_prefix, invoice_settings."""
+        return self._create("billing.customers.create", "customer", idempotency_key, params)
+
+    def update_customer(self, customer: str, *, idempotency_key: str | None = None, **params: Any) -> None:
+        self._act("billing.customers.update", idempotency_key, {**params, "customer": customer})
+
+    def delete_customer(self, customer: str, *, idempotency_key: str | None = None) -> None:
+        self._act("billing.customers.delete", idempotency_key, {"customer": customer})
+
+    # -- invoice items ----------------------------------------------------------------------
+    def create_invoice_item(self, *, idempotency_key: str | None = None, **params: Any) -> str:
+        """customer, currency, amount | unit_amount (+ quantity), description, discountable,
+        period {start, end}, metadata, tax_rates."""
+        return self._create("billing.invoice_items.create", "invoice_item", idempotency_key, params)
+
+    def create_invoice_items(
+        self, items: list[dict[str, Any]], *, idempotency_key: str | None = None
+    ) -> list[str]:
+        """Many items in as few messages as possible (1,000 per message, each all-or-nothing)."""
+        batch_key = idempotency_key or f"batch_{uuid.uuid4().hex}"
+        size = contracts.MAX_ITEMS_PER_BATCH
+        ids: list[str] = []
+        for start in range(0, len(items), size):
+            chunk = []
+            for index, item in enumerate(items[start : start + size], start):
+                item_id, key = self._identity(
+                    "invoice_item", f"{batch_key}:{index}" if idempotency_key else None
+                )
+                chunk.append({**item, "id": item_id, "idempotency_key": key})
+                ids.append(item_id)
+            chunk_key = batch_key if start == 0 else f"{batch_key}:from{start}"
+            self._send("billing.invoice_items.create_many", {"items": chunk, "idempotency_key": chunk_key})
+        return ids
+
+    # -- invoices ---------------------------------------------------------------------------
+    def create_invoice(self, *, idempotency_key: str | None = None, **params: Any) -> str:
+        """customer, currency, collection_method, days_until_due, due_date,
+        pending_invoice_items_behavior, auto_advance, description, footer, metadata,
+        default_tax_rates, discounts, finalize. Returns the first invoice of the chain."""
+        return self._create("billing.invoices.create", "invoice", idempotency_key, params)
+
+    def invoice_pending(self, customer: str, *, idempotency_key: str | None = None, **options: Any) -> str:
+        """Invoice everything pending for ``customer``: one chain per currency. Returns the run's key;
+        the first invoice of currency X is ``derived_id('in', f'{key}:{X}')``."""
+        key = idempotency_key or f"run_{uuid.uuid4().hex}"
+        self._send(
+            "billing.invoices.create_for_pending", {**options, "customer": customer, "idempotency_key": key}
+        )
+        return key
+
+    def finalize_invoice(self, invoice: str, *, idempotency_key: str | None = None) -> None:
+        self._act("billing.invoices.finalize", idempotency_key, {"invoice": invoice})
+
+    def void_invoice(self, invoice: str, *, idempotency_key: str | None = None) -> None:
+        self._act("billing.invoices.void", idempotency_key, {"invoice": invoice})
+
+    def pay_invoice(self, invoice: str, *, idempotency_key: str | None = None) -> None:
+        """Record payment received outside the billing system (paid out of band)."""
+        self._act("billing.invoices.pay", idempotency_key, {"invoice": invoice, "paid_out_of_band": True})
+
+    def mark_uncollectible(self, invoice: str, *, idempotency_key: str | None = None) -> None:
+        self._act("billing.invoices.mark_uncollectible", idempotency_key, {"invoice": invoice})
+
+    def delete_invoice(self, invoice: str, *, idempotency_key: str | None = None) -> None:
+        """Delete a draft; its items return to pending."""
+        self._act("billing.invoices.delete", idempotency_key, {"invoice": invoice})
+
+    # -- credit notes -----------------------------------------------------------------------
+    def create_credit_note(self, *, idempotency_key: str | None = None, **params: Any) -> str:
+        """invoice, amount | lines, reason, memo, refund_amount, credit_amount, out_of_band_amount."""
+        return self._create("billing.credit_notes.create", "credit_note", idempotency_key, params)
+
+    def void_credit_note(self, credit_note: str, *, idempotency_key: str | None = None) -> None:
+        self._act("billing.credit_notes.void", idempotency_key, {"credit_note": credit_note})
+
+    # -- balance, coupons, discounts, tax rates --------------------------------------------
+    def create_balance_transaction(self, *, idempotency_key: str | None = None, **params: Any) -> str:
+        """customer, amount (negative = credit), currency, description, metadata."""
+        return self._create(
+            "billing.balance_transactions.create", "customer_balance_transaction", idempotency_key, params
+        )
+
+    def create_coupon(
+        self, *, id: str | None = None, idempotency_key: str | None = None, **params: Any
+    ) -> str:
+        """percent_off | amount_off + currency (+ currency_options), duration, duration_in_months,
+        max_redemptions, redeem_by, name, metadata. ``id`` may be chosen (e.g. "SUMMER25")."""
+        coupon_id, key = self._identity("coupon", idempotency_key)
+        coupon_id = id or coupon_id
+        self._send("billing.coupons.create", {**params, "id": coupon_id, "idempotency_key": key})
+        return coupon_id
+
+    def attach_discount(self, customer: str, coupon: str, *, idempotency_key: str | None = None) -> None:
+        self._act("billing.discounts.create", idempotency_key, {"customer": customer, "coupon": coupon})
+
+    def remove_discount(self, customer: str, *, idempotency_key: str | None = None) -> None:
+        self._act("billing.discounts.delete", idempotency_key, {"customer": customer})
+
+    def create_tax_rate(self, *, idempotency_key: str | None = None, **params: Any) -> str:
+        """display_name, percentage, inclusive, active, country, jurisdiction, description, metadata."""
+        return self._create("billing.tax_rates.create", "tax_rate", idempotency_key, params)

@@ -1,0 +1,65 @@
+"""Object ids: a Stripe-style prefix and 26 Crockford base32 characters.
+
+``new_id`` is ULID-shaped: 48 bits of milliseconds, then 80 random bits, so ids sort by
+creation time and index inserts stay append-mostly; within a process they never go back.
+``derived_id`` is the same shape made from an idempotency key, so a caller who retries
+a call with the same key gets the same id and the worker's idempotency check can
+recognise the replay.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+PREFIXES = {
+    "customer": "cus",
+    "invoice_item": "ii",
+    "invoice": "in",
+    "credit_note": "cn",
+    "customer_balance_transaction": "cbtxn",
+    "coupon": "co",
+    "discount": "di",
+    "tax_rate": "txr",
+    "tax_id": "txi",
+}
+
+
+def _encode(value: int, length: int) -> str:
+    out = []
+    for _ in range(length):
+        value, digit = divmod(value, 32)
+        out.append(_ALPHABET[digit])
+    return "".join(reversed(out))
+
+
+_last = 0
+_lock = threading.Lock()
+
+
+def new_id(prefix: str) -> str:
+    """Strictly increasing within this process, even within one millisecond (ULID's
+    monotonic mode), so items sent in one call keep their order as "oldest first"."""
+    global _last
+    candidate = ((time.time_ns() // 1_000_000) << 80) | int.from_bytes(os.urandom(10), "big")
+    with _lock:
+        _last = candidate if candidate > _last else _last + 1
+        value = _last
+    return f"{prefix}_{_encode(value, 26)}"
+
+
+def derived_id(prefix: str, key: str) -> str:
+    digest = hashlib.sha256(f"{prefix}\x00{key}".encode()).digest()
+    return f"{prefix}_{_encode(int.from_bytes(digest[:17], 'big') >> 6, 26)}"
+
+
+def object_type(object_id: str) -> str | None:
+    prefix = object_id.partition("_")[0]
+    for name, known in PREFIXES.items():
+        if known == prefix:
+            return name
+    return None

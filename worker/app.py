@@ -1,0 +1,78 @@
+"""The Celery app: ``celery -A worker.app worker`` (and ``beat``, ``flower``).
+
+JSON only, late acknowledgement, one message prefetched at a time, task events on for
+Flower. Producers send by task name (``billing.<resource>.<verb>``) with
+``tasks.client.BillingClient``; nothing here is needed to enqueue.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init
+from kombu import Queue
+
+from tasks.routing import ALL_QUEUES, QUEUE_DEFAULT, queue_for
+from worker.db import dispose_engines
+from worker.settings import get_settings
+
+TASK_MODULES = [
+    "tasks.customers",
+    "tasks.invoice_items",
+    "tasks.invoices",
+    "tasks.credit_notes",
+    "tasks.catalog",
+]
+
+
+def _route(name: str, *_: Any, **__: Any) -> dict[str, str]:
+    return {"queue": queue_for(name)}
+
+
+def celery_config(broker_url: str, visibility_timeout_s: int) -> dict[str, Any]:
+    """The settings producers and workers must agree on (shared with the client)."""
+    return {
+        "broker_url": broker_url,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "event_serializer": "json",
+        "accept_content": ["json"],
+        "broker_transport_options": {
+            "visibility_timeout": visibility_timeout_s,
+            # the in-process broker is polled; Redis blocks on BRPOP and ignores this
+            "polling_interval": 0.05 if broker_url.startswith("memory") else 1.0,
+        },
+        "broker_connection_retry_on_startup": True,
+        "task_default_queue": QUEUE_DEFAULT,
+        "enable_utc": True,
+        "timezone": "UTC",
+    }
+
+
+def create_app() -> Celery:
+    settings = get_settings()
+    celery = Celery("billing", include=TASK_MODULES)
+    celery.conf.update(
+        celery_config(settings.broker_url, settings.visibility_timeout_s),
+        task_queues=[Queue(name) for name in ALL_QUEUES],
+        task_routes=(_route,),
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        task_track_started=True,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_hijack_root_logger=False,
+    )
+    return celery
+
+
+app = create_app()
+
+
+@worker_process_init.connect
+def _fresh_connections_in_child(**_: Any) -> None:
+    dispose_engines(close=False)

@@ -1,0 +1,117 @@
+"""Engine and units of work.
+
+The engine is made lazily and per process: a Celery prefork child must not reuse
+connections its parent opened, so ``get_engine`` starts afresh when the pid changes.
+
+SQLite: every transaction starts with ``BEGIN IMMEDIATE`` so that two writers queue up
+at the start instead of failing on lock upgrade halfway through. PostgreSQL: services
+lock the customer row (``SELECT … FOR UPDATE``) and ``lock_timeout`` bounds the wait.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlmodel import Session
+
+from worker.settings import get_settings
+
+_engines: dict[str, tuple[int, Engine]] = {}
+
+
+def _sqlite_engine(url: str) -> Engine:
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        if make_url(url).database not in (None, "", ":memory:"):
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        return _sqlite_engine(url)
+    settings = get_settings()
+    return create_engine(
+        url,
+        pool_size=settings.database_pool_size,
+        pool_pre_ping=True,
+        connect_args={"options": f"-c lock_timeout={settings.lock_timeout_ms}"},
+    )
+
+
+def get_engine(url: str | None = None) -> Engine:
+    url = url or get_settings().database_url
+    pid = os.getpid()
+    known = _engines.get(url)
+    if known is None or known[0] != pid:
+        if known is not None:
+            known[1].dispose(close=False)  # the parent's connections belong to the parent
+        _engines[url] = (pid, make_engine(url))
+    return _engines[url][1]
+
+
+def dispose_engines(*, close: bool = True) -> None:
+    """Drop every engine. In a forked child pass ``close=False``: the sockets are the parent's."""
+    for _, engine in _engines.values():
+        engine.dispose(close=close)
+    _engines.clear()
+
+
+def dialect() -> str:
+    return get_engine().dialect.name
+
+
+class UnitOfWork:
+    """One database transaction. Rolls back unless ``commit()`` is called.
+
+    Work that must wait for the commit (publishing follow-up tasks) is registered with
+    ``after_commit`` and runs only once the transaction is durable.
+    """
+
+    def __init__(self, engine: Engine | None = None) -> None:
+        self.engine = engine or get_engine()
+        self._after_commit: list[Callable[[], None]] = []
+        self.committed = False
+
+    def __enter__(self) -> UnitOfWork:
+        self.session = Session(self.engine, expire_on_commit=False)
+        self.session.begin()
+        return self
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        self._after_commit.append(fn)
+
+    def commit(self) -> None:
+        self.session.commit()
+        self.committed = True
+        for fn in self._after_commit:
+            fn()
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.committed:
+            self.session.rollback()
+        self.session.close()
+
+
+@contextmanager
+def read_session() -> Iterator[Session]:
+    with Session(get_engine()) as session:
+        yield session

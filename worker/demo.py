@@ -1,0 +1,211 @@
+"""``billing demo``: one billing run end to end, through the real client, broker and worker.
+
+Three customers (USD, CAD, EUR). Bea, billed in CAD, has 260 pending CAD items, so
+her CAD invoice chain shows (250 items, then 10), and 3 USD items invoiced apart.
+Same-currency credit is applied at finalization; a 10.00 USD amount-off coupon is
+ignored on Bea's CAD invoices and used on her USD one; a credit note on a paid CAD
+invoice credits her CAD balance.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from domain.credit import credit_available
+from domain.money import format_amount
+from tasks.client import BillingClient
+from tasks.ids import derived_id
+from worker.db import read_session
+from worker.embedded import EmbeddedWorker
+from worker.settings import get_settings
+from worker.views import customer_balances, get_object, list_objects
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += [
+        "  ".join(
+            c.rjust(w) if c[:1].isdigit() or c[:1] == "-" else c.ljust(w)
+            for c, w in zip(r, widths, strict=True)
+        )
+        for r in rows
+    ]
+    return "\n".join(out)
+
+
+def _wait(worker: EmbeddedWorker, what: str, echo: Callable[[str], None]) -> None:
+    started = time.monotonic()
+    worker.wait_idle(timeout=300)
+    echo(f"  … {what} ({time.monotonic() - started:.1f}s)")
+
+
+def enqueue_and_run(
+    client: BillingClient, worker: EmbeddedWorker, echo: Callable[[str], None]
+) -> dict[str, Any]:
+    tag = str(int(time.time() * 1000))
+    echo("1. customers, a coupon and a tax rate")
+    ada = client.create_customer(
+        email="ada@example.com", name="Ada Lovelace", currency="usd", metadata={"user_id": f"ada-{tag}"}
+    )
+    bea = client.create_customer(
+        email="bea@example.ca",
+        name="Béatrice Tremblay",
+        currency="cad",
+        preferred_locales=["fr-CA", "en"],
+        address={
+            "line1": "1 rue Saint-Paul",
+            "city": "Montréal",
+            "state": "QC",
+            "postal_code": "H2Y 1G7",
+            "country": "CA",
+        },
+        metadata={"user_id": f"bea-{tag}"},
+    )
+    chloe = client.create_customer(
+        email="chloe@example.fr", name="Chloé Martin", currency="eur", metadata={"user_id": f"chloe-{tag}"}
+    )
+    coupon = client.create_coupon(
+        id=f"USD10OFF-{tag}", name="10.00 USD off", amount_off=1000, currency="usd", duration="forever"
+    )
+    vat = client.create_tax_rate(display_name="TVA", percentage="20", inclusive=False, country="FR")
+    _wait(worker, "customers created", echo)
+
+    echo("2. items (260 CAD + 3 USD for Bea), credit, discount")
+    client.create_invoice_items(
+        [
+            {
+                "customer": bea,
+                "currency": "cad",
+                "amount": 500 + 100 * (i % 10),
+                "description": f"API calls, batch {i + 1}",
+            }
+            for i in range(260)
+        ]
+    )
+    client.create_invoice_items(
+        [
+            {"customer": bea, "currency": "usd", "unit_amount": 1500, "quantity": q, "description": "Seat"}
+            for q in (1, 2, 3)
+        ]
+    )
+    client.create_invoice_items(
+        [
+            {"customer": ada, "amount": a, "description": d}
+            for a, d in ((4900, "Pro plan"), (1200, "Extra storage"))
+        ]
+    )
+    client.create_invoice_items(
+        [
+            {"customer": chloe, "amount": a, "tax_rates": [vat], "description": d}
+            for a, d in ((3000, "Abonnement"), (1500, "Support"))
+        ]
+    )
+    client.create_balance_transaction(
+        customer=ada, amount=-2000, currency="usd", description="Goodwill credit"
+    )
+    client.create_balance_transaction(
+        customer=bea, amount=-5000, currency="cad", description="Prepaid CAD credit"
+    )
+    client.attach_discount(bea, coupon)
+    _wait(worker, "items, credit and discount recorded", echo)
+
+    echo("3. invoice everything pending, finalized (one chain per customer and currency)")
+    runs = {c: client.invoice_pending(c, finalize=True) for c in (ada, bea, chloe)}
+    _wait(worker, "invoice chains finished", echo)
+
+    echo("4. Bea pays her second CAD invoice out of band; a 7.50 CAD credit note credits her CAD balance")
+    first_cad = derived_id("in", f"{runs[bea]}:cad")
+    second_cad = derived_id("in", f"{runs[bea]}:cad:part2")
+    client.pay_invoice(second_cad)
+    _wait(worker, "payment recorded", echo)
+    client.create_credit_note(
+        invoice=second_cad, amount=750, credit_amount=750, reason="product_unsatisfactory"
+    )
+    _wait(worker, "credit note issued", echo)
+    return {
+        "customers": {"Ada": ada, "Bea": bea, "Chloé": chloe},
+        "first_cad": first_cad,
+        "second_cad": second_cad,
+    }
+
+
+def report(run: dict[str, Any], echo: Callable[[str], None]) -> None:
+    names = {v: k for k, v in run["customers"].items()}
+    rows = []
+    with read_session() as session:
+        for customer in run["customers"].values():
+            invoices = list_objects(session, "invoices", customer=customer, limit=100)["data"]
+            for inv in sorted(invoices, key=lambda i: i["number"] or ""):
+                cur = inv["currency"]
+                discount = sum(d["amount"] for d in inv["total_discount_amounts"])
+                tax = sum(t["amount"] for t in inv["total_taxes"])
+                credit = inv["starting_balance"] - (inv["ending_balance"] or 0)
+                rows.append(
+                    [
+                        names[customer],
+                        inv["number"] or inv["id"],
+                        cur.upper(),
+                        str(inv["lines"]["total_count"]),
+                        format_amount(inv["subtotal"], cur),
+                        format_amount(discount, cur),
+                        format_amount(tax, cur),
+                        format_amount(inv["total"], cur),
+                        format_amount(-credit, cur) if credit else "-",
+                        format_amount(inv["amount_due"], cur),
+                        inv["status"],
+                    ]
+                )
+        echo("\nInvoices")
+        echo(
+            _table(
+                [
+                    "customer",
+                    "number",
+                    "cur",
+                    "lines",
+                    "subtotal",
+                    "discount",
+                    "tax",
+                    "total",
+                    "credit used",
+                    "due",
+                    "status",
+                ],
+                rows,
+            )
+        )
+        balance_rows = []
+        for name, customer in run["customers"].items():
+            for cur, balance in sorted(customer_balances(session, customer).items()):
+                balance_rows.append([name, cur.upper(), format_amount(credit_available(balance), cur)])
+        echo("\nCredit balance per currency (positive = credit available)")
+        echo(_table(["customer", "currency", "credit"], balance_rows))
+        pending = list_objects(session, "invoice_items", customer=run["customers"]["Bea"], pending=True)[
+            "data"
+        ]
+        bea = get_object(session, run["customers"]["Bea"], expand=["invoice_credit_balance"])
+        echo(
+            f"\nBea: default currency {bea['currency']}, pending items left: {len(pending)}, "
+            f"invoice_credit_balance = {bea['invoice_credit_balance']}"
+        )
+        failures = list_objects(session, "task_failures", limit=100)["data"]
+        echo(f"Recorded task failures: {len(failures)}")
+
+
+def run_demo(echo: Callable[[str], None] = click.echo) -> dict[str, Any]:
+    from worker.app import app
+    from worker.migrate import upgrade
+
+    settings = get_settings()
+    echo(f"database: {settings.database_url}\nbroker:   {settings.broker_url}")
+    upgrade()
+    with EmbeddedWorker(app) as worker:
+        run = enqueue_and_run(BillingClient(app=app), worker, echo)
+    report(run, echo)
+    return run

@@ -1,0 +1,84 @@
+"""A real Celery worker inside this process, for the demo and the tests.
+
+With the default ``memory://`` broker, producer and worker must share a process; this
+runs the worker in a thread (solo pool). It works the same against Redis.
+``wait_idle`` returns once every queue is empty and no task is received-but-unfinished
+(a retry waiting for its countdown counts as unfinished).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import ExitStack
+from typing import Any
+
+from celery import Celery
+from celery.contrib.testing.worker import start_worker
+from celery.signals import task_postrun, task_received, task_rejected, task_revoked, task_unknown
+
+from tasks.routing import ALL_QUEUES
+
+
+class EmbeddedWorker:
+    def __init__(self, app: Celery, *, loglevel: str = "WARNING") -> None:
+        self.app = app
+        self.loglevel = loglevel
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._stack = ExitStack()
+
+    def _received(self, **_: Any) -> None:
+        with self._lock:
+            self._in_flight += 1
+
+    def _finished(self, **_: Any) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    def __enter__(self) -> EmbeddedWorker:
+        task_received.connect(self._received, weak=False)
+        for signal in (task_postrun, task_rejected, task_revoked, task_unknown):
+            signal.connect(self._finished, weak=False)
+        self.app.loader.import_default_modules()
+        self._stack.enter_context(
+            start_worker(
+                self.app,
+                pool="solo",
+                perform_ping_check=False,
+                loglevel=self.loglevel,
+                queues=list(ALL_QUEUES),
+                shutdown_timeout=30,
+            )
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._stack.close()
+        finally:
+            task_received.disconnect(self._received)
+            for signal in (task_postrun, task_rejected, task_revoked, task_unknown):
+                signal.disconnect(self._finished)
+
+    def queued(self) -> int:
+        with self.app.connection_for_write() as connection:
+            channel = connection.default_channel
+            return sum(channel.queue_declare(queue=name, passive=True).message_count for name in ALL_QUEUES)
+
+    def wait_idle(self, timeout: float = 120.0, *, settle: float = 0.2) -> None:
+        deadline = time.monotonic() + timeout
+        quiet_since: float | None = None
+        while time.monotonic() < deadline:
+            with self._lock:
+                busy = self._in_flight
+            if busy == 0 and self.queued() == 0:
+                quiet_since = quiet_since or time.monotonic()
+                if time.monotonic() - quiet_since >= settle:
+                    return
+            else:
+                quiet_since = None
+            time.sleep(0.05)
+        raise TimeoutError(
+            f"worker still busy after {timeout}s ({self._in_flight} in flight, {self.queued()} queued)"
+        )

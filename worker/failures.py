@@ -1,0 +1,41 @@
+"""Dead letters: every task that could not succeed is recorded with its payload and error."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import select
+
+from domain.errors import BillingError
+from worker import clock
+from worker.db import UnitOfWork
+from worker.tables import TaskFailure
+
+log = logging.getLogger("billing.failures")
+
+
+def record_failure(
+    *, task_id: str, task_name: str, payload: Any, error: BaseException, retryable: bool
+) -> None:
+    """Insert or update the failure row of one message, in a transaction of its own."""
+    if isinstance(error, BillingError):
+        error_type, code, field, message = type(error).__name__, error.code, error.field, error.message
+    else:
+        error_type, code, field, message = type(error).__name__, None, None, str(error) or repr(error)
+    body = payload if isinstance(payload, dict) else {"raw": repr(payload)[:10_000]}
+    with UnitOfWork() as uow:
+        now = clock.now()
+        row = uow.session.execute(select(TaskFailure).where(TaskFailure.task_id == task_id)).scalar()  # type: ignore[arg-type]
+        if row is None:
+            row = TaskFailure(
+                task_id=task_id, task_name=task_name, first_seen=now, error_message="", attempts=0
+            )
+            uow.session.add(row)
+        row.payload = body
+        row.error_type, row.error_code, row.error_field, row.error_message = error_type, code, field, message
+        row.retryable = retryable
+        row.attempts += 1
+        row.last_seen = now
+        uow.commit()
+    log.warning("task %s [%s] failed: %s: %s (field=%s)", task_name, task_id, error_type, message, field)

@@ -1,0 +1,135 @@
+"""Credit notes: lower what an invoice asks for, or credit the balance after payment (SPEC §7)."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+
+from domain import credit_notes as rules
+from domain.errors import BadRequest, NotFound, WrongState
+from domain.invoices import OPEN, PAID
+from tasks.contracts import CreditNoteCreate, CreditNoteVoid
+from worker.services import ledger
+from worker.services.base import Outcome, Request
+from worker.services.invoices import lock_invoice
+from worker.tables import CreditNote, InvoiceItem
+
+
+def _check_lines(request: Request, command: CreditNoteCreate) -> None:
+    for index, line in enumerate(command.lines or ()):
+        if line.invoice_line_item is None:
+            continue
+        item = request.session.get(InvoiceItem, line.invoice_line_item)
+        field = f"lines[{index}].invoice_line_item"
+        if item is None or item.invoice_id != command.invoice:
+            raise NotFound(f"line item on invoice {command.invoice}", line.invoice_line_item, field=field)
+        if line.amount > max(item.amount, 0):
+            raise BadRequest(
+                f"{line.amount} exceeds the line's amount {item.amount}", field=f"lines[{index}].amount"
+            )
+
+
+def create_credit_note(request: Request, command: CreditNoteCreate) -> Outcome:
+    invoice, _ = lock_invoice(request, command.invoice)
+    if prior := request.replayed():
+        return prior
+    notes = request.session.execute(
+        select(
+            func.count(), func.coalesce(func.sum(CreditNote.amount).filter(CreditNote.status == "issued"), 0)
+        ).where(
+            CreditNote.invoice_id == invoice.id  # type: ignore[arg-type]
+        )
+    ).one()
+    count, credited = notes
+    plan = rules.plan_credit_note(
+        rules.CreditableInvoice(
+            invoice.id, invoice.status, invoice.total, invoice.amount_remaining, credited
+        ),
+        command.note_amount,
+        refund_amount=command.refund_amount,
+        credit_amount=command.credit_amount,
+        out_of_band_amount=command.out_of_band_amount,
+    )
+    _check_lines(request, command)
+    assert invoice.number is not None
+    note = CreditNote(
+        id=command.id,
+        invoice_id=invoice.id,
+        customer_id=invoice.customer_id,
+        currency=invoice.currency,
+        number=rules.credit_note_number(invoice.number, count + 1),
+        type=plan.type,
+        amount=plan.amount,
+        amount_due_reduction=plan.amount_due_reduction,
+        refund_amount=plan.refund_amount,
+        credit_amount=plan.credit_amount,
+        out_of_band_amount=plan.out_of_band_amount,
+        reason=command.reason,
+        memo=command.memo,
+        lines=[line.model_dump(mode="json", exclude_none=True) for line in command.lines or ()] or None,
+        metadata_=command.metadata,
+        created=request.now,
+    )
+    request.session.add(note)
+    request.session.flush()
+    txn = ledger.append(
+        request.session,
+        customer_id=invoice.customer_id,
+        currency=invoice.currency,
+        amount=-plan.credit_amount,
+        type="credit_note",
+        now=request.now,
+        invoice_id=invoice.id,
+        credit_note_id=note.id,
+    )
+    note.customer_balance_transaction = txn.id if txn else None
+    if plan.type == rules.PRE_PAYMENT:
+        invoice.pre_payment_credit_notes_amount += plan.amount
+        invoice.amount_due -= plan.amount_due_reduction
+        invoice.amount_remaining -= plan.amount_due_reduction
+        if invoice.amount_remaining == 0:
+            invoice.status = PAID
+            invoice.paid_at = request.now
+    else:
+        invoice.post_payment_credit_notes_amount += plan.amount
+    return request.done(note.id)
+
+
+def void_credit_note(request: Request, command: CreditNoteVoid) -> Outcome:
+    """Only while the invoice is open; undoes the note's effect on the invoice and the balance."""
+    invoice_id = request.session.execute(
+        select(CreditNote.invoice_id).where(CreditNote.id == command.credit_note)  # type: ignore[arg-type]
+    ).scalar()
+    if invoice_id is None:
+        raise NotFound("credit note", command.credit_note, field="credit_note")
+    invoice, _ = lock_invoice(request, invoice_id)
+    if prior := request.replayed():
+        return prior
+    note = request.session.get(CreditNote, command.credit_note, populate_existing=True)
+    assert note is not None
+    if note.status == "void":
+        raise WrongState(f"credit note {note.id} is already void", field="credit_note")
+    if invoice.status != OPEN:
+        raise WrongState(
+            f"invoice {invoice.id} is {invoice.status}; credit notes can be voided only on open invoices",
+            field="credit_note",
+        )
+    ledger.append(
+        request.session,
+        customer_id=invoice.customer_id,
+        currency=invoice.currency,
+        amount=note.credit_amount,
+        type="credit_note",
+        now=request.now,
+        invoice_id=invoice.id,
+        credit_note_id=note.id,
+        description=f"void of {note.number}",
+    )
+    if note.type == rules.PRE_PAYMENT:
+        invoice.pre_payment_credit_notes_amount -= note.amount
+        invoice.amount_due += note.amount_due_reduction
+        invoice.amount_remaining += note.amount_due_reduction
+    else:
+        invoice.post_payment_credit_notes_amount -= note.amount
+    note.status = "void"
+    note.voided_at = request.now
+    return request.done(note.id)

@@ -1,0 +1,114 @@
+"""Customers: create, update, delete; the default currency lock (SPEC §1)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from sqlalchemy import delete, select
+
+from domain.errors import BadRequest, CurrencyLocked
+from tasks.contracts import CustomerCreate, CustomerDelete, CustomerFields, CustomerUpdate
+from tasks.ids import PREFIXES, derived_id
+from worker.services.base import Outcome, Request
+from worker.tables import Customer, CustomerTaxId, DiscountRow
+
+_PREFIX_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+
+# contract field -> (table attribute, how to store it)
+_PROFILE_FIELDS: dict[str, str] = {
+    "email": "email",
+    "name": "name",
+    "phone": "phone",
+    "description": "description",
+    "metadata": "metadata_",
+    "address": "address",
+    "shipping": "shipping",
+    "preferred_locales": "preferred_locales",
+    "tax_exempt": "tax_exempt",
+}
+
+
+def generated_invoice_prefix(customer_id: str) -> str:
+    digest = hashlib.sha256(customer_id.encode()).digest()
+    return "".join(_PREFIX_ALPHABET[b % len(_PREFIX_ALPHABET)] for b in digest[:8])
+
+
+def set_default_currency(customer: Customer, currency: str, *, field: str = "currency") -> None:
+    """The first invoice, adjustment or explicit setting fixes the default currency for good."""
+    if customer.currency is None:
+        customer.currency = currency
+    elif customer.currency != currency and field == "currency":
+        raise CurrencyLocked(
+            f"customer {customer.id} already bills in {customer.currency}; the default currency"
+            " cannot change once set (bill other currencies by naming them on items and invoices)",
+            field=field,
+        )
+
+
+def _check_prefix_free(request: Request, prefix: str, customer_id: str) -> None:
+    taken = request.session.execute(
+        select(Customer.id).where(Customer.invoice_prefix == prefix, Customer.id != customer_id)  # type: ignore[arg-type]
+    ).first()
+    if taken:
+        raise BadRequest(f"invoice prefix {prefix!r} is used by another customer", field="invoice_prefix")
+
+
+def _apply_profile(customer: Customer, fields: CustomerFields) -> None:
+    data: dict[str, Any] = fields.model_dump(mode="json", exclude_unset=True)
+    for name, attribute in _PROFILE_FIELDS.items():
+        if name in data:
+            setattr(customer, attribute, data[name])
+    if "invoice_settings" in data:
+        customer.default_payment_method = (data["invoice_settings"] or {}).get("default_payment_method")
+    if customer.tax_exempt is None:
+        customer.tax_exempt = "none"
+
+
+def create_customer(request: Request, command: CustomerCreate) -> Outcome:
+    if prior := request.replayed():
+        return prior
+    if request.session.get(Customer, command.id) is not None:
+        raise BadRequest(f"customer {command.id} already exists", field="id")
+    prefix = command.invoice_prefix or generated_invoice_prefix(command.id)
+    _check_prefix_free(request, prefix, command.id)
+    customer = Customer(id=command.id, invoice_prefix=prefix, currency=command.currency, created=request.now)
+    _apply_profile(customer, command)
+    request.session.add(customer)
+    request.session.flush()
+    for tax_id in command.tax_id_data or ():
+        request.session.add(
+            CustomerTaxId(
+                id=derived_id(PREFIXES["tax_id"], f"{command.id}:{tax_id.type}:{tax_id.value}"),
+                customer_id=command.id,
+                type=tax_id.type,
+                value=tax_id.value,
+                created=request.now,
+            )
+        )
+    return request.done(command.id)
+
+
+def update_customer(request: Request, command: CustomerUpdate) -> Outcome:
+    customer = request.lock_customer(command.customer)
+    if prior := request.replayed():
+        return prior
+    if command.currency is not None:
+        set_default_currency(customer, command.currency)
+    if command.invoice_prefix is not None and command.invoice_prefix != customer.invoice_prefix:
+        _check_prefix_free(request, command.invoice_prefix, customer.id)
+        if customer.next_invoice_sequence > 1:
+            raise BadRequest("cannot change once the customer has numbered invoices", field="invoice_prefix")
+        customer.invoice_prefix = command.invoice_prefix
+    _apply_profile(customer, command)
+    return request.done(customer.id)
+
+
+def delete_customer(request: Request, command: CustomerDelete) -> Outcome:
+    """Permanent: the customer can no longer be billed; invoices and credit notes stay."""
+    customer = request.lock_customer(command.customer)
+    if prior := request.replayed():
+        return prior
+    customer.deleted = True
+    request.session.execute(delete(DiscountRow).where(DiscountRow.customer_id == customer.id))  # type: ignore[arg-type]
+    return request.done(customer.id)

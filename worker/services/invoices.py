@@ -1,0 +1,390 @@
+"""Invoices: generation from pending items, pricing, finalization and the lifecycle (SPEC §4-6).
+
+Generation claims at most 250 of a customer's oldest pending items in the invoice's
+currency, in the same transaction that writes the invoice, prices it and (when asked)
+finalizes it. If items of that currency remain, the outcome carries a follow-up for
+the next part of the chain; the task publishes it after the commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import and_, delete, exists, func, select, update
+
+from domain import invoices as lifecycle
+from domain.credit import apply_credit_balance
+from domain.currencies import currency_info
+from domain.errors import BadRequest, NotFound, NothingToInvoice
+from domain.pricing import Coupon, Line, PricedInvoice, TaxRate, price_invoice
+from tasks.contracts import InvoiceAction, InvoiceCreate, InvoicePay, InvoicePendingCreate, payload_of
+from tasks.ids import PREFIXES, derived_id
+from worker.services import ledger
+from worker.services.base import FollowUp, Outcome, Request
+from worker.services.customers import set_default_currency
+from worker.tables import (
+    BalanceTransaction,
+    CouponRow,
+    Customer,
+    CustomerTaxId,
+    DiscountRow,
+    Invoice,
+    InvoiceItem,
+    TaxRateRow,
+)
+
+CREATE_TASK = "billing.invoices.create"
+_PENDING = InvoiceItem.invoice_id.is_(None)  # type: ignore[union-attr]
+
+
+def _pending_of(customer_id: str, currency: str) -> Any:
+    return and_(InvoiceItem.customer_id == customer_id, InvoiceItem.currency == currency, _PENDING)
+
+
+def claim_pending_items(request: Request, invoice_id: str, customer_id: str, currency: str) -> list[Any]:
+    """Attach the oldest ≤ 250 pending items of (customer, currency) to the invoice: one UPDATE."""
+    oldest = (
+        select(InvoiceItem.id)
+        .where(_pending_of(customer_id, currency))
+        .order_by(InvoiceItem.created, InvoiceItem.id)
+        .limit(lifecycle.MAX_LINES_PER_INVOICE)
+    )
+    claimed = request.session.execute(
+        update(InvoiceItem)
+        .where(InvoiceItem.id.in_(oldest.scalar_subquery()))  # type: ignore[attr-defined]
+        .values(invoice_id=invoice_id)
+        .returning(
+            InvoiceItem.id,
+            InvoiceItem.amount,
+            InvoiceItem.discountable,
+            InvoiceItem.tax_rates,
+            InvoiceItem.created,
+        )
+        .execution_options(synchronize_session=False)
+    ).all()
+    return sorted(claimed, key=lambda row: (row.created, row.id))
+
+
+def pending_remain(request: Request, customer_id: str, currency: str) -> bool:
+    return bool(request.session.execute(select(exists().where(_pending_of(customer_id, currency)))).scalar())
+
+
+def _tax_rates(request: Request, ids: set[str]) -> dict[str, TaxRate]:
+    if not ids:
+        return {}
+    rows = request.session.execute(select(TaxRateRow).where(TaxRateRow.id.in_(ids))).scalars()  # type: ignore[attr-defined]
+    return {r.id: TaxRate(r.id, Decimal(r.percentage), r.inclusive) for r in rows}
+
+
+def _as_coupon(row: CouponRow) -> Coupon:
+    return Coupon(
+        id=row.id,
+        percent_off=Decimal(row.percent_off) if row.percent_off is not None else None,
+        amount_off=row.amount_off,
+        currency=row.currency,
+        currency_options=row.currency_options or {},
+    )
+
+
+def check_redeemable(coupon: CouponRow, now: int, *, field: str) -> None:
+    if coupon.redeem_by is not None and now > coupon.redeem_by:
+        raise BadRequest(f"coupon {coupon.id} could be redeemed only until {coupon.redeem_by}", field=field)
+    if coupon.max_redemptions is not None and coupon.times_redeemed >= coupon.max_redemptions:
+        raise BadRequest(
+            f"coupon {coupon.id} has reached its {coupon.max_redemptions} redemptions", field=field
+        )
+
+
+def customer_discount(request: Request, customer_id: str) -> DiscountRow | None:
+    row = request.session.execute(select(DiscountRow).where(DiscountRow.customer_id == customer_id)).scalar()  # type: ignore[arg-type]
+    if row is None or (row.end is not None and row.end <= request.now):
+        return None
+    return row
+
+
+def _coupons(request: Request, customer: Customer, command: InvoiceCreate) -> list[CouponRow]:
+    """The request's discounts if it names any (redeemed now), else the customer's discount."""
+    if command.discounts is not None:
+        coupons = []
+        for index, discount in enumerate(command.discounts):
+            field = f"discounts[{index}].coupon"
+            coupon = request.get(CouponRow, discount.coupon, resource="coupon", field=field)
+            check_redeemable(coupon, request.now, field=field)
+            coupon.times_redeemed += 1
+            coupons.append(coupon)
+        return coupons
+    held = customer_discount(request, customer.id)
+    return [request.get(CouponRow, held.coupon_id, resource="coupon", field="discounts")] if held else []
+
+
+def price(
+    request: Request, invoice: Invoice, lines: Sequence[Any], customer: Customer, coupons: Sequence[CouponRow]
+) -> PricedInvoice:
+    default_ids = list(invoice.default_tax_rates or ())
+    rates = _tax_rates(request, set(default_ids) | {r for line in lines for r in line.tax_rates or ()})
+    for index, rate_id in enumerate(default_ids):
+        if rate_id not in rates:
+            raise NotFound("tax rate", rate_id, field=f"default_tax_rates[{index}]")
+    priced = price_invoice(
+        [
+            Line(
+                line.amount,
+                line.discountable,
+                tuple(rates[r] for r in line.tax_rates) if line.tax_rates is not None else None,
+            )
+            for line in lines
+        ],
+        currency=invoice.currency,
+        coupons=[_as_coupon(c) for c in coupons],
+        default_tax_rates=[rates[r] for r in default_ids],
+        tax_exempt=customer.tax_exempt in ("exempt", "reverse"),
+    )
+    updates = [
+        {
+            "id": line.id,
+            "discount_amounts": [{"amount": d.amount, "discount": d.coupon} for d in p.discount_amounts],
+            "tax_amounts": [_tax_dict(t) for t in p.tax_amounts],
+        }
+        for line, p in zip(lines, priced.lines, strict=True)
+        if p.discount_amounts or p.tax_amounts
+    ]
+    if updates:
+        request.session.execute(update(InvoiceItem), updates)
+    invoice.subtotal = priced.subtotal
+    invoice.total_excluding_tax = priced.total_excluding_tax
+    invoice.total = priced.total
+    invoice.discounts = list(priced.applied_coupons)
+    invoice.total_discount_amounts = [
+        {"amount": d.amount, "discount": d.coupon} for d in priced.total_discount_amounts
+    ]
+    invoice.total_taxes = [_tax_dict(t) for t in priced.total_taxes]
+    invoice.amount_due = invoice.amount_remaining = max(priced.total, 0)
+    return priced
+
+
+def _tax_dict(tax: Any) -> dict[str, Any]:
+    return {
+        "amount": tax.amount,
+        "tax_rate": tax.tax_rate,
+        "taxable_amount": tax.taxable_amount,
+        "inclusive": tax.inclusive,
+    }
+
+
+def finalize_invoice(request: Request, invoice: Invoice, customer: Customer) -> None:
+    """Number, snapshot, apply the same-currency balance, write the ledger rows."""
+    lifecycle.check_transition(invoice.id, invoice.status, "finalize")
+    invoice.number = lifecycle.invoice_number(customer.invoice_prefix, customer.next_invoice_sequence)
+    customer.next_invoice_sequence += 1
+    invoice.customer_email = customer.email
+    invoice.customer_name = customer.name
+    invoice.customer_phone = customer.phone
+    invoice.customer_address = customer.address
+    invoice.customer_shipping = customer.shipping
+    invoice.customer_tax_exempt = customer.tax_exempt
+    tax_ids = request.session.execute(
+        select(CustomerTaxId).where(CustomerTaxId.customer_id == customer.id).order_by(CustomerTaxId.created)  # type: ignore[arg-type]
+    ).scalars()
+    invoice.customer_tax_ids = [{"type": t.type, "value": t.value} for t in tax_ids]
+
+    info = currency_info(invoice.currency)
+    balance = ledger.lock_balance(request.session, customer.id, invoice.currency)
+    credit = apply_credit_balance(invoice.total, balance.balance, info.minimum_charge if info else 0)
+    common = {
+        "customer_id": customer.id,
+        "currency": invoice.currency,
+        "now": request.now,
+        "invoice_id": invoice.id,
+    }
+    ledger.append(request.session, amount=credit.applied, type="applied_to_invoice", **common)
+    ledger.append(request.session, amount=credit.too_small, type="invoice_too_small", **common)
+    invoice.starting_balance = credit.starting_balance
+    invoice.ending_balance = credit.ending_balance
+    invoice.amount_due = invoice.amount_remaining = credit.amount_due
+    invoice.finalized_at = request.now
+    invoice.status = lifecycle.PAID if credit.paid else lifecycle.OPEN
+    if credit.paid:
+        invoice.paid_at = request.now
+    if invoice.collection_method == "send_invoice" and invoice.due_date is None:
+        invoice.due_date = lifecycle.due_date(request.now, invoice.days_until_due or 0)
+    held = customer_discount(request, customer.id)
+    if held and held.coupon_id in (invoice.discounts or ()):
+        coupon = request.session.get(CouponRow, held.coupon_id)
+        if coupon is not None and coupon.duration == "once":
+            request.session.delete(held)
+
+
+def _next_part(command: InvoiceCreate) -> FollowUp:
+    part = command.part + 1
+    payload = payload_of(command)
+    payload.update(part=part, id=derived_id(PREFIXES["invoice"], f"{command.idempotency_key}:part{part}"))
+    return FollowUp(CREATE_TASK, payload)
+
+
+def create_invoice(request: Request, command: InvoiceCreate) -> Outcome:
+    customer = request.lock_customer(command.customer)
+    currency = command.currency or customer.currency
+    if prior := request.replayed():
+        if prior.id is not None and currency and pending_remain(request, customer.id, currency):
+            prior.follow_ups.append(_next_part(command))  # the first run may have died before publishing it
+        return prior
+    if currency is None:
+        raise BadRequest(
+            f"customer {customer.id} has no default currency; name the invoice's currency", field="currency"
+        )
+    set_default_currency(customer, currency, field="customer")
+    if request.session.get(Invoice, command.id) is not None:
+        raise BadRequest(f"invoice {command.id} already exists", field="id")
+    invoice = Invoice(
+        id=command.id,
+        customer_id=customer.id,
+        currency=currency,
+        billing_reason="manual",
+        collection_method=command.collection_method,
+        days_until_due=command.days_until_due,
+        due_date=command.due_date,
+        auto_advance=bool(command.auto_advance),
+        description=command.description,
+        footer=command.footer,
+        metadata_=command.metadata,
+        default_tax_rates=command.default_tax_rates,
+        chain_part=command.part,
+        created=request.now,
+    )
+    request.session.add(invoice)
+    request.session.flush()
+    lines: list[Any] = []
+    if command.pending_invoice_items_behavior == "include":
+        lines = claim_pending_items(request, invoice.id, customer.id, currency)
+        if not lines:
+            if command.part > 1:  # the chain's backlog is gone (another run took it): the chain ends
+                request.session.delete(invoice)
+                return request.done(None)
+            raise NothingToInvoice(
+                f"customer {customer.id} has no pending {currency} invoice items", field="customer"
+            )
+    price(request, invoice, lines, customer, _coupons(request, customer, command))
+    if command.finalize:
+        finalize_invoice(request, invoice, customer)
+    outcome = request.done(invoice.id)
+    if command.pending_invoice_items_behavior == "include" and pending_remain(request, customer.id, currency):
+        outcome.follow_ups.append(_next_part(command))
+    return outcome
+
+
+def create_invoices_for_pending(request: Request, command: InvoicePendingCreate) -> Outcome:
+    """One invoice chain per currency with pending items; each chain is its own task."""
+    customer = request.lock_customer(command.customer)
+    replay = request.replayed()
+    currencies = request.session.execute(
+        select(InvoiceItem.currency).where(InvoiceItem.customer_id == customer.id, _PENDING).distinct()
+    ).scalars()
+    base = payload_of(command)
+    follow_ups = []
+    for currency in sorted(currencies):
+        key = f"{command.idempotency_key}:{currency}"
+        follow_ups.append(
+            FollowUp(
+                CREATE_TASK,
+                {
+                    **base,
+                    "currency": currency,
+                    "id": derived_id(PREFIXES["invoice"], key),
+                    "idempotency_key": key,
+                },
+            )
+        )
+    outcome = replay or request.done(None)
+    outcome.follow_ups.extend(follow_ups)
+    return outcome
+
+
+def lock_invoice(request: Request, invoice_id: str) -> tuple[Invoice, Customer]:
+    """Lock the invoice's customer, then read the invoice as it is under that lock."""
+    customer_id = request.session.execute(
+        select(Invoice.customer_id).where(Invoice.id == invoice_id)
+    ).scalar()  # type: ignore[arg-type]
+    if customer_id is None:
+        raise NotFound("invoice", invoice_id, field="invoice")
+    customer = request.lock_customer(customer_id, field="invoice")
+    invoice = request.session.execute(
+        select(Invoice).where(Invoice.id == invoice_id).execution_options(populate_existing=True)  # type: ignore[arg-type]
+    ).scalar_one()
+    return invoice, customer
+
+
+def finalize(request: Request, command: InvoiceAction) -> Outcome:
+    invoice, customer = lock_invoice(request, command.invoice)
+    if prior := request.replayed():
+        return prior
+    finalize_invoice(request, invoice, customer)
+    return request.done(invoice.id)
+
+
+def void(request: Request, command: InvoiceAction) -> Outcome:
+    """Void gives back the balance the invoice consumed (``unapplied_from_invoice``)."""
+    invoice, customer = lock_invoice(request, command.invoice)
+    if prior := request.replayed():
+        return prior
+    lifecycle.check_transition(invoice.id, invoice.status, "void")
+    applied = request.session.execute(
+        select(func.coalesce(func.sum(BalanceTransaction.amount), 0)).where(
+            BalanceTransaction.invoice_id == invoice.id,  # type: ignore[arg-type]
+            BalanceTransaction.type.in_(("applied_to_invoice", "unapplied_from_invoice")),  # type: ignore[attr-defined]
+        )
+    ).scalar_one()
+    ledger.append(
+        request.session,
+        customer_id=customer.id,
+        currency=invoice.currency,
+        amount=-applied,
+        type="unapplied_from_invoice",
+        now=request.now,
+        invoice_id=invoice.id,
+    )
+    invoice.status = lifecycle.VOID
+    invoice.voided_at = request.now
+    return request.done(invoice.id)
+
+
+def pay(request: Request, command: InvoicePay) -> Outcome:
+    """Paid out of band: the whole remaining amount is recorded as paid."""
+    invoice, _ = lock_invoice(request, command.invoice)
+    if prior := request.replayed():
+        return prior
+    lifecycle.check_transition(invoice.id, invoice.status, "pay")
+    invoice.amount_paid += invoice.amount_remaining
+    invoice.amount_remaining = 0
+    invoice.paid_out_of_band = True
+    invoice.status = lifecycle.PAID
+    invoice.paid_at = request.now
+    return request.done(invoice.id)
+
+
+def mark_uncollectible(request: Request, command: InvoiceAction) -> Outcome:
+    """Decision: the balance applied at finalization stays consumed (only void gives it back)."""
+    invoice, _ = lock_invoice(request, command.invoice)
+    if prior := request.replayed():
+        return prior
+    lifecycle.check_transition(invoice.id, invoice.status, "mark_uncollectible")
+    invoice.status = lifecycle.UNCOLLECTIBLE
+    invoice.marked_uncollectible_at = request.now
+    return request.done(invoice.id)
+
+
+def delete_draft(request: Request, command: InvoiceAction) -> Outcome:
+    """Only drafts can be deleted; their items go back to pending (Decision)."""
+    invoice, _ = lock_invoice(request, command.invoice)
+    if prior := request.replayed():
+        return prior
+    lifecycle.check_transition(invoice.id, invoice.status, "delete")
+    request.session.execute(
+        update(InvoiceItem)
+        .where(InvoiceItem.invoice_id == invoice.id)  # type: ignore[arg-type]
+        .values(invoice_id=None, discount_amounts=None, tax_amounts=None)
+        .execution_options(synchronize_session=False)
+    )
+    request.session.execute(delete(Invoice).where(Invoice.id == invoice.id))  # type: ignore[arg-type]
+    return request.done(invoice.id)

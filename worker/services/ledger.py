@@ -1,0 +1,72 @@
+"""The credit ledger: the only code that changes a customer balance.
+
+Every change appends one immutable ``balance_transactions`` row and moves the
+``customer_balances`` row for that currency in the same transaction, so the balance
+always equals the sum of its transactions and each ``ending_balance`` is the running
+sum. Callers hold the customer lock; the balance row is locked too so that a caller
+that forgot cannot race.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlmodel import Session
+
+from tasks.ids import PREFIXES, new_id
+from worker.tables import BalanceTransaction, CustomerBalance
+
+
+def lock_balance(session: Session, customer_id: str, currency: str) -> CustomerBalance:
+    stmt = (
+        select(CustomerBalance)
+        .where(CustomerBalance.customer_id == customer_id, CustomerBalance.currency == currency)  # type: ignore[arg-type]
+        .with_for_update()
+    )
+    row = session.execute(stmt).scalar_one_or_none()
+    if row is None:
+        row = CustomerBalance(customer_id=customer_id, currency=currency, balance=0, transaction_count=0)
+        session.add(row)
+    return row
+
+
+def balance_of(session: Session, customer_id: str, currency: str) -> int:
+    row = session.get(CustomerBalance, (customer_id, currency))
+    return row.balance if row else 0
+
+
+def append(
+    session: Session,
+    *,
+    customer_id: str,
+    currency: str,
+    amount: int,
+    type: str,
+    now: int,
+    invoice_id: str | None = None,
+    credit_note_id: str | None = None,
+    description: str | None = None,
+    metadata: dict[str, str] | None = None,
+    transaction_id: str | None = None,
+) -> BalanceTransaction | None:
+    """Append one transaction (negative amount = credit to the customer); 0 appends nothing."""
+    if amount == 0:
+        return None
+    balance = lock_balance(session, customer_id, currency)
+    balance.balance += amount
+    balance.transaction_count += 1
+    txn = BalanceTransaction(
+        id=transaction_id or new_id(PREFIXES["customer_balance_transaction"]),
+        customer_id=customer_id,
+        currency=currency,
+        sequence=balance.transaction_count,
+        amount=amount,
+        ending_balance=balance.balance,
+        type=type,
+        invoice_id=invoice_id,
+        credit_note_id=credit_note_id,
+        description=description,
+        metadata_=metadata,
+        created=now,
+    )
+    session.add(txn)
+    return txn

@@ -1,0 +1,37 @@
+"""Settings from the environment (prefix ``BILLING_``); defaults run everything in-process."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BILLING_", extra="ignore")
+
+    database_url: str = Field(
+        default="sqlite:///billing.db",
+        description="SQLAlchemy URL. PostgreSQL: postgresql+psycopg://user:pass@host/db",
+    )
+    broker_url: str = Field(
+        default="memory://localhost/", description="Celery broker; memory:// runs in-process only"
+    )
+    database_pool_size: int = 5
+    lock_timeout_ms: int = Field(
+        default=10_000, description="PostgreSQL lock_timeout for billing transactions"
+    )
+    max_retries: int = Field(default=8, description="Retries of a task that hits infrastructure trouble")
+    missing_reference_retries: int = Field(
+        default=5, description="Retries of a task whose customer/invoice is not there yet (sent out of order)"
+    )
+    visibility_timeout_s: int = Field(
+        default=3600, description="Redis broker: redelivery after this long unacked"
+    )
+    log_level: str = "INFO"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

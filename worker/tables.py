@@ -1,0 +1,339 @@
+"""SQLModel tables. Constraints carry the guarantees; services rely on them.
+
+Times are Unix seconds (as in Stripe's objects). Amounts are integer minor units.
+Percentages are decimal strings ("8.25"), never floats.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    Index,
+    String,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+JSONType = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+
+
+def json_column(name: str, *, nullable: bool = True) -> Any:
+    return Field(default=None, sa_column=Column(name, JSONType, nullable=nullable))
+
+
+def time_field(*, nullable: bool = False, index: bool = False) -> Any:
+    return Field(default=None if nullable else 0, sa_type=BigInteger, nullable=nullable, index=index)
+
+
+def ref(target: str, *, nullable: bool = True, index: bool = False, ondelete: str | None = None) -> Any:
+    return Field(
+        default=None,
+        sa_column_args=[ForeignKey(target, ondelete=ondelete)],
+        sa_type=String(64),
+        nullable=nullable,
+        index=index,
+    )
+
+
+class Customer(SQLModel, table=True):
+    __tablename__ = "customers"
+    __table_args__ = (
+        CheckConstraint("tax_exempt IN ('none', 'exempt', 'reverse')", name="tax_exempt_valid"),
+        CheckConstraint("next_invoice_sequence >= 1", name="sequence_positive"),
+    )
+
+    id: str = Field(primary_key=True, sa_type=String(64))
+    email: str | None = Field(default=None, index=True, sa_type=String(512))
+    name: str | None = Field(default=None, sa_type=String(256))
+    phone: str | None = Field(default=None, sa_type=String(32))
+    description: str | None = None
+    metadata_: dict[str, str] | None = json_column("metadata")
+    address: dict[str, Any] | None = json_column("address")
+    shipping: dict[str, Any] | None = json_column("shipping")
+    preferred_locales: list[str] | None = json_column("preferred_locales")
+    tax_exempt: str = Field(default="none", sa_type=String(8))
+    currency: str | None = Field(default=None, sa_type=String(3))
+    invoice_prefix: str = Field(unique=True, sa_type=String(12))
+    next_invoice_sequence: int = 1
+    default_payment_method: str | None = Field(default=None, sa_type=String(64))
+    deleted: bool = False
+    created: int = time_field()
+
+
+class CustomerTaxId(SQLModel, table=True):
+    __tablename__ = "customer_tax_ids"
+    __table_args__ = (UniqueConstraint("customer_id", "type", "value", name="uq_customer_tax_id"),)
+
+    id: str = Field(primary_key=True, sa_type=String(64))
+    customer_id: str = ref("customers.id", nullable=False, index=True, ondelete="CASCADE")
+    type: str = Field(sa_type=String(16))
+    value: str = Field(sa_type=String(64))
+    created: int = time_field()
+
+
+class CustomerBalance(SQLModel, table=True):
+    """Current balance per (customer, currency); the row is locked while it changes."""
+
+    __tablename__ = "customer_balances"
+
+    customer_id: str = Field(
+        primary_key=True, sa_column_args=[ForeignKey("customers.id")], sa_type=String(64)
+    )
+    currency: str = Field(primary_key=True, sa_type=String(3))
+    balance: int = Field(default=0, sa_type=BigInteger)
+    transaction_count: int = 0
+
+
+class BalanceTransaction(SQLModel, table=True):
+    """Append-only ledger. ``sequence`` numbers each (customer, currency) stream from 1."""
+
+    __tablename__ = "balance_transactions"
+    __table_args__ = (
+        UniqueConstraint("customer_id", "currency", "sequence", name="uq_balance_transaction_sequence"),
+        CheckConstraint(
+            "type IN ('adjustment', 'applied_to_invoice', 'unapplied_from_invoice', 'credit_note', 'initial',"
+            " 'invoice_too_small', 'invoice_too_large', 'invoice_overpaid')",
+            name="type_valid",
+        ),
+        CheckConstraint("amount <> 0", name="amount_nonzero"),
+    )
+
+    id: str = Field(primary_key=True, sa_type=String(64))
+    customer_id: str = ref("customers.id", nullable=False)
+    currency: str = Field(sa_type=String(3))
+    sequence: int
+    amount: int = Field(sa_type=BigInteger)
+    ending_balance: int = Field(sa_type=BigInteger)
+    type: str = Field(sa_type=String(24))
+    invoice_id: str | None = ref("invoices.id", index=True)
+    credit_note_id: str | None = ref("credit_notes.id")
+    description: str | None = None
+    metadata_: dict[str, str] | None = json_column("metadata")
+    created: int = time_field()
+
+
+class TaxRateRow(SQLModel, table=True):
+    __tablename__ = "tax_rates"
+
+    id: str = Field(primary_key=True, sa_type=String(64))
+    display_name: str = Field(sa_type=String(50))
+    percentage: str = Field(sa_type=String(12))
+    inclusive: bool = False
+    country: str | None = Field(default=None, sa_type=String(2))
+    jurisdiction: str | None = Field(default=None, sa_type=String(64))
+    description: str | None = None
+    active: bool = True
+    metadata_: dict[str, str] | None = json_column("metadata")
+    created: int = time_field()
+
+
+class CouponRow(SQLModel, table=True):
+    __tablename__ = "coupons"
+    __table_args__ = (
+        CheckConstraint("(percent_off IS NULL) <> (amount_off IS NULL)", name="one_kind_of_discount"),
+        CheckConstraint(
+            "amount_off IS NULL OR (currency IS NOT NULL AND amount_off > 0)", name="amount_off_currency"
+        ),
+        CheckConstraint("duration IN ('once', 'repeating', 'forever')", name="duration_valid"),
+        CheckConstraint("duration <> 'repeating' OR duration_in_months > 0", name="repeating_months"),
+    )
+
+    id: str = Field(primary_key=True, sa_type=String(64))
+    name: str | None = Field(default=None, sa_type=String(40))
+    percent_off: str | None = Field(default=None, sa_type=String(12))
+    amount_off: int | None = Field(default=None, sa_type=BigInteger)
+    currency: str | None = Field(default=None, sa_type=String(3))
+    currency_options: dict[str, int] | None = json_column("currency_options")
+    duration: str = Field(sa_type=String(10))
+    duration_in_months: int | None = None
+    max_redemptions: int | None = None
+    times_redeemed: int = 0
+    redeem_by: int | None = time_field(nullable=True)
+    metadata_: dict[str, str] | None = json_column("metadata")
+    created: int = time_field()
+
+
+class DiscountRow(SQLModel, table=True):
+    """A customer's discount: at most one per customer."""
+
+    __tablename__ = "discounts"
+
+    id: str = Field(primary_key=True, sa_type=String(64))
+    customer_id: str = ref("customers.id", nullable=False)
+    coupon_id: str = ref("coupons.id", nullable=False)
+    start: int = time_field()
+    end: int | None = time_field(nullable=True)
+    created: int = time_field()
+
+    __table_args__ = (UniqueConstraint("customer_id", name="uq_discount_customer"),)
+
+
+class Invoice(SQLModel, table=True):
+    __tablename__ = "invoices"
+    __table_args__ = (
+        UniqueConstraint("customer_id", "number", name="uq_invoice_number"),
+        CheckConstraint("status IN ('draft', 'open', 'paid', 'void', 'uncollectible')", name="status_valid"),
+        CheckConstraint(
+            "collection_method IN ('charge_automatically', 'send_invoice')", name="collection_method_valid"
+        ),
+        CheckConstraint(
+            "amount_due >= 0 AND amount_remaining >= 0 AND amount_paid >= 0", name="amounts_nonneg"
+        ),
+        CheckConstraint("status = 'draft' OR number IS NOT NULL", name="finalized_numbered"),
+    )
+
+    id: str = Field(primary_key=True, sa_type=String(64))
+    customer_id: str = ref("customers.id", nullable=False, index=True)
+    currency: str = Field(sa_type=String(3))
+    status: str = Field(default="draft", sa_type=String(16), index=True)
+    number: str | None = Field(default=None, sa_type=String(32))
+    billing_reason: str = Field(default="manual", sa_type=String(32))
+    collection_method: str = Field(default="charge_automatically", sa_type=String(24))
+    days_until_due: int | None = None
+    due_date: int | None = time_field(nullable=True)
+    auto_advance: bool = False
+    description: str | None = None
+    footer: str | None = None
+    metadata_: dict[str, str] | None = json_column("metadata")
+    default_tax_rates: list[str] | None = json_column("default_tax_rates")
+    discounts: list[str] | None = json_column("discounts")
+    chain_part: int = 1
+
+    subtotal: int = Field(default=0, sa_type=BigInteger)
+    total_discount_amounts: list[dict[str, Any]] | None = json_column("total_discount_amounts")
+    total_taxes: list[dict[str, Any]] | None = json_column("total_taxes")
+    total_excluding_tax: int = Field(default=0, sa_type=BigInteger)
+    total: int = Field(default=0, sa_type=BigInteger)
+    starting_balance: int = Field(default=0, sa_type=BigInteger)
+    ending_balance: int | None = Field(default=None, sa_type=BigInteger)
+    amount_due: int = Field(default=0, sa_type=BigInteger)
+    amount_paid: int = Field(default=0, sa_type=BigInteger)
+    amount_remaining: int = Field(default=0, sa_type=BigInteger)
+    pre_payment_credit_notes_amount: int = Field(default=0, sa_type=BigInteger)
+    post_payment_credit_notes_amount: int = Field(default=0, sa_type=BigInteger)
+    paid_out_of_band: bool = False
+
+    customer_email: str | None = None
+    customer_name: str | None = None
+    customer_phone: str | None = None
+    customer_address: dict[str, Any] | None = json_column("customer_address")
+    customer_shipping: dict[str, Any] | None = json_column("customer_shipping")
+    customer_tax_exempt: str | None = Field(default=None, sa_type=String(8))
+    customer_tax_ids: list[dict[str, str]] | None = json_column("customer_tax_ids")
+
+    created: int = time_field()
+    finalized_at: int | None = time_field(nullable=True)
+    paid_at: int | None = time_field(nullable=True)
+    voided_at: int | None = time_field(nullable=True)
+    marked_uncollectible_at: int | None = time_field(nullable=True)
+
+
+class InvoiceItem(SQLModel, table=True):
+    __tablename__ = "invoice_items"
+    __table_args__ = (
+        Index(
+            "ix_invoice_items_pending",
+            "customer_id",
+            "currency",
+            "created",
+            "id",
+            postgresql_where=text("invoice_id IS NULL"),
+            sqlite_where=text("invoice_id IS NULL"),
+        ),
+        CheckConstraint("amount BETWEEN -99999999 AND 99999999", name="amount_bounds"),
+        CheckConstraint("quantity >= 1", name="quantity_positive"),
+    )
+
+    id: str = Field(primary_key=True, sa_type=String(64))
+    customer_id: str = ref("customers.id", nullable=False)
+    currency: str = Field(sa_type=String(3))
+    amount: int = Field(sa_type=BigInteger)
+    unit_amount: int | None = Field(default=None, sa_type=BigInteger)
+    quantity: int = 1
+    description: str | None = None
+    discountable: bool = True
+    period_start: int | None = time_field(nullable=True)
+    period_end: int | None = time_field(nullable=True)
+    metadata_: dict[str, str] | None = json_column("metadata")
+    tax_rates: list[str] | None = json_column("tax_rates")
+    invoice_id: str | None = ref("invoices.id", index=True)
+    subscription_id: str | None = Field(default=None, sa_type=String(64))
+    discount_amounts: list[dict[str, Any]] | None = json_column("discount_amounts")
+    tax_amounts: list[dict[str, Any]] | None = json_column("tax_amounts")
+    created: int = time_field()
+
+
+class CreditNote(SQLModel, table=True):
+    __tablename__ = "credit_notes"
+    __table_args__ = (
+        CheckConstraint("status IN ('issued', 'void')", name="status_valid"),
+        CheckConstraint("type IN ('pre_payment', 'post_payment')", name="type_valid"),
+        CheckConstraint("amount > 0", name="amount_positive"),
+    )
+
+    id: str = Field(primary_key=True, sa_type=String(64))
+    invoice_id: str = ref("invoices.id", nullable=False, index=True)
+    customer_id: str = ref("customers.id", nullable=False)
+    currency: str = Field(sa_type=String(3))
+    number: str = Field(unique=True, sa_type=String(40))
+    status: str = Field(default="issued", sa_type=String(8))
+    type: str = Field(sa_type=String(16))
+    amount: int = Field(sa_type=BigInteger)
+    amount_due_reduction: int = Field(default=0, sa_type=BigInteger)
+    refund_amount: int = Field(default=0, sa_type=BigInteger)
+    credit_amount: int = Field(default=0, sa_type=BigInteger)
+    out_of_band_amount: int = Field(default=0, sa_type=BigInteger)
+    reason: str | None = Field(default=None, sa_type=String(32))
+    memo: str | None = None
+    lines: list[dict[str, Any]] | None = json_column("lines")
+    customer_balance_transaction: str | None = Field(default=None, sa_type=String(64))
+    metadata_: dict[str, str] | None = json_column("metadata")
+    created: int = time_field()
+    voided_at: int | None = time_field(nullable=True)
+
+
+class IdempotencyKey(SQLModel, table=True):
+    """One row per completed request; written in the same transaction as its effect."""
+
+    __tablename__ = "idempotency_keys"
+
+    key: str = Field(primary_key=True, sa_type=String(300))
+    operation: str = Field(sa_type=String(64))
+    request_hash: str = Field(sa_type=String(64))
+    resource_id: str | None = Field(default=None, sa_type=String(64))
+    created: int = time_field(index=True)
+
+
+class TaskFailure(SQLModel, table=True):
+    """Dead letters: a task that could not succeed, with its payload and error."""
+
+    __tablename__ = "task_failures"
+
+    id: int | None = Field(default=None, primary_key=True)
+    task_id: str = Field(unique=True, sa_type=String(64))
+    task_name: str = Field(sa_type=String(128), index=True)
+    payload: dict[str, Any] | None = json_column("payload")
+    error_type: str = Field(sa_type=String(64))
+    error_code: str | None = Field(default=None, sa_type=String(64))
+    error_field: str | None = Field(default=None, sa_type=String(128))
+    error_message: str
+    retryable: bool = False
+    attempts: int = 1
+    first_seen: int = time_field()
+    last_seen: int = time_field()

@@ -1,0 +1,588 @@
+"""Read side: stored rows as Stripe-shaped dicts (retrieve, list, search).
+
+Pure reads on a caller's ``Session`` (``worker.db.read_session()``); nothing here writes.
+There is one serializer per object type, and each object type has a renderer that turns a
+page of rows into dicts. Renderers load what an object embeds (a customer's tax ids,
+balances and discount; an invoice's lines) for the whole page with one query per kind,
+so the number of queries does not grow with the page size.
+
+Lists follow Stripe's shape (``{"object": "list", "data", "has_more", "url"}``), oldest
+first: ordered by (created, id), with ``starting_after`` as the cursor. Ids made from an
+idempotency key are not time-ordered, so id alone would not do. Pending invoice items
+come in the order invoicing consumes them, through the partial index
+``ix_invoice_items_pending``.
+
+Balances keep the ledger's sign (negative = credit) everywhere except
+``invoice_credit_balance``, which goes through ``domain.credit.credit_available``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import tuple_
+from sqlmodel import Session, SQLModel, col, select
+
+from domain.credit import credit_available
+from domain.errors import BadRequest, NotFound
+from domain.money import check_currency
+from tasks.ids import object_type
+from worker import clock
+from worker.tables import (
+    BalanceTransaction,
+    CouponRow,
+    CreditNote,
+    Customer,
+    CustomerBalance,
+    CustomerTaxId,
+    DiscountRow,
+    Invoice,
+    InvoiceItem,
+    TaskFailure,
+    TaxRateRow,
+)
+
+MAX_LIMIT = 100
+
+EXPANDABLE: dict[str, frozenset[str]] = {"customer": frozenset({"invoice_credit_balance"})}
+"""Fields left out unless named in ``expand``, per object type."""
+
+INVOICE_STATUSES = frozenset({"draft", "open", "paid", "void", "uncollectible"})
+CREDIT_NOTE_STATUSES = frozenset({"issued", "void"})
+
+
+@dataclass(frozen=True, slots=True)
+class _View:
+    session: Session
+    expand: frozenset[str]
+    now: int
+
+
+Renderer = Callable[[_View, Sequence[Any]], list[dict[str, Any]]]
+
+
+def _period(start: int | None, end: int | None) -> dict[str, int | None] | None:
+    return None if start is None and end is None else {"start": start, "end": end}
+
+
+def _list_of(data: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"object": "list", "data": data, "total_count": len(data), "has_more": False}
+
+
+def _grouped(rows: Iterable[Any], key: str) -> defaultdict[str, list[Any]]:
+    groups: defaultdict[str, list[Any]] = defaultdict(list)
+    for row in rows:
+        groups[getattr(row, key)].append(row)
+    return groups
+
+
+# Serializers
+
+
+def _tax_id(row: CustomerTaxId) -> dict[str, Any]:
+    return {"object": "tax_id", "id": row.id, "type": row.type, "value": row.value}
+
+
+def _coupon(row: CouponRow, now: int) -> dict[str, Any]:
+    expired = row.redeem_by is not None and now > row.redeem_by
+    used_up = row.max_redemptions is not None and row.times_redeemed >= row.max_redemptions
+    return {
+        "object": "coupon",
+        "id": row.id,
+        "name": row.name,
+        "percent_off": row.percent_off,
+        "amount_off": row.amount_off,
+        "currency": row.currency,
+        "currency_options": {
+            currency: option if isinstance(option, dict) else {"amount_off": option}
+            for currency, option in (row.currency_options or {}).items()
+        },
+        "duration": row.duration,
+        "duration_in_months": row.duration_in_months,
+        "max_redemptions": row.max_redemptions,
+        "times_redeemed": row.times_redeemed,
+        "redeem_by": row.redeem_by,
+        "valid": not (expired or used_up),
+        "metadata": row.metadata_ or {},
+        "created": row.created,
+    }
+
+
+def _discount(row: DiscountRow, coupon: CouponRow, now: int) -> dict[str, Any]:
+    return {
+        "object": "discount",
+        "id": row.id,
+        "coupon": _coupon(coupon, now),
+        "customer": row.customer_id,
+        "start": row.start,
+        "end": row.end,
+    }
+
+
+def _customer(
+    row: Customer,
+    *,
+    tax_ids: list[CustomerTaxId],
+    balances: dict[str, int],
+    discount: dict[str, Any] | None,
+    expand: frozenset[str],
+) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "object": "customer",
+        "id": row.id,
+        "email": row.email,
+        "name": row.name,
+        "phone": row.phone,
+        "description": row.description,
+        "metadata": row.metadata_ or {},
+        "address": row.address,
+        "shipping": row.shipping,
+        "preferred_locales": row.preferred_locales or [],
+        "tax_exempt": row.tax_exempt,
+        "currency": row.currency,
+        "invoice_prefix": row.invoice_prefix,
+        "next_invoice_sequence": row.next_invoice_sequence,
+        "invoice_settings": {"default_payment_method": row.default_payment_method},
+        "discount": discount,
+        "balance": balances.get(row.currency, 0) if row.currency else 0,
+        "tax_ids": {"object": "list", "data": [_tax_id(t) for t in tax_ids]},
+        "created": row.created,
+    }
+    if "invoice_credit_balance" in expand:
+        data["invoice_credit_balance"] = {
+            currency: credit_available(balance) for currency, balance in balances.items() if balance
+        }
+    if row.deleted:
+        data["deleted"] = True
+    return data
+
+
+def _line(item: InvoiceItem) -> dict[str, Any]:
+    return {
+        "object": "line_item",
+        "id": item.id,
+        "invoice_item": item.id,
+        "amount": item.amount,
+        "currency": item.currency,
+        "description": item.description,
+        "discountable": item.discountable,
+        "quantity": item.quantity,
+        "unit_amount": item.unit_amount,
+        "period": _period(item.period_start, item.period_end),
+        "metadata": item.metadata_ or {},
+        "discount_amounts": item.discount_amounts or [],
+        "tax_amounts": item.tax_amounts or [],
+        "tax_rates": item.tax_rates or [],
+    }
+
+
+def _invoice(row: Invoice, lines: list[InvoiceItem]) -> dict[str, Any]:
+    return {
+        "object": "invoice",
+        "id": row.id,
+        "customer": row.customer_id,
+        "currency": row.currency,
+        "status": row.status,
+        "number": row.number,
+        "billing_reason": row.billing_reason,
+        "collection_method": row.collection_method,
+        "days_until_due": row.days_until_due,
+        "due_date": row.due_date,
+        "auto_advance": row.auto_advance,
+        "description": row.description,
+        "footer": row.footer,
+        "metadata": row.metadata_ or {},
+        "default_tax_rates": row.default_tax_rates or [],
+        "discounts": row.discounts or [],
+        "subtotal": row.subtotal,
+        "total_discount_amounts": row.total_discount_amounts or [],
+        "total_taxes": row.total_taxes or [],
+        "total_excluding_tax": row.total_excluding_tax,
+        "total": row.total,
+        "starting_balance": row.starting_balance,
+        "ending_balance": row.ending_balance,
+        "amount_due": row.amount_due,
+        "amount_paid": row.amount_paid,
+        "amount_remaining": row.amount_remaining,
+        "pre_payment_credit_notes_amount": row.pre_payment_credit_notes_amount,
+        "post_payment_credit_notes_amount": row.post_payment_credit_notes_amount,
+        "paid": row.status == "paid",
+        "paid_out_of_band": row.paid_out_of_band,
+        "customer_email": row.customer_email,
+        "customer_name": row.customer_name,
+        "customer_phone": row.customer_phone,
+        "customer_address": row.customer_address,
+        "customer_shipping": row.customer_shipping,
+        "customer_tax_exempt": row.customer_tax_exempt,
+        "customer_tax_ids": row.customer_tax_ids or [],
+        "created": row.created,
+        "status_transitions": {
+            "finalized_at": row.finalized_at,
+            "paid_at": row.paid_at,
+            "voided_at": row.voided_at,
+            "marked_uncollectible_at": row.marked_uncollectible_at,
+        },
+        "lines": _list_of([_line(item) for item in lines]),
+    }
+
+
+def _invoice_item(row: InvoiceItem) -> dict[str, Any]:
+    return {
+        "object": "invoiceitem",
+        "id": row.id,
+        "customer": row.customer_id,
+        "currency": row.currency,
+        "amount": row.amount,
+        "unit_amount": row.unit_amount,
+        "quantity": row.quantity,
+        "description": row.description,
+        "discountable": row.discountable,
+        "period": _period(row.period_start, row.period_end),
+        "metadata": row.metadata_ or {},
+        "tax_rates": row.tax_rates or [],
+        "invoice": row.invoice_id,
+        "subscription": row.subscription_id,
+        "date": row.created,
+        "created": row.created,
+    }
+
+
+def _credit_note(row: CreditNote) -> dict[str, Any]:
+    return {
+        "object": "credit_note",
+        "id": row.id,
+        "number": row.number,
+        "invoice": row.invoice_id,
+        "customer": row.customer_id,
+        "currency": row.currency,
+        "status": row.status,
+        "type": row.type,
+        "amount": row.amount,
+        "reason": row.reason,
+        "memo": row.memo,
+        "refund_amount": row.refund_amount,
+        "credit_amount": row.credit_amount,
+        "out_of_band_amount": row.out_of_band_amount,
+        "amount_due_reduction": row.amount_due_reduction,
+        "lines": _list_of(row.lines or []),
+        "customer_balance_transaction": row.customer_balance_transaction,
+        "metadata": row.metadata_ or {},
+        "created": row.created,
+        "voided_at": row.voided_at,
+    }
+
+
+def _balance_transaction(row: BalanceTransaction) -> dict[str, Any]:
+    return {
+        "object": "customer_balance_transaction",
+        "id": row.id,
+        "customer": row.customer_id,
+        "currency": row.currency,
+        "amount": row.amount,
+        "ending_balance": row.ending_balance,
+        "type": row.type,
+        "invoice": row.invoice_id,
+        "credit_note": row.credit_note_id,
+        "description": row.description,
+        "metadata": row.metadata_ or {},
+        "created": row.created,
+    }
+
+
+def _tax_rate(row: TaxRateRow) -> dict[str, Any]:
+    return {
+        "object": "tax_rate",
+        "id": row.id,
+        "display_name": row.display_name,
+        "percentage": row.percentage,
+        "inclusive": row.inclusive,
+        "active": row.active,
+        "country": row.country,
+        "jurisdiction": row.jurisdiction,
+        "description": row.description,
+        "metadata": row.metadata_ or {},
+        "created": row.created,
+    }
+
+
+def _task_failure(row: TaskFailure) -> dict[str, Any]:
+    return {
+        "object": "task_failure",
+        "id": row.id,
+        "task_id": row.task_id,
+        "task_name": row.task_name,
+        "payload": row.payload or {},
+        "error": {
+            "type": row.error_type,
+            "code": row.error_code,
+            "field": row.error_field,
+            "message": row.error_message,
+        },
+        "retryable": row.retryable,
+        "attempts": row.attempts,
+        "first_seen": row.first_seen,
+        "last_seen": row.last_seen,
+    }
+
+
+# Renderers: a page of rows -> dicts, embedded objects loaded once per page
+
+
+def _each(serialize: Callable[[Any], dict[str, Any]]) -> Renderer:
+    return lambda _view, rows: [serialize(row) for row in rows]
+
+
+def _render_coupons(view: _View, rows: Sequence[CouponRow]) -> list[dict[str, Any]]:
+    return [_coupon(row, view.now) for row in rows]
+
+
+def _render_discounts(view: _View, rows: Sequence[DiscountRow]) -> list[dict[str, Any]]:
+    coupon_ids = {row.coupon_id for row in rows}
+    coupons = {c.id: c for c in view.session.exec(select(CouponRow).where(col(CouponRow.id).in_(coupon_ids)))}
+    return [_discount(row, coupons[row.coupon_id], view.now) for row in rows]
+
+
+def _render_customers(view: _View, rows: Sequence[Customer]) -> list[dict[str, Any]]:
+    ids = [row.id for row in rows]
+    session = view.session
+    tax_ids = _grouped(
+        session.exec(
+            select(CustomerTaxId)
+            .where(col(CustomerTaxId.customer_id).in_(ids))
+            .order_by(col(CustomerTaxId.created), col(CustomerTaxId.id))
+        ),
+        "customer_id",
+    )
+    balances = _grouped(
+        session.exec(
+            select(CustomerBalance)
+            .where(col(CustomerBalance.customer_id).in_(ids))
+            .order_by(col(CustomerBalance.currency))
+        ),
+        "customer_id",
+    )
+    discounts = {
+        discount.customer_id: _discount(discount, coupon, view.now)
+        for discount, coupon in session.exec(
+            select(DiscountRow, CouponRow)
+            .join(CouponRow, col(DiscountRow.coupon_id) == col(CouponRow.id))
+            .where(col(DiscountRow.customer_id).in_(ids))
+        )
+        if discount.end is None or discount.end > view.now
+    }
+    return [
+        _customer(
+            row,
+            tax_ids=tax_ids[row.id],
+            balances={b.currency: b.balance for b in balances[row.id]},
+            discount=discounts.get(row.id),
+            expand=view.expand,
+        )
+        for row in rows
+    ]
+
+
+def _render_invoices(view: _View, rows: Sequence[Invoice]) -> list[dict[str, Any]]:
+    lines = _grouped(
+        view.session.exec(
+            select(InvoiceItem)
+            .where(col(InvoiceItem.invoice_id).in_([row.id for row in rows]))
+            .order_by(col(InvoiceItem.created), col(InvoiceItem.id))
+        ),
+        "invoice_id",
+    )
+    return [_invoice(row, lines[row.id]) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class _Kind:
+    table: type[SQLModel]
+    name: str
+    """Stripe's ``object`` value, used in NotFound messages."""
+    render: Renderer
+
+
+OBJECTS: dict[str, _Kind] = {
+    "customer": _Kind(Customer, "customer", _render_customers),
+    "invoice": _Kind(Invoice, "invoice", _render_invoices),
+    "invoice_item": _Kind(InvoiceItem, "invoiceitem", _each(_invoice_item)),
+    "credit_note": _Kind(CreditNote, "credit_note", _each(_credit_note)),
+    "customer_balance_transaction": _Kind(
+        BalanceTransaction, "customer_balance_transaction", _each(_balance_transaction)
+    ),
+    "coupon": _Kind(CouponRow, "coupon", _render_coupons),
+    "discount": _Kind(DiscountRow, "discount", _render_discounts),
+    "tax_rate": _Kind(TaxRateRow, "tax_rate", _each(_tax_rate)),
+    "tax_id": _Kind(CustomerTaxId, "tax_id", _each(_tax_id)),
+    "task_failure": _Kind(TaskFailure, "task_failure", _each(_task_failure)),
+}
+"""Object type (``tasks.ids.object_type`` names) -> table, Stripe name and renderer."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Listing:
+    kind: str
+    filters: frozenset[str] = frozenset()
+    statuses: frozenset[str] = frozenset()
+
+
+LISTINGS: dict[str, _Listing] = {
+    "customers": _Listing("customer"),
+    "invoices": _Listing("invoice", frozenset({"customer", "currency", "status"}), INVOICE_STATUSES),
+    "invoice_items": _Listing("invoice_item", frozenset({"customer", "currency", "pending"})),
+    "credit_notes": _Listing(
+        "credit_note", frozenset({"customer", "currency", "status"}), CREDIT_NOTE_STATUSES
+    ),
+    "balance_transactions": _Listing("customer_balance_transaction", frozenset({"customer", "currency"})),
+    "coupons": _Listing("coupon"),
+    "tax_rates": _Listing("tax_rate"),
+    "task_failures": _Listing("task_failure"),
+}
+"""List resource -> object type and the filters it accepts."""
+
+
+def _key(kind: _Kind, raw: str, field: str) -> str | int:
+    if kind.table is not TaskFailure:
+        return raw
+    if not raw.isdigit():
+        raise BadRequest(f"task failure ids are integers (got {raw!r})", field=field)
+    return int(raw)
+
+
+def _expansions(kind: str, expand: Sequence[str]) -> frozenset[str]:
+    if isinstance(expand, str):
+        expand = (expand,)
+    allowed = EXPANDABLE.get(kind, frozenset())
+    for name in expand:
+        if name not in allowed:
+            raise BadRequest(f"{kind} has no expandable field {name!r}", field="expand")
+    return frozenset(expand)
+
+
+def get_object(
+    session: Session,
+    object_id: str,
+    *,
+    expand: Sequence[str] = (),
+    kind: str | None = None,
+    now: int | None = None,
+) -> dict[str, Any]:
+    """The object named by ``object_id``, dispatched on its prefix.
+
+    ``kind`` names the object type for ids without a known prefix (coupon ids are
+    chosen by the caller; task failures are numbered).
+    """
+    if kind is not None and kind not in OBJECTS:
+        raise BadRequest(f"unknown object type {kind!r}", field="kind")
+    kind = kind or object_type(object_id)
+    if kind is None:
+        raise BadRequest(f"unrecognised object id {object_id!r}", field="id")
+    entry = OBJECTS[kind]
+    view = _View(session, _expansions(kind, expand), clock.now() if now is None else now)
+    row = session.get(entry.table, _key(entry, object_id, "id"))
+    if row is None:
+        raise NotFound(entry.name, object_id, field="id")
+    return entry.render(view, [row])[0]
+
+
+def list_objects(
+    session: Session,
+    resource: str,
+    *,
+    customer: str | None = None,
+    pending: bool | None = None,
+    currency: str | None = None,
+    status: str | None = None,
+    limit: int = MAX_LIMIT,
+    starting_after: str | None = None,
+    now: int | None = None,
+) -> dict[str, Any]:
+    """One page of ``resource`` in Stripe's list shape; ``starting_after`` is the last id seen."""
+    listing = LISTINGS.get(resource)
+    if listing is None:
+        raise BadRequest(f"unknown resource {resource!r}", field="resource")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise BadRequest(f"must be an integer between 1 and {MAX_LIMIT} (got {limit!r})", field="limit")
+    given = {"customer": customer, "pending": pending, "currency": currency, "status": status}
+    for name, value in given.items():
+        if value is not None and name not in listing.filters:
+            raise BadRequest(f"{resource} cannot be filtered by {name}", field=name)
+    if status is not None and status not in listing.statuses:
+        raise BadRequest(
+            f"must be one of {', '.join(sorted(listing.statuses))} (got {status!r})", field="status"
+        )
+    if currency is not None:
+        check_currency(currency)
+
+    kind = OBJECTS[listing.kind]
+    table: Any = kind.table
+    stmt = select(table)
+    if customer is not None:
+        stmt = stmt.where(table.customer_id == customer)
+    if currency is not None:
+        stmt = stmt.where(table.currency == currency)
+    if pending is not None:
+        stmt = stmt.where(table.invoice_id.is_(None) if pending else table.invoice_id.is_not(None))
+    if status is not None:
+        stmt = stmt.where(table.status == status)
+    if table is Customer:
+        stmt = stmt.where(col(Customer.deleted).is_(False))
+
+    order = [table.created, table.id] if hasattr(table, "created") else [table.id]
+    if starting_after is not None:
+        key = _key(kind, starting_after, "starting_after")
+        if len(order) == 1:
+            stmt = stmt.where(table.id > key)
+        else:
+            anchor = session.get(table, key)
+            if anchor is None:
+                raise NotFound(kind.name, starting_after, field="starting_after")
+            stmt = stmt.where(tuple_(*order) > tuple_(anchor.created, anchor.id))
+    rows = session.exec(stmt.order_by(*order).limit(limit + 1)).all()
+    view = _View(session, frozenset(), clock.now() if now is None else now)
+    return {
+        "object": "list",
+        "data": kind.render(view, rows[:limit]) if rows else [],
+        "has_more": len(rows) > limit,
+        "url": f"/v1/{resource}",
+    }
+
+
+def customer_balances(session: Session, customer_id: str) -> dict[str, int]:
+    """Ledger-signed balance (negative = credit) per currency the customer has ever used."""
+    rows = session.exec(
+        select(CustomerBalance)
+        .where(col(CustomerBalance.customer_id) == customer_id)
+        .order_by(col(CustomerBalance.currency))
+    ).all()
+    if not rows and session.get(Customer, customer_id) is None:
+        raise NotFound("customer", customer_id, field="customer")
+    return {row.currency: row.balance for row in rows}
+
+
+def find_customers(
+    session: Session,
+    *,
+    email: str | None = None,
+    metadata: dict[str, str] | None = None,
+    now: int | None = None,
+) -> list[dict[str, Any]]:
+    """Live customers with exactly this email and/or all these metadata values, by id."""
+    if email is None and not metadata:
+        raise BadRequest("give an email or metadata to search by", field="email")
+    stmt = select(Customer).where(col(Customer.deleted).is_(False))
+    if email is not None:
+        stmt = stmt.where(col(Customer.email) == email)
+    for key, value in (metadata or {}).items():
+        if not isinstance(value, str):
+            raise BadRequest(
+                f"metadata values are strings (got {type(value).__name__})", field=f"metadata[{key}]"
+            )
+        stmt = stmt.where(col(Customer.metadata_)[key].as_string() == value)
+    rows = session.exec(stmt.order_by(col(Customer.id))).all()
+    if not rows:
+        return []
+    return _render_customers(_View(session, frozenset(), clock.now() if now is None else now), rows)
