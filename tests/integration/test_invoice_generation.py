@@ -1,0 +1,90 @@
+"""Invoice generation on SQLite and PostgreSQL: the 250 cap, currency filter, the chain."""
+
+from __future__ import annotations
+
+import pytest
+
+from domain.errors import BadRequest, NothingToInvoice
+from tasks.ids import derived_id
+from tests.support import call, count, customer, get, invoice, items
+from worker.tables import Invoice, InvoiceItem
+
+pytestmark = pytest.mark.usefixtures("database")
+
+
+def run_chain(customer_id: str, **options: object) -> list[str]:
+    """Create the first invoice and run every follow-up it asks for, as the worker would."""
+    outcome = invoice(customer_id, **options)
+    invoice_ids = [outcome.id]
+    follow_ups = list(outcome.follow_ups)
+    while follow_ups:
+        follow_up = follow_ups.pop(0)
+        nxt = call(follow_up.task_name, **follow_up.payload)
+        if nxt.id:
+            invoice_ids.append(nxt.id)
+        follow_ups.extend(nxt.follow_ups)
+    return invoice_ids
+
+
+def test_260_cad_items_make_two_cad_invoices_and_leave_usd_items_pending() -> None:
+    cus = customer("cad")
+    cad = items(cus, "cad", [100 + i for i in range(260)])
+    usd = items(cus, "usd", [700, 800, 900])
+
+    first, second = run_chain(cus, currency="cad", idempotency_key="run-1")
+
+    one, two = get(first), get(second)
+    assert one["lines"]["total_count"] == 250
+    assert [line["id"] for line in one["lines"]["data"]] == cad[:250]
+    assert one["subtotal"] == sum(100 + i for i in range(250)) == 56125
+    assert two["lines"]["total_count"] == 10
+    assert [line["id"] for line in two["lines"]["data"]] == cad[250:]
+    assert two["subtotal"] == sum(100 + i for i in range(250, 260)) == 3545
+    assert second == derived_id("in", "run-1:part2")
+    assert {one["currency"], two["currency"]} == {"cad"}
+    assert count(InvoiceItem, InvoiceItem.invoice_id.is_(None)) == 3  # type: ignore[union-attr]
+    assert all(get(i)["invoice"] is None for i in usd)
+
+
+def test_exactly_250_items_need_no_follow_up() -> None:
+    cus = customer("eur")
+    items(cus, "eur", [50] * 250)
+    outcome = invoice(cus)
+    assert outcome.follow_ups == []
+    assert get(outcome.id)["lines"]["total_count"] == 250
+
+
+def test_items_of_other_currencies_and_customers_are_never_pulled() -> None:
+    ada, bea = customer("usd"), customer("usd")
+    items(ada, "usd", [1000])
+    items(ada, "gbp", [2000])
+    items(bea, "usd", [3000])
+    inv = get(invoice(ada).id)
+    assert (inv["currency"], inv["subtotal"], inv["lines"]["total_count"]) == ("usd", 1000, 1)
+
+
+def test_nothing_pending_in_that_currency_is_refused() -> None:
+    cus = customer("usd")
+    items(cus, "eur", [1000])
+    with pytest.raises(NothingToInvoice) as error:
+        invoice(cus, currency="usd")
+    assert error.value.field == "customer"
+    assert count(Invoice) == 0
+
+
+def test_invoice_without_any_currency_is_refused() -> None:
+    cus = customer(None)
+    with pytest.raises(BadRequest) as error:
+        invoice(cus)
+    assert error.value.field == "currency"
+
+
+def test_a_replayed_part_re_asks_for_the_next_part_while_items_remain() -> None:
+    cus = customer("cad")
+    items(cus, "cad", [10] * 300)
+    key = "replay-chain"
+    first = invoice(cus, idempotency_key=key, id=derived_id("in", key))
+    again = invoice(cus, idempotency_key=key, id=derived_id("in", key))
+    assert again.replayed and again.id == first.id
+    assert again.follow_ups == first.follow_ups
+    assert count(Invoice) == 1

@@ -1,0 +1,78 @@
+"""Helpers for service-level tests: call operations as the worker would, read the results."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlmodel import SQLModel
+
+from tasks.ids import PREFIXES, new_id
+from worker.db import read_session
+from worker.services.base import Outcome
+from worker.services.registry import run
+from worker.views import get_object
+
+CREATES = {
+    "billing.customers.create": "customer",
+    "billing.invoice_items.create": "invoice_item",
+    "billing.invoices.create": "invoice",
+    "billing.credit_notes.create": "credit_note",
+    "billing.balance_transactions.create": "customer_balance_transaction",
+    "billing.tax_rates.create": "tax_rate",
+}
+
+
+def call(operation: str, /, **payload: Any) -> Outcome:
+    """Run one operation; ids and keys are made here as the producer client makes them."""
+    if operation in CREATES and "id" not in payload:
+        payload["id"] = new_id(PREFIXES[CREATES[operation]])
+    payload.setdefault("idempotency_key", payload.get("id") or new_id("req"))
+    return run(operation, payload)
+
+
+def customer(currency: str | None = "usd", **fields: Any) -> str:
+    if currency is not None:
+        fields["currency"] = currency
+    outcome = call("billing.customers.create", **fields)
+    assert outcome.id
+    return outcome.id
+
+
+def items(customer_id: str, currency: str, amounts: list[int], **fields: Any) -> list[str]:
+    batch = [
+        {
+            "id": new_id("ii"),
+            "idempotency_key": new_id("req"),
+            "customer": customer_id,
+            "currency": currency,
+            "amount": amount,
+            **fields,
+        }
+        for amount in amounts
+    ]
+    call("billing.invoice_items.create_many", items=batch)
+    return [item["id"] for item in batch]
+
+
+def invoice(customer_id: str, **options: Any) -> Outcome:
+    return call("billing.invoices.create", customer=customer_id, **options)
+
+
+def get(object_id: str, **kwargs: Any) -> dict[str, Any]:
+    with read_session() as session:
+        return get_object(session, object_id, **kwargs)
+
+
+def count(table: type[SQLModel], *where: Any) -> int:
+    with read_session() as session:
+        return session.execute(select(func.count()).select_from(table).where(*where)).scalar_one()
+
+
+def row_counts() -> dict[str, int]:
+    """Rows per table, to prove that a refused request wrote nothing."""
+    with read_session() as session:
+        return {
+            table.name: session.execute(select(func.count()).select_from(table)).scalar_one()
+            for table in SQLModel.metadata.sorted_tables
+        }

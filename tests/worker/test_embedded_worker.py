@@ -1,0 +1,65 @@
+"""A real Celery worker in this process (memory broker), fed through BillingClient."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tasks.client import BillingClient
+from tasks.ids import derived_id
+from tests.support import count, get
+from worker.embedded import EmbeddedWorker
+from worker.tables import Invoice, InvoiceItem, TaskFailure
+
+pytestmark = [pytest.mark.usefixtures("database"), pytest.mark.slow]
+
+
+@pytest.fixture
+def running(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[BillingClient, EmbeddedWorker]]:
+    from worker.app import app
+
+    monkeypatch.setenv("BILLING_MISSING_REFERENCE_RETRIES", "1")
+    with EmbeddedWorker(app) as worker:
+        yield BillingClient(app=app), worker
+
+
+def test_chain_of_invoices_through_the_broker(running: tuple[BillingClient, EmbeddedWorker]) -> None:
+    client, worker = running
+    cus = client.create_customer(email="bea@example.ca", currency="cad")
+    worker.wait_idle()
+    client.create_invoice_items([{"customer": cus, "amount": 100} for _ in range(260)])
+    client.create_invoice_items([{"customer": cus, "currency": "usd", "amount": 100} for _ in range(3)])
+    worker.wait_idle()
+    first = client.create_invoice(customer=cus, currency="cad", finalize=True, idempotency_key="embedded-run")
+    worker.wait_idle()
+
+    second = derived_id("in", "embedded-run:part2")
+    assert first == derived_id("in", "embedded-run")
+    assert (get(first)["lines"]["total_count"], get(second)["lines"]["total_count"]) == (250, 10)
+    assert (get(first)["status"], get(second)["status"]) == ("open", "open")
+    assert count(Invoice) == 2
+    assert count(InvoiceItem, InvoiceItem.invoice_id.is_(None)) == 3  # type: ignore[union-attr]
+
+
+def test_a_message_that_cannot_succeed_is_recorded_not_dropped(
+    running: tuple[BillingClient, EmbeddedWorker],
+) -> None:
+    client, worker = running
+    client.create_invoice_item(customer="cus_DOESNOTEXIST", currency="usd", amount=100)
+    worker.wait_idle()
+    failures = get_failures()
+    assert [(f["task_name"], f["error"]["type"], f["error"]["field"]) for f in failures] == [
+        ("billing.invoice_items.create", "NotFound", "customer")
+    ]
+    assert failures[0]["payload"]["customer"] == "cus_DOESNOTEXIST"
+    assert failures[0]["attempts"] == 1
+    assert count(TaskFailure) == 1
+
+
+def get_failures() -> list[dict]:
+    from worker.db import read_session
+    from worker.views import list_objects
+
+    with read_session() as session:
+        return list_objects(session, "task_failures")["data"]

@@ -1,0 +1,89 @@
+"""A real worker process: ``celery -A worker.app worker`` on Redis and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+
+from tasks.client import BillingClient
+from tasks.ids import derived_id
+from tests.support import count, get
+from worker.tables import Customer, Invoice, InvoiceItem
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture
+def worker_process(postgres: str, redis_url: str, tmp_path) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    redis.Redis.from_url(redis_url).flushdb()
+    env = {**os.environ, "BILLING_DATABASE_URL": postgres, "BILLING_BROKER_URL": redis_url}
+    log = (tmp_path / "worker.log").open("w")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker.app",
+            "worker",
+            "--loglevel=INFO",
+            "--concurrency=2",
+            "-Q",
+            "billing.default,billing.items,billing.invoices,billing.recurring",
+            "--without-mingle",
+            "--without-gossip",
+            "-n",
+            f"test-{os.getpid()}@%h",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        yield redis_url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+        output = (tmp_path / "worker.log").read_text()
+        if "Traceback" in output:
+            print(output[-5000:])
+
+
+def test_260_items_become_a_chain_of_two_invoices(worker_process: str) -> None:
+    client = BillingClient(broker_url=worker_process)
+    cus = client.create_customer(email="bea@example.ca", name="Bea", currency="cad")
+    wait_for(lambda: count(Customer) == 1, what="the customer")
+    client.create_invoice_items([{"customer": cus, "amount": 250 + i} for i in range(260)])
+    client.create_invoice_items([{"customer": cus, "currency": "usd", "amount": 999} for _ in range(3)])
+    wait_for(lambda: count(InvoiceItem) == 263, what="263 items")
+    client.create_balance_transaction(customer=cus, amount=-1000)
+    client.create_invoice(customer=cus, finalize=True, idempotency_key="real-worker-run")
+    wait_for(lambda: count(Invoice) == 2, what="the chained second invoice")
+
+    first, second = get(derived_id("in", "real-worker-run")), get(derived_id("in", "real-worker-run:part2"))
+    assert (first["lines"]["total_count"], second["lines"]["total_count"]) == (250, 10)
+    assert first["subtotal"] == sum(250 + i for i in range(250))
+    assert (first["starting_balance"], first["amount_due"]) == (-1000, first["total"] - 1000)
+    assert second["subtotal"] == sum(250 + i for i in range(250, 260))
+    assert (first["number"][-4:], second["number"][-4:]) == ("0001", "0002")
+    assert count(InvoiceItem, InvoiceItem.invoice_id.is_(None)) == 3  # type: ignore[union-attr]
