@@ -7,7 +7,9 @@ import pytest
 from domain.errors import BadRequest, NothingToInvoice
 from tasks.ids import derived_id
 from tests.support import call, count, customer, get, invoice, items
+from worker.db import read_session
 from worker.tables import Invoice, InvoiceItem
+from worker.views import get_object
 
 pytestmark = pytest.mark.usefixtures("database")
 
@@ -88,3 +90,13 @@ def test_a_replayed_part_re_asks_for_the_next_part_while_items_remain() -> None:
     assert again.replayed and again.id == first.id
     assert again.follow_ups == first.follow_ups
     assert count(Invoice) == 1
+
+
+def test_a_chain_redeems_its_named_coupon_once() -> None:
+    cus = customer("usd")
+    call("billing.coupons.create", id="ONCEONLY", percent_off="10", max_redemptions=1, idempotency_key="c1")
+    items(cus, "usd", [1000] * 260)
+    first, second = run_chain(cus, discounts=[{"coupon": "ONCEONLY"}], idempotency_key="coupon-chain")
+    assert (get(first)["total"], get(second)["total"]) == (225000, 9000)
+    with read_session() as session:
+        assert get_object(session, "ONCEONLY", kind="coupon")["times_redeemed"] == 1

@@ -105,14 +105,18 @@ def customer_discount(request: Request, customer_id: str) -> DiscountRow | None:
 
 
 def _coupons(request: Request, customer: Customer, command: InvoiceCreate) -> list[CouponRow]:
-    """The request's discounts if it names any (redeemed now), else the customer's discount."""
+    """The request's discounts if it names any, else the customer's discount.
+
+    A chain is one request split for size: its coupons are redeemed by the first part only.
+    """
     if command.discounts is not None:
         coupons = []
         for index, discount in enumerate(command.discounts):
             field = f"discounts[{index}].coupon"
             coupon = request.get(CouponRow, discount.coupon, resource="coupon", field=field)
-            check_redeemable(coupon, request.now, field=field)
-            coupon.times_redeemed += 1
+            if command.part == 1:
+                check_redeemable(coupon, request.now, field=field)
+                coupon.times_redeemed += 1
             coupons.append(coupon)
         return coupons
     held = customer_discount(request, customer.id)

@@ -1,0 +1,33 @@
+"""The schema the migrations build is the schema the models describe, on both databases."""
+
+from __future__ import annotations
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect
+from sqlmodel import SQLModel
+
+from worker.db import get_engine
+from worker.migrate import downgrade, upgrade
+
+
+def test_migrated_schema_matches_the_models(database: str) -> None:
+    with get_engine(database).connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection), SQLModel.metadata)
+    assert diff == []
+
+
+def test_pending_items_have_their_partial_index(database: str) -> None:
+    indexes = {ix["name"]: ix for ix in inspect(get_engine(database)).get_indexes("invoice_items")}
+    assert indexes["ix_invoice_items_pending"]["column_names"] == ["customer_id", "currency", "created", "id"]
+
+
+@pytest.mark.usefixtures("clean_environment")
+def test_downgrade_to_base_and_upgrade_again(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    url = f"sqlite:///{tmp_path / 'roundtrip.db'}"
+    upgrade(url)
+    downgrade(url)
+    assert inspect(get_engine(url)).get_table_names() == ["alembic_version"]
+    upgrade(url)
+    assert "invoices" in inspect(get_engine(url)).get_table_names()
