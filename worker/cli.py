@@ -78,6 +78,24 @@ def list_(resource: str, **filters: Any) -> None:
         _print_json(list_objects(session, resource, **filters))
 
 
+@main.command("find-customers")
+@click.option("--email", help="exact email")
+@click.option("--metadata", "pairs", multiple=True, metavar="KEY=VALUE", help="metadata match; repeatable")
+def find_customers(email: str | None, pairs: tuple[str, ...]) -> None:
+    """Find customers by exact email and/or metadata, as callers do before creating one."""
+    from worker.db import read_session
+    from worker.views import find_customers as find
+
+    metadata = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--metadata")
+        metadata[key] = value
+    with read_session() as session:
+        _print_json({"object": "list", "data": find(session, email=email, metadata=metadata or None)})
+
+
 @main.command()
 def demo() -> None:
     """Run a demo billing run through the client, broker and an in-process worker."""
