@@ -542,7 +542,7 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
-        elif not re.fullmatch(r"[a-z_]+", str(part)):  # pydantic's names for union/function branches
+        elif not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part):  # pydantic's tags: "[key]", "function-plain[…]"
             continue
         else:
             path += f".{part}" if path else str(part)

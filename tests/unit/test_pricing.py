@@ -503,7 +503,9 @@ def test_line_rate_replacement_is_visible_per_line() -> None:
         pytest.param("reverse", [INCL10], 9091, id="reverse-inclusive-backed-out"),
     ],
 )
-def test_reverse_charge_behaves_like_exempt(customer_tax_exempt: str, rates: list[TaxRate], total: int) -> None:
+def test_reverse_charge_behaves_like_exempt(
+    customer_tax_exempt: str, rates: list[TaxRate], total: int
+) -> None:
     # §6: tax_exempt = exempt or reverse means no tax; price_invoice takes that as one flag.
     amount = 10000 if rates[0].inclusive else 1000
     priced = price_invoice(
@@ -605,7 +607,10 @@ def test_pricing_invariants(
     # Each coupon's line shares add up exactly to its total discount amount.
     for total_discount in priced.total_discount_amounts:
         shares = sum(
-            d.amount for line in priced.lines for d in line.discount_amounts if d.coupon == total_discount.coupon
+            d.amount
+            for line in priced.lines
+            for d in line.discount_amounts
+            if d.coupon == total_discount.coupon
         )
         assert shares == total_discount.amount
     discounts = sum(d.amount for d in priced.total_discount_amounts)
