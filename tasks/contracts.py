@@ -542,8 +542,8 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
-        elif not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part):  # pydantic's tags: "[key]", "function-plain[…]"
-            continue
+        elif not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part):
+            continue  # pydantic's own location tags: "[key]", "function-plain[…]"
         else:
             path += f".{part}" if path else str(part)
     return path
