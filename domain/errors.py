@@ -26,6 +26,10 @@ class BillingError(Exception):
         self.message = message
         self.field = field
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Subclasses take other constructor arguments; rebuild from the state instead.
+        return (_restore, (type(self), self.args, self.__dict__))
+
     def as_dict(self) -> dict[str, str | None]:
         return {"type": type(self).__name__, "code": self.code, "field": self.field, "message": self.message}
 
@@ -66,6 +70,13 @@ class CurrencyLocked(WrongState):
 
 class NothingToInvoice(WrongState):
     code = "invoice_no_pending_items"
+
+
+def _restore(cls: type[BillingError], args: tuple[object, ...], state: dict[str, object]) -> BillingError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
 
 
 class TransientError(Exception):

@@ -20,7 +20,7 @@ from celery import Task
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from domain.errors import BillingError, NotFound, TransientError
+from domain.errors import BadRequest, BillingError, NotFound, TransientError
 from tasks.routing import queue_for
 from worker.failures import record_failure
 from worker.services.base import Outcome
@@ -52,22 +52,30 @@ class BillingTask(Task):
     ignore_result = True
     throws = (BillingError,)  # expected failures: logged without a traceback
 
-    def perform(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Run the operation named like this task on ``payload``."""
+    def perform(self, payload: dict[str, Any], args: tuple[Any, ...] = ()) -> dict[str, Any]:
+        """Run the operation named like this task on ``payload`` (the message's keyword arguments).
+
+        Task functions take ``(self, /, *args, **payload)`` so that no message, however
+        malformed, fails in the call itself before it can be recorded.
+        """
         settings = get_settings()
         retries = self.request.retries or 0
         try:
+            if args:
+                raise BadRequest(
+                    "billing tasks take one JSON object of keyword arguments, not positional ones"
+                )
             outcome = run(self.name, payload)
         except BillingError as exc:
             if (
                 isinstance(exc, NotFound)
-                and exc.field in REFERENCE_FIELDS
+                and (exc.field or "").rpartition(".")[2] in REFERENCE_FIELDS
                 and retries < settings.missing_reference_retries
             ):
                 raise self.retry(
                     exc=exc, countdown=backoff(retries, base=0.5, cap=30), max_retries=None
                 ) from exc
-            self._record(payload, exc, retryable=False)
+            self._record({**payload, "__args__": list(args)} if args else payload, exc, retryable=False)
             raise
         except Exception as exc:
             if is_transient(exc) and retries < settings.max_retries:

@@ -9,25 +9,25 @@ from worker.app import app
 
 
 @app.task(name="billing.balance_transactions.create", base=BillingTask, bind=True)
-def create_balance_transaction(self: BillingTask, **payload: Any) -> dict[str, Any]:
-    return self.perform(payload)
+def create_balance_transaction(self: BillingTask, /, *args: Any, **payload: Any) -> dict[str, Any]:
+    return self.perform(payload, args)
 
 
 @app.task(name="billing.coupons.create", base=BillingTask, bind=True)
-def create_coupon(self: BillingTask, **payload: Any) -> dict[str, Any]:
-    return self.perform(payload)
+def create_coupon(self: BillingTask, /, *args: Any, **payload: Any) -> dict[str, Any]:
+    return self.perform(payload, args)
 
 
 @app.task(name="billing.discounts.create", base=BillingTask, bind=True)
-def attach_discount(self: BillingTask, **payload: Any) -> dict[str, Any]:
-    return self.perform(payload)
+def attach_discount(self: BillingTask, /, *args: Any, **payload: Any) -> dict[str, Any]:
+    return self.perform(payload, args)
 
 
 @app.task(name="billing.discounts.delete", base=BillingTask, bind=True)
-def remove_discount(self: BillingTask, **payload: Any) -> dict[str, Any]:
-    return self.perform(payload)
+def remove_discount(self: BillingTask, /, *args: Any, **payload: Any) -> dict[str, Any]:
+    return self.perform(payload, args)
 
 
 @app.task(name="billing.tax_rates.create", base=BillingTask, bind=True)
-def create_tax_rate(self: BillingTask, **payload: Any) -> dict[str, Any]:
-    return self.perform(payload)
+def create_tax_rate(self: BillingTask, /, *args: Any, **payload: Any) -> dict[str, Any]:
+    return self.perform(payload, args)

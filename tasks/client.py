@@ -24,6 +24,7 @@ from typing import Any
 
 from celery import Celery
 
+from domain.errors import BadRequest
 from tasks import contracts
 from tasks.ids import PREFIXES, derived_id, new_id
 from tasks.routing import QUEUE_DEFAULT, queue_for
@@ -88,21 +89,30 @@ class BillingClient:
     def create_invoice_items(
         self, items: list[dict[str, Any]], *, idempotency_key: str | None = None
     ) -> list[str]:
-        """Many items in as few messages as possible (1,000 per message, each all-or-nothing)."""
+        """Many items in as few messages as possible (1,000 per message, each all-or-nothing).
+
+        The whole list is validated before anything is sent; an error names the item by
+        its index in ``items``.
+        """
         batch_key = idempotency_key or f"batch_{uuid.uuid4().hex}"
+        prepared = []
+        for index, item in enumerate(items):
+            item_id, key = self._identity("invoice_item", f"{batch_key}:{index}" if idempotency_key else None)
+            prepared.append({**item, "id": item_id, "idempotency_key": key})
+            try:
+                contracts.parse(contracts.InvoiceItemCreate, prepared[-1])
+            except BadRequest as exc:
+                raise BadRequest(
+                    exc.message, field=f"items[{index}].{exc.field}" if exc.field else f"items[{index}]"
+                ) from None
         size = contracts.MAX_ITEMS_PER_BATCH
-        ids: list[str] = []
-        for start in range(0, len(items), size):
-            chunk = []
-            for index, item in enumerate(items[start : start + size], start):
-                item_id, key = self._identity(
-                    "invoice_item", f"{batch_key}:{index}" if idempotency_key else None
-                )
-                chunk.append({**item, "id": item_id, "idempotency_key": key})
-                ids.append(item_id)
+        for start in range(0, len(prepared), size):
             chunk_key = batch_key if start == 0 else f"{batch_key}:from{start}"
-            self._send("billing.invoice_items.create_many", {"items": chunk, "idempotency_key": chunk_key})
-        return ids
+            self._send(
+                "billing.invoice_items.create_many",
+                {"items": prepared[start : start + size], "idempotency_key": chunk_key},
+            )
+        return [item["id"] for item in prepared]
 
     # -- invoices ---------------------------------------------------------------------------
     def create_invoice(self, *, idempotency_key: str | None = None, **params: Any) -> str:

@@ -558,7 +558,11 @@ def parse(model: type[Contract], payload: dict[str, Any]) -> Contract:
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         first = errors[0]
-        field = _field_path(tuple(first["loc"])) or None
+        loc = tuple(first["loc"])
+        if first["type"] == "extra_forbidden":  # the unknown key itself, whatever its spelling
+            field = ".".join(p for p in (_field_path(loc[:-1]), str(loc[-1])) if p)
+        else:
+            field = _field_path(loc) or None
         message = first["msg"].removeprefix("Value error, ")
         named = re.match(r"^([a-z_]+): (.*)$", message, re.S)
         if first["type"] == "value_error" and named:  # a cross-field rule names its field

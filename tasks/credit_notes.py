@@ -9,10 +9,10 @@ from worker.app import app
 
 
 @app.task(name="billing.credit_notes.create", base=BillingTask, bind=True)
-def create_credit_note(self: BillingTask, **payload: Any) -> dict[str, Any]:
-    return self.perform(payload)
+def create_credit_note(self: BillingTask, /, *args: Any, **payload: Any) -> dict[str, Any]:
+    return self.perform(payload, args)
 
 
 @app.task(name="billing.credit_notes.void", base=BillingTask, bind=True)
-def void_credit_note(self: BillingTask, **payload: Any) -> dict[str, Any]:
-    return self.perform(payload)
+def void_credit_note(self: BillingTask, /, *args: Any, **payload: Any) -> dict[str, Any]:
+    return self.perform(payload, args)

@@ -9,10 +9,10 @@ from worker.app import app
 
 
 @app.task(name="billing.invoice_items.create", base=BillingTask, bind=True)
-def create_invoice_item(self: BillingTask, **payload: Any) -> dict[str, Any]:
-    return self.perform(payload)
+def create_invoice_item(self: BillingTask, /, *args: Any, **payload: Any) -> dict[str, Any]:
+    return self.perform(payload, args)
 
 
 @app.task(name="billing.invoice_items.create_many", base=BillingTask, bind=True)
-def create_invoice_items(self: BillingTask, **payload: Any) -> dict[str, Any]:
-    return self.perform(payload)
+def create_invoice_items(self: BillingTask, /, *args: Any, **payload: Any) -> dict[str, Any]:
+    return self.perform(payload, args)

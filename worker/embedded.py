@@ -61,6 +61,12 @@ class EmbeddedWorker:
             for signal in (task_postrun, task_rejected, task_revoked, task_unknown):
                 signal.disconnect(self._finished)
 
+    def purge(self) -> int:
+        """Drop every queued message (tests: the memory broker is shared by the whole process)."""
+        with self.app.connection_for_write() as connection:
+            channel = connection.default_channel
+            return sum(channel.queue_purge(name) or 0 for name in ALL_QUEUES)
+
     def queued(self) -> int:
         with self.app.connection_for_write() as connection:
             channel = connection.default_channel

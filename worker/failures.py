@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -15,6 +16,20 @@ from worker.tables import TaskFailure
 log = logging.getLogger("billing.failures")
 
 
+FIELD_LENGTH = TaskFailure.__table__.c.error_field.type.length  # type: ignore[attr-defined]
+
+
+def _storable(payload: Any) -> dict[str, Any]:
+    """The payload as sent when it is a strict-JSON object, else its repr (NaN, non-objects)."""
+    if isinstance(payload, dict):
+        try:
+            json.dumps(payload, allow_nan=False)
+            return payload
+        except (TypeError, ValueError):
+            pass
+    return {"raw": repr(payload)[:10_000]}
+
+
 def record_failure(
     *, task_id: str, task_name: str, payload: Any, error: BaseException, retryable: bool
 ) -> None:
@@ -23,7 +38,8 @@ def record_failure(
         error_type, code, field, message = type(error).__name__, error.code, error.field, error.message
     else:
         error_type, code, field, message = type(error).__name__, None, None, str(error) or repr(error)
-    body = payload if isinstance(payload, dict) else {"raw": repr(payload)[:10_000]}
+    body = _storable(payload)
+    field = field[:FIELD_LENGTH] if field else field
     with UnitOfWork() as uow:
         now = clock.now()
         row = uow.session.execute(select(TaskFailure).where(TaskFailure.task_id == task_id)).scalar()  # type: ignore[arg-type]

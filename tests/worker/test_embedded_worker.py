@@ -20,7 +20,9 @@ def running(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[BillingClient, Em
     from worker.app import app
 
     monkeypatch.setenv("BILLING_MISSING_REFERENCE_RETRIES", "1")
-    with EmbeddedWorker(app) as worker:
+    worker = EmbeddedWorker(app)
+    worker.purge()  # messages other tests sent to the process-wide memory broker
+    with worker:
         yield BillingClient(app=app), worker
 
 

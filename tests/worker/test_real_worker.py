@@ -77,6 +77,8 @@ def test_260_items_become_a_chain_of_two_invoices(worker_process: str) -> None:
     client.create_invoice_items([{"customer": cus, "currency": "usd", "amount": 999} for _ in range(3)])
     wait_for(lambda: count(InvoiceItem) == 263, what="263 items")
     client.create_balance_transaction(customer=cus, amount=-1000)
+    # queues do not order messages between them: the credit must be there before invoicing
+    wait_for(lambda: get(cus)["balance"] == -1000, what="the credit")
     client.create_invoice(customer=cus, finalize=True, idempotency_key="real-worker-run")
     wait_for(lambda: count(Invoice) == 2, what="the chained second invoice")
 

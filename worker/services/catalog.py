@@ -19,7 +19,7 @@ from worker.services import ledger
 from worker.services.base import Outcome, Request
 from worker.services.customers import set_default_currency
 from worker.services.invoices import check_redeemable
-from worker.tables import CouponRow, DiscountRow, TaxRateRow
+from worker.tables import BalanceTransaction, CouponRow, DiscountRow, TaxRateRow
 
 
 def create_balance_transaction(request: Request, command: BalanceTransactionCreate) -> Outcome:
@@ -31,6 +31,8 @@ def create_balance_transaction(request: Request, command: BalanceTransactionCrea
     if currency is None:
         raise BadRequest(f"customer {customer.id} has no default currency; name one", field="currency")
     check_amount(command.amount, currency=currency)
+    if request.session.get(BalanceTransaction, command.id) is not None:
+        raise BadRequest(f"balance transaction {command.id} already exists", field="id")
     set_default_currency(customer, currency, field="customer")
     ledger.append(
         request.session,

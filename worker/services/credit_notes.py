@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from domain import credit_notes as rules
 from domain.errors import BadRequest, NotFound, WrongState
 from domain.invoices import OPEN, PAID
+from domain.money import check_amount
 from tasks.contracts import CreditNoteCreate, CreditNoteVoid
 from worker.services import ledger
 from worker.services.base import Outcome, Request
@@ -14,32 +15,56 @@ from worker.services.invoices import lock_invoice
 from worker.tables import CreditNote, InvoiceItem
 
 
-def _check_lines(request: Request, command: CreditNoteCreate) -> None:
+def _check_amounts(command: CreditNoteCreate, currency: str) -> None:
+    check_amount(command.note_amount, "amount", currency=currency)
+    for name in ("refund_amount", "credit_amount", "out_of_band_amount"):
+        value = getattr(command, name)
+        if value is not None:
+            check_amount(value, name, currency=currency)
+    for index, line in enumerate(command.lines or ()):
+        check_amount(line.amount, f"lines[{index}].amount", currency=currency)
+
+
+def _check_lines(request: Request, command: CreditNoteCreate, issued: list[CreditNote]) -> None:
+    """A line can be credited up to its amount, across this note and the issued ones."""
+    credited: dict[str, int] = {}
+    for note in issued:
+        for line in note.lines or ():
+            if line.get("invoice_line_item"):
+                credited[line["invoice_line_item"]] = (
+                    credited.get(line["invoice_line_item"], 0) + line["amount"]
+                )
     for index, line in enumerate(command.lines or ()):
         if line.invoice_line_item is None:
             continue
         item = request.session.get(InvoiceItem, line.invoice_line_item)
-        field = f"lines[{index}].invoice_line_item"
         if item is None or item.invoice_id != command.invoice:
-            raise NotFound(f"line item on invoice {command.invoice}", line.invoice_line_item, field=field)
-        if line.amount > max(item.amount, 0):
-            raise BadRequest(
-                f"{line.amount} exceeds the line's amount {item.amount}", field=f"lines[{index}].amount"
+            raise NotFound(
+                f"line item on invoice {command.invoice}",
+                line.invoice_line_item,
+                field=f"lines[{index}].invoice_line_item",
             )
+        total = credited.get(item.id, 0) + line.amount
+        if total > max(item.amount, 0):
+            raise BadRequest(
+                f"credits {total} in all on line {item.id} of amount {item.amount}",
+                field=f"lines[{index}].amount",
+            )
+        credited[item.id] = total
 
 
 def create_credit_note(request: Request, command: CreditNoteCreate) -> Outcome:
     invoice, _ = lock_invoice(request, command.invoice)
     if prior := request.replayed():
         return prior
-    notes = request.session.execute(
-        select(
-            func.count(), func.coalesce(func.sum(CreditNote.amount).filter(CreditNote.status == "issued"), 0)
-        ).where(
-            CreditNote.invoice_id == invoice.id  # type: ignore[arg-type]
-        )
-    ).one()
-    count, credited = notes
+    if request.session.get(CreditNote, command.id) is not None:
+        raise BadRequest(f"credit note {command.id} already exists", field="id")
+    _check_amounts(command, invoice.currency)
+    notes = list(
+        request.session.execute(select(CreditNote).where(CreditNote.invoice_id == invoice.id)).scalars()  # type: ignore[arg-type]
+    )
+    issued = [note for note in notes if note.status == "issued"]
+    count, credited = len(notes), sum(note.amount for note in issued)
     plan = rules.plan_credit_note(
         rules.CreditableInvoice(
             invoice.id, invoice.status, invoice.total, invoice.amount_remaining, credited
@@ -49,7 +74,7 @@ def create_credit_note(request: Request, command: CreditNoteCreate) -> Outcome:
         credit_amount=command.credit_amount,
         out_of_band_amount=command.out_of_band_amount,
     )
-    _check_lines(request, command)
+    _check_lines(request, command, issued)
     assert invoice.number is not None
     note = CreditNote(
         id=command.id,

@@ -70,6 +70,11 @@ def create_customer(request: Request, command: CustomerCreate) -> Outcome:
         return prior
     if request.session.get(Customer, command.id) is not None:
         raise BadRequest(f"customer {command.id} already exists", field="id")
+    seen: set[tuple[str, str]] = set()
+    for index, tax_id in enumerate(command.tax_id_data or ()):
+        if (tax_id.type, tax_id.value) in seen:
+            raise BadRequest(f"duplicate tax id {tax_id.type} {tax_id.value}", field=f"tax_id_data[{index}]")
+        seen.add((tax_id.type, tax_id.value))
     prefix = command.invoice_prefix or generated_invoice_prefix(command.id)
     _check_prefix_free(request, prefix, command.id)
     customer = Customer(id=command.id, invoice_prefix=prefix, currency=command.currency, created=request.now)
