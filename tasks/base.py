@@ -14,18 +14,24 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from typing import Any
 
 from celery import Task
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlmodel import Session
 
 from domain.errors import BadRequest, BillingError, NotFound, TransientError
 from tasks.routing import queue_for
+from worker import clock
+from worker.db import UnitOfWork
+from worker.failpoints import failpoint
 from worker.failures import record_failure
-from worker.services.base import Outcome
+from worker.outbox import mark_published
+from worker.services.base import FollowUp, Outcome, write_outbox
 from worker.services.registry import run
-from worker.settings import get_settings
+from worker.settings import Settings, get_settings
 
 log = logging.getLogger("billing.tasks")
 
@@ -60,6 +66,7 @@ class BillingTask(Task):
         """
         settings = get_settings()
         retries = self.request.retries or 0
+        failpoint("task_start", self.name)
         try:
             if args:
                 raise BadRequest(
@@ -87,17 +94,38 @@ class BillingTask(Task):
         return outcome.as_result()
 
     def publish(self, outcome: Outcome) -> None:
-        """Send follow-ups after the commit. If the broker refuses, retry the whole task:
-        its replay finds the work done and asks for the same follow-ups again."""
+        """Send follow-ups after the commit (they are in the outbox already).
+
+        If the broker refuses, retry the whole task: its replay finds the work done and
+        asks for the same follow-ups again. Should this process die first, the message
+        is redelivered (late ack), and failing that the reconciler publishes the rows.
+        """
+        failpoint("before_publish", self.name)
+        sent = []
         for follow_up in outcome.follow_ups:
             try:
                 self.app.send_task(
-                    follow_up.task_name, kwargs=follow_up.payload, queue=queue_for(follow_up.task_name)
+                    follow_up.task_name,
+                    kwargs=follow_up.payload,
+                    queue=queue_for(follow_up.task_name),
+                    task_id=follow_up.task_id,
                 )
             except Exception as exc:
                 if not is_transient(exc):
                     raise
                 raise self.retry(exc=exc, countdown=backoff(self.request.retries or 0)) from exc
+            sent.append(follow_up.key)
+        if sent:
+            mark_published(sent)
+
+    def maintain(self, job: Callable[[Session, int, Settings], list[FollowUp]]) -> dict[str, Any]:
+        """Run a beat job in one transaction, then publish what it asks for."""
+        with UnitOfWork() as uow:
+            now = clock.now()
+            follow_ups = write_outbox(uow.session, job(uow.session, now, get_settings()), now)
+            uow.commit()
+        self.publish(Outcome(None, follow_ups=follow_ups))
+        return {"published": len(follow_ups)}
 
     def _record(self, payload: Any, exc: BaseException, *, retryable: bool) -> None:
         try:

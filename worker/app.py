@@ -7,13 +7,15 @@ Flower. Producers send by task name (``billing.<resource>.<verb>``) with
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init
 from kombu import Queue
 
 from tasks.routing import ALL_QUEUES, QUEUE_DEFAULT, queue_for
+from worker import failpoints
 from worker.db import dispose_engines
 from worker.settings import get_settings
 
@@ -23,7 +25,20 @@ TASK_MODULES = [
     "tasks.invoices",
     "tasks.credit_notes",
     "tasks.catalog",
+    "tasks.maintenance",
 ]
+
+BEAT_SCHEDULE = {
+    # Publishes outbox rows that were never published or whose message was lost, and
+    # (if enabled) invoices stale backlogs. Expires so missed ticks don't pile up.
+    "billing-reconcile": {
+        "task": "billing.maintenance.reconcile",
+        "schedule": 30.0,
+        "options": {"expires": 25},
+    },
+    # Idempotency keys are kept BILLING_IDEMPOTENCY_KEY_RETENTION_S (>= 24 h), then forgotten.
+    "billing-purge": {"task": "billing.maintenance.purge", "schedule": 3600.0, "options": {"expires": 3000}},
+}
 
 
 def _route(name: str, *_: Any, **__: Any) -> dict[str, str]:
@@ -66,6 +81,7 @@ def create_app() -> Celery:
         worker_send_task_events=True,
         task_send_sent_event=True,
         worker_hijack_root_logger=False,
+        beat_schedule=BEAT_SCHEDULE,
     )
     return celery
 
@@ -76,3 +92,8 @@ app = create_app()
 @worker_process_init.connect
 def _fresh_connections_in_child(**_: Any) -> None:
     dispose_engines(close=False)
+
+
+@worker_init.connect
+def _remember_main_process(**_: Any) -> None:
+    failpoints.worker_main_pid = os.getpid()

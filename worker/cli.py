@@ -97,6 +97,24 @@ def find_customers(email: str | None, pairs: tuple[str, ...]) -> None:
 
 
 @main.command()
+def audit() -> None:
+    """Check the books (ledger, balances, invoice totals, credit notes); exit 1 on any violation.
+
+    Prints "audit: N checks, 0 violations", or each violation as one JSON line.
+    """
+    from worker.audit import CHECKS, audit_database
+
+    violations = audit_database()
+    if not violations:
+        click.echo(f"audit: {len(CHECKS)} checks, 0 violations")
+        return
+    for violation in violations:
+        click.echo(violation.as_json())
+    click.echo(f"audit: {len(CHECKS)} checks, {len(violations)} violations", err=True)
+    sys.exit(1)
+
+
+@main.command()
 def demo() -> None:
     """Run a demo billing run through the client, broker and an in-process worker."""
     from worker.demo import run_demo

@@ -6,12 +6,12 @@ import json
 import logging
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from domain.errors import BillingError
 from worker import clock
 from worker.db import UnitOfWork
-from worker.tables import TaskFailure
+from worker.tables import OutboxMessage, TaskFailure
 
 log = logging.getLogger("billing.failures")
 
@@ -53,5 +53,10 @@ def record_failure(
         row.retryable = retryable
         row.attempts += 1
         row.last_seen = now
+        uow.session.execute(  # a follow-up that failed for good is not re-published
+            update(OutboxMessage)
+            .where(OutboxMessage.task_id == task_id, OutboxMessage.done_at.is_(None))  # type: ignore[arg-type,union-attr]
+            .values(done_at=now, failed=True)
+        )
         uow.commit()
     log.warning("task %s [%s] failed: %s: %s (field=%s)", task_name, task_id, error_type, message, field)

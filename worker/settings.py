@@ -29,6 +29,20 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(
         default=3600, description="Redis broker: redelivery after this long unacked"
     )
+    outbox_grace_s: int = Field(
+        default=10, description="Reconciler: publish outbox rows still unpublished after this long"
+    )
+    outbox_republish_after_s: int = Field(
+        default=300, description="Reconciler: publish again what was published but not done after this long"
+    )
+    stale_pending_after_s: int = Field(
+        default=0,
+        description="Reconciler: invoice (as drafts) pending items older than this; 0 = off."
+        " Off by default: pending items normally wait for the caller's or a subscription's invoice.",
+    )
+    idempotency_key_retention_s: int = Field(
+        default=2 * 86_400, ge=86_400, description="Idempotency keys are kept at least this long (>= 24 h)"
+    )
     log_level: str = "INFO"
 
 

@@ -337,3 +337,33 @@ class TaskFailure(SQLModel, table=True):
     attempts: int = 1
     first_seen: int = time_field()
     last_seen: int = time_field()
+
+
+class OutboxMessage(SQLModel, table=True):
+    """Transactional outbox: a follow-up task written with the effect that asked for it.
+
+    Published after the commit; closed (``done_at``) in the same transaction as the
+    follow-up's own effect, or when it fails for good. The reconciler re-publishes rows
+    that stay open too long, so a lost message only delays the work.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index(
+            "ix_outbox_open",
+            "created",
+            postgresql_where=text("done_at IS NULL"),
+            sqlite_where=text("done_at IS NULL"),
+        ),
+    )
+
+    key: str = Field(primary_key=True, sa_type=String(300))
+    """The follow-up's idempotency key."""
+    task_id: str = Field(unique=True, sa_type=String(64))
+    task_name: str = Field(sa_type=String(128))
+    payload: dict[str, Any] = Field(sa_column=Column("payload", JSONType, nullable=False))
+    created: int = time_field()
+    published_at: int | None = time_field(nullable=True)
+    publish_count: int = 0
+    done_at: int | None = time_field(nullable=True)
+    failed: bool = False

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel
 
@@ -16,17 +17,25 @@ from domain.errors import IdempotencyConflict, NotFound
 from tasks.contracts import Contract
 from worker import clock
 from worker.db import UnitOfWork
-from worker.tables import Customer, IdempotencyKey
+from worker.failpoints import failpoint
+from worker.tables import Customer, IdempotencyKey, OutboxMessage
 
 Row = TypeVar("Row", bound=SQLModel)
 
 
 @dataclass(frozen=True, slots=True)
 class FollowUp:
-    """A task to publish once the transaction that asked for it has committed."""
+    """A task to publish once the transaction that asked for it has committed.
+
+    ``key`` is the follow-up's own idempotency key: its outbox row is closed when an
+    operation with that key succeeds. ``task_id`` is set once the outbox row exists, so
+    every publication of one follow-up carries the same Celery task id.
+    """
 
     task_name: str
     payload: dict[str, Any]
+    key: str
+    task_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -102,8 +111,39 @@ class Request:
 Service = Callable[[Request, Any], Outcome]
 
 
+def close_outbox(session: Session, key: str, now: int, *, failed: bool = False) -> None:
+    """The follow-up with this key has happened (or failed for good): stop re-publishing it."""
+    session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.key == key, OutboxMessage.done_at.is_(None))  # type: ignore[arg-type,union-attr]
+        .values(done_at=now, failed=failed)
+    )
+
+
+def write_outbox(session: Session, follow_ups: list[FollowUp], now: int) -> list[FollowUp]:
+    """Record follow-ups in this transaction; returns those still to publish (not done)."""
+    pending = []
+    for follow_up in follow_ups:
+        row = session.get(OutboxMessage, follow_up.key)
+        if row is None:
+            row = OutboxMessage(
+                key=follow_up.key,
+                task_id=str(uuid.uuid4()),
+                task_name=follow_up.task_name,
+                payload=follow_up.payload,
+                created=now,
+            )
+            session.add(row)
+        if row.done_at is None:
+            pending.append(replace(follow_up, task_id=row.task_id))
+    return pending
+
+
 def execute(operation: str, command: Contract, service: Service, *, key: str | None = None) -> Outcome:
     """Run ``service`` in one transaction and commit it.
+
+    In the same transaction: the outbox row of this request (if it was a follow-up) is
+    closed, and the follow-ups it asks for are written to the outbox.
 
     A unique-key race (two deliveries of one message inserting the same key or id at
     once) rolls back and runs again once: the second run finds the first's key and
@@ -117,8 +157,12 @@ def execute(operation: str, command: Contract, service: Service, *, key: str | N
             with UnitOfWork() as uow:
                 request = Request(uow.session, operation, key, fingerprint, clock.now())
                 outcome = service(request, command)
+                close_outbox(uow.session, key, request.now)
+                outcome.follow_ups = write_outbox(uow.session, outcome.follow_ups, request.now)
+                failpoint("before_commit", operation)
                 uow.commit()
-                return outcome
+            failpoint("after_commit", operation)
+            return outcome
         except IntegrityError:
             if attempt == 2:
                 raise

@@ -222,9 +222,10 @@ def finalize_invoice(request: Request, invoice: Invoice, customer: Customer) -> 
 
 def _next_part(command: InvoiceCreate) -> FollowUp:
     part = command.part + 1
+    key = f"{command.idempotency_key}:part{part}"
     payload = payload_of(command)
-    payload.update(part=part, id=derived_id(PREFIXES["invoice"], f"{command.idempotency_key}:part{part}"))
-    return FollowUp(CREATE_TASK, payload)
+    payload.update(part=part, id=derived_id(PREFIXES["invoice"], key))
+    return FollowUp(CREATE_TASK, payload, key)
 
 
 def create_invoice(request: Request, command: InvoiceCreate) -> Outcome:
@@ -289,17 +290,13 @@ def create_invoices_for_pending(request: Request, command: InvoicePendingCreate)
     follow_ups = []
     for currency in sorted(currencies):
         key = f"{command.idempotency_key}:{currency}"
-        follow_ups.append(
-            FollowUp(
-                CREATE_TASK,
-                {
-                    **base,
-                    "currency": currency,
-                    "id": derived_id(PREFIXES["invoice"], key),
-                    "idempotency_key": key,
-                },
-            )
-        )
+        payload = {
+            **base,
+            "currency": currency,
+            "id": derived_id(PREFIXES["invoice"], key),
+            "idempotency_key": key,
+        }
+        follow_ups.append(FollowUp(CREATE_TASK, payload, key))
     outcome = replay or request.done(None)
     outcome.follow_ups.extend(follow_ups)
     return outcome

@@ -1,0 +1,55 @@
+"""transactional outbox
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-11-21 15:57:14.542370
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects import postgresql
+
+JSON_TYPE = sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "outbox",
+        sa.Column("key", sa.String(length=300), nullable=False),
+        sa.Column("task_id", sa.String(length=64), nullable=False),
+        sa.Column("task_name", sa.String(length=128), nullable=False),
+        sa.Column("payload", JSON_TYPE, nullable=False),
+        sa.Column("created", sa.BigInteger(), nullable=False),
+        sa.Column("published_at", sa.BigInteger(), nullable=True),
+        sa.Column("publish_count", sa.Integer(), nullable=False),
+        sa.Column("done_at", sa.BigInteger(), nullable=True),
+        sa.Column("failed", sa.Boolean(), nullable=False),
+        sa.PrimaryKeyConstraint("key", name=op.f("pk_outbox")),
+        sa.UniqueConstraint("task_id", name=op.f("uq_outbox_task_id")),
+    )
+    with op.batch_alter_table("outbox", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_outbox_open",
+            ["created"],
+            unique=False,
+            postgresql_where=sa.text("done_at IS NULL"),
+            sqlite_where=sa.text("done_at IS NULL"),
+        )
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("outbox", schema=None) as batch_op:
+        batch_op.drop_index(
+            "ix_outbox_open",
+            postgresql_where=sa.text("done_at IS NULL"),
+            sqlite_where=sa.text("done_at IS NULL"),
+        )
+
+    op.drop_table("outbox")
