@@ -5,7 +5,9 @@
     │   └── IdempotencyConflict   the key was used before with other parameters
     ├── NotFound                  the object named by a field does not exist (.field)
     ├── WrongState                the object exists but the operation is not allowed now
-    └── ...
+    │   ├── CurrencyLocked        the customer's default currency is already set
+    │   └── NothingToInvoice      no pending items of that currency
+    └── Parked                    a message redelivered too often without finishing
 
     TransientError                infrastructure trouble (database, broker, lock timeout);
                                   the only kind that is retried
@@ -77,6 +79,12 @@ def _restore(cls: type[BillingError], args: tuple[object, ...], state: dict[str,
     Exception.__init__(error, *args)
     error.__dict__.update(state)
     return error
+
+
+class Parked(BillingError):
+    """A message that keeps failing to finish (it crashes or outlives its worker) is set aside."""
+
+    code = "message_parked"
 
 
 class TransientError(Exception):

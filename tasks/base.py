@@ -27,7 +27,7 @@ from tasks.routing import queue_for
 from worker import clock
 from worker.db import UnitOfWork
 from worker.failpoints import failpoint
-from worker.failures import record_failure
+from worker.failures import count_redelivery, record_failure
 from worker.outbox import mark_published
 from worker.services.base import FollowUp, Outcome, write_outbox
 from worker.services.registry import run
@@ -66,13 +66,15 @@ class BillingTask(Task):
         """
         settings = get_settings()
         retries = self.request.retries or 0
-        failpoint("task_start", self.name)
         try:
+            failpoint("task_start", self.name)
             if args:
                 raise BadRequest(
                     "billing tasks take one JSON object of keyword arguments, not positional ones"
                 )
-            outcome = run(self.name, payload)
+            outcome = run(
+                self.name, payload, redeliveries=self._redeliveries(), redelivery_cap=settings.redelivery_cap
+            )
         except BillingError as exc:
             if (
                 isinstance(exc, NotFound)
@@ -117,6 +119,14 @@ class BillingTask(Task):
             sent.append(follow_up.key)
         if sent:
             mark_published(sent)
+
+    def _redeliveries(self) -> int:
+        """How often this message came back without finishing (its worker was killed, or it
+        outlived the visibility timeout); counted only when it does come back."""
+        delivery_info = self.request.delivery_info or {}
+        if not (delivery_info.get("redelivered") or getattr(self.request, "redelivered", False)):
+            return 0
+        return count_redelivery(self.request.id or "unknown", self.name)
 
     def maintain(self, job: Callable[[Session, int, Settings], list[FollowUp]]) -> dict[str, Any]:
         """Run a beat job in one transaction, then publish what it asks for."""

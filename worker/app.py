@@ -12,7 +12,7 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import worker_init, worker_process_init
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from tasks.routing import ALL_QUEUES, QUEUE_DEFAULT, queue_for
 from worker import failpoints
@@ -45,8 +45,8 @@ def _route(name: str, *_: Any, **__: Any) -> dict[str, str]:
     return {"queue": queue_for(name)}
 
 
-def celery_config(broker_url: str, visibility_timeout_s: int) -> dict[str, Any]:
-    """The settings producers and workers must agree on (shared with the client)."""
+def celery_config(broker_url: str, visibility_timeout_s: int, restore_interval_s: int = 10) -> dict[str, Any]:
+    """Broker and serialisation settings of the worker."""
     return {
         "broker_url": broker_url,
         "task_serializer": "json",
@@ -55,6 +55,10 @@ def celery_config(broker_url: str, visibility_timeout_s: int) -> dict[str, Any]:
         "accept_content": ["json"],
         "broker_transport_options": {
             "visibility_timeout": visibility_timeout_s,
+            # kombu sweeps for expired unacked messages every interval x throttle seconds
+            # (100 s by default); make the interval the only knob.
+            "unacked_restore_interval": restore_interval_s,
+            "unacked_restore_throttle": 1,
             # the in-process broker is polled; Redis blocks on BRPOP and ignores this
             "polling_interval": 0.05 if broker_url.startswith("memory") else 1.0,
         },
@@ -69,8 +73,10 @@ def create_app() -> Celery:
     settings = get_settings()
     celery = Celery("billing", include=TASK_MODULES)
     celery.conf.update(
-        celery_config(settings.broker_url, settings.visibility_timeout_s),
-        task_queues=[Queue(name) for name in ALL_QUEUES],
+        celery_config(
+            settings.broker_url, settings.visibility_timeout_s, settings.unacked_restore_interval_s
+        ),
+        task_queues=[Queue(name, Exchange(name, type="direct"), routing_key=name) for name in ALL_QUEUES],
         task_routes=(_route,),
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -82,6 +88,7 @@ def create_app() -> Celery:
         task_send_sent_event=True,
         worker_hijack_root_logger=False,
         beat_schedule=BEAT_SCHEDULE,
+        worker_consumer="worker.consumer:BillingConsumer",
     )
     return celery
 

@@ -65,7 +65,7 @@ class Violation:
     detail: str
 
     def as_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False, sort_keys=True)
+        return json.dumps(asdict(self), ensure_ascii=False)
 
 
 Check = Callable[[Session], Iterator[Violation]]

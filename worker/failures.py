@@ -7,11 +7,12 @@ import logging
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 
 from domain.errors import BillingError
 from worker import clock
 from worker.db import UnitOfWork
-from worker.tables import OutboxMessage, TaskFailure
+from worker.tables import MessageDelivery, OutboxMessage, TaskFailure
 
 log = logging.getLogger("billing.failures")
 
@@ -60,3 +61,23 @@ def record_failure(
         )
         uow.commit()
     log.warning("task %s [%s] failed: %s: %s (field=%s)", task_name, task_id, error_type, message, field)
+
+
+def count_redelivery(task_id: str, task_name: str) -> int:
+    """Count one more redelivery of a message; returns how many there have been."""
+    for attempt in (1, 2):
+        try:
+            with UnitOfWork() as uow:
+                now = clock.now()
+                row = uow.session.get(MessageDelivery, task_id, with_for_update=True)
+                if row is None:
+                    row = MessageDelivery(task_id=task_id, task_name=task_name, first_seen=now)
+                    uow.session.add(row)
+                row.redeliveries += 1
+                row.last_seen = now
+                uow.commit()
+                return row.redeliveries
+        except IntegrityError:  # two redeliveries of one message counting at once
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")

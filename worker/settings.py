@@ -29,6 +29,11 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(
         default=3600, description="Redis broker: redelivery after this long unacked"
     )
+    unacked_restore_interval_s: int = Field(
+        default=10,
+        ge=1,
+        description="Redis broker: how often a worker looks for unacked messages to redeliver",
+    )
     outbox_grace_s: int = Field(
         default=10, description="Reconciler: publish outbox rows still unpublished after this long"
     )
@@ -42,6 +47,9 @@ class Settings(BaseSettings):
     )
     idempotency_key_retention_s: int = Field(
         default=2 * 86_400, ge=86_400, description="Idempotency keys are kept at least this long (>= 24 h)"
+    )
+    redelivery_cap: int = Field(
+        default=5, ge=1, description="A message redelivered this often without finishing is parked"
     )
     log_level: str = "INFO"
 

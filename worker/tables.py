@@ -367,3 +367,15 @@ class OutboxMessage(SQLModel, table=True):
     publish_count: int = 0
     done_at: int | None = time_field(nullable=True)
     failed: bool = False
+
+
+class MessageDelivery(SQLModel, table=True):
+    """Redeliveries of one message (counted only once it comes back): the park cap."""
+
+    __tablename__ = "message_deliveries"
+
+    task_id: str = Field(primary_key=True, sa_type=String(64))
+    task_name: str = Field(sa_type=String(128))
+    redeliveries: int = 0
+    first_seen: int = time_field()
+    last_seen: int = time_field(index=True)

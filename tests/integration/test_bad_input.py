@@ -1369,9 +1369,9 @@ def runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The operations the task ran (once per attempt)."""
     seen: list[str] = []
 
-    def counting(name: str, payload: dict[str, Any]) -> Any:
+    def counting(name: str, payload: dict[str, Any], **options: Any) -> Any:
         seen.append(name)
-        return run(name, payload)
+        return run(name, payload, **options)
 
     monkeypatch.setattr(tasks.base, "run", counting)
     return seen

@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel
 
-from domain.errors import IdempotencyConflict, NotFound
+from domain.errors import IdempotencyConflict, NotFound, Parked
 from tasks.contracts import Contract
 from worker import clock
 from worker.db import UnitOfWork
@@ -63,6 +63,9 @@ class Request:
     key: str
     fingerprint: str
     now: int
+    redeliveries: int = 0
+    """How often this message came back without finishing (see ``redelivery_cap``)."""
+    redelivery_cap: int = 0
 
     def replayed(self) -> Outcome | None:
         """The earlier outcome for this key, or None. Same key, other parameters: an error.
@@ -72,6 +75,13 @@ class Request:
         """
         row = self.session.get(IdempotencyKey, self.key)
         if row is None:
+            if self.redelivery_cap and self.redeliveries >= self.redelivery_cap:
+                # Decided under the operation's lock: a copy that overlapped a slow first
+                # run waits here and replays; only a message that never commits is parked.
+                raise Parked(
+                    f"delivered {self.redeliveries + 1} times without ever committing"
+                    " (it crashes or outlives its worker); parked"
+                )
             return None
         if row.operation != self.operation or row.request_hash != self.fingerprint:
             raise IdempotencyConflict(self.key, row.operation)
@@ -139,7 +149,15 @@ def write_outbox(session: Session, follow_ups: list[FollowUp], now: int) -> list
     return pending
 
 
-def execute(operation: str, command: Contract, service: Service, *, key: str | None = None) -> Outcome:
+def execute(
+    operation: str,
+    command: Contract,
+    service: Service,
+    *,
+    key: str | None = None,
+    redeliveries: int = 0,
+    redelivery_cap: int = 0,
+) -> Outcome:
     """Run ``service`` in one transaction and commit it.
 
     In the same transaction: the outbox row of this request (if it was a follow-up) is
@@ -155,7 +173,9 @@ def execute(operation: str, command: Contract, service: Service, *, key: str | N
     for attempt in (1, 2):
         try:
             with UnitOfWork() as uow:
-                request = Request(uow.session, operation, key, fingerprint, clock.now())
+                request = Request(
+                    uow.session, operation, key, fingerprint, clock.now(), redeliveries, redelivery_cap
+                )
                 outcome = service(request, command)
                 close_outbox(uow.session, key, request.now)
                 outcome.follow_ups = write_outbox(uow.session, outcome.follow_ups, request.now)

@@ -10,7 +10,7 @@ from tasks.ids import PREFIXES, derived_id
 from worker.services.base import FollowUp
 from worker.services.invoices import CREATE_TASK
 from worker.settings import Settings
-from worker.tables import Customer, IdempotencyKey, InvoiceItem, OutboxMessage
+from worker.tables import Customer, IdempotencyKey, InvoiceItem, MessageDelivery, OutboxMessage
 
 BATCH = 500
 
@@ -68,10 +68,11 @@ def reconcile(session: Session, now: int, settings: Settings) -> list[FollowUp]:
 
 
 def purge(session: Session, now: int, settings: Settings) -> list[FollowUp]:
-    """Forget idempotency keys and finished outbox rows older than the retention."""
+    """Forget idempotency keys, finished outbox rows and delivery counts past the retention."""
     cutoff = now - settings.idempotency_key_retention_s
     session.execute(delete(IdempotencyKey).where(IdempotencyKey.created < cutoff))  # type: ignore[arg-type]
     session.execute(
         delete(OutboxMessage).where(OutboxMessage.done_at < cutoff)  # type: ignore[arg-type,operator]
     )
+    session.execute(delete(MessageDelivery).where(MessageDelivery.last_seen < cutoff))  # type: ignore[arg-type]
     return []

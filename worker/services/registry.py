@@ -50,7 +50,14 @@ OPERATIONS: dict[str, Operation] = {
 assert OPERATIONS.keys() == CONTRACTS.keys(), "every contract needs a service and vice versa"
 
 
-def run(name: str, payload: dict[str, Any]) -> Outcome:
+def run(name: str, payload: dict[str, Any], *, redeliveries: int = 0, redelivery_cap: int = 0) -> Outcome:
     operation = OPERATIONS[name]
     command = parse(CONTRACTS[name], payload)
-    return execute(name, command, operation.service, key=operation.key(command) if operation.key else None)
+    return execute(
+        name,
+        command,
+        operation.service,
+        key=operation.key(command) if operation.key else None,
+        redeliveries=redeliveries,
+        redelivery_cap=redelivery_cap,
+    )

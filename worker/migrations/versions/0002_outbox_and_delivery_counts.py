@@ -1,8 +1,8 @@
-"""transactional outbox
+"""outbox and delivery counts
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-21 15:57:14.542370
+Create Date: 2026-11-21 16:00:08.663410
 """
 
 from __future__ import annotations
@@ -20,6 +20,18 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.create_table(
+        "message_deliveries",
+        sa.Column("task_id", sa.String(length=64), nullable=False),
+        sa.Column("task_name", sa.String(length=128), nullable=False),
+        sa.Column("redeliveries", sa.Integer(), nullable=False),
+        sa.Column("first_seen", sa.BigInteger(), nullable=False),
+        sa.Column("last_seen", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("task_id", name=op.f("pk_message_deliveries")),
+    )
+    with op.batch_alter_table("message_deliveries", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_message_deliveries_last_seen"), ["last_seen"], unique=False)
+
     op.create_table(
         "outbox",
         sa.Column("key", sa.String(length=300), nullable=False),
@@ -53,3 +65,7 @@ def downgrade() -> None:
         )
 
     op.drop_table("outbox")
+    with op.batch_alter_table("message_deliveries", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_message_deliveries_last_seen"))
+
+    op.drop_table("message_deliveries")

@@ -1,0 +1,100 @@
+"""Real worker processes for the fault tests: start, kill, restart; the test is the supervisor."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+QUEUES = "billing.default,billing.items,billing.invoices,billing.recurring"
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 45.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class WorkerProcess:
+    """``celery -A worker.app worker`` in its own process group."""
+
+    def __init__(self, name: str, env: dict[str, str], log_dir: Path, concurrency: int = 1) -> None:
+        self.name = name
+        self.env = env
+        self.log_path = log_dir / f"{name}.log"
+        self.concurrency = concurrency
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--loglevel=INFO",
+             f"--concurrency={self.concurrency}", "-Q", QUEUES, "--without-mingle", "--without-gossip",
+             "-n", f"{self.name}-{os.getpid()}@%h"],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        log.close()
+        wait_for(lambda: b"ready." in self.log_path.read_bytes(), 30, f"{self.name} to start")
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def wait_dead(self, timeout: float = 30.0) -> None:
+        wait_for(lambda: not self.alive, timeout, f"{self.name} to die")
+        self.kill()  # the pool children, if the main process went alone
+
+    def kill(self) -> None:
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.alive and self.process is not None:
+            self.process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(30)
+        self.kill()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+class Cluster:
+    """Workers sharing one database and one broker, with failpoints set per worker."""
+
+    def __init__(self, database_url: str, broker_url: str, tmp_path: Path, **settings: Any) -> None:
+        self.tmp_path = tmp_path
+        self.base_env = {
+            **os.environ,
+            "BILLING_DATABASE_URL": database_url,
+            "BILLING_BROKER_URL": broker_url,
+            "BILLING_FAILPOINT_DIR": str(tmp_path),
+            **{f"BILLING_{k.upper()}": str(v) for k, v in settings.items()},
+        }
+        self.workers: list[WorkerProcess] = []
+
+    def spawn(self, name: str = "w", *, concurrency: int = 1, **env: str) -> WorkerProcess:
+        worker = WorkerProcess(
+            f"{name}{len(self.workers)}", {**self.base_env, **env}, self.tmp_path, concurrency
+        )
+        self.workers.append(worker)
+        return worker.start()
+
+    def shutdown(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {w.name}\n{w.log()[-4000:]}" for w in self.workers)

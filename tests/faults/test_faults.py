@@ -1,0 +1,222 @@
+"""Fault injection against real worker processes, Redis and PostgreSQL.
+
+Each test injects one fault at an exact moment (a named failpoint, see
+``worker.failpoints``), lets the system recover the way it would in production (late
+acknowledgement and redelivery, the outbox, the reconciler, a supervisor restarting
+the worker) and ends with the ledger checker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis as redis_lib
+from celery import Celery
+from sqlalchemy import select, text
+
+from tasks.client import BillingClient
+from tasks.ids import derived_id
+from tests.faults.harness import Cluster, wait_for
+from tests.support import call, count, customer, get, items
+from worker.audit import audit_database
+from worker.db import get_engine, read_session
+from worker.tables import Invoice, InvoiceItem, MessageDelivery, OutboxMessage, TaskFailure
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
+
+CREATE = "billing.invoices.create"
+
+
+@pytest.fixture
+def cluster(postgres: str, redis_url: str, tmp_path: Path) -> Iterator[Cluster]:
+    redis_lib.Redis.from_url(redis_url).flushdb()
+    # a short visibility timeout makes redelivery after a crash come within seconds
+    workers = Cluster(
+        postgres, redis_url, tmp_path, visibility_timeout_s=2, unacked_restore_interval_s=1, outbox_grace_s=1
+    )
+    try:
+        yield workers
+    finally:
+        workers.shutdown()
+    print(workers.logs())
+
+
+@pytest.fixture
+def client(redis_url: str) -> BillingClient:
+    app = Celery("fault-client", set_as_current=False)
+    app.conf.update(broker_url=redis_url, task_serializer="json", accept_content=["json"],
+                    broker_transport_options={"visibility_timeout": 2})  # fmt: skip
+    return BillingClient(app=app)
+
+
+def broker_empty(redis_url: str) -> bool:
+    r = redis_lib.Redis.from_url(redis_url)
+    queued = sum(
+        r.llen(q) for q in ("billing.default", "billing.items", "billing.invoices", "billing.recurring")
+    )
+    return queued == 0 and r.hlen("unacked") == 0
+
+
+def redeliveries(task_name: str) -> int:
+    with read_session() as session:
+        rows = session.execute(
+            select(MessageDelivery).where(MessageDelivery.task_name == task_name)
+        ).scalars()
+        return sum(row.redeliveries for row in rows)
+
+
+def assert_books_clean() -> None:
+    assert audit_database() == []
+    with read_session() as session:
+        per_item = session.execute(select(InvoiceItem.invoice_id)).scalars().all()
+    assert per_item, "the scenario made items"
+
+
+def backlog(currency: str = "cad", n: int = 10) -> str:
+    cus = customer(currency)
+    items(cus, currency, [100 + i for i in range(n)])
+    return cus
+
+
+def test_sigkill_after_commit_before_ack_is_redelivered_and_replays(cluster: Cluster, client: BillingClient,
+                                                                   redis_url: str) -> None:  # fmt: skip
+    cus = backlog()
+    worker = cluster.spawn(BILLING_FAILPOINTS=f"{CREATE}@after_commit=kill_worker:once")
+    invoice_id = client.create_invoice(customer=cus, finalize=True, idempotency_key="after-commit")
+    worker.wait_dead()
+    assert count(Invoice) == 1  # committed before the crash; the message was never acknowledged
+    cluster.spawn()
+    wait_for(lambda: redeliveries(CREATE) >= 1 and broker_empty(redis_url), what="the redelivered run")
+    assert count(Invoice) == 1
+    assert get(invoice_id)["lines"]["total_count"] == 10
+    assert count(TaskFailure) == 0
+    assert_books_clean()
+
+
+def test_sigkill_before_commit_rolls_back_and_invoices_once(cluster: Cluster, client: BillingClient,
+                                                           redis_url: str) -> None:  # fmt: skip
+    cus = backlog()
+    worker = cluster.spawn(BILLING_FAILPOINTS=f"{CREATE}@before_commit=kill_worker:once")
+    invoice_id = client.create_invoice(customer=cus, finalize=True, idempotency_key="before-commit")
+    worker.wait_dead()
+    assert count(Invoice) == 0  # rolled back
+    assert count(InvoiceItem, InvoiceItem.invoice_id.is_(None)) == 10  # type: ignore[union-attr]
+    cluster.spawn()
+    wait_for(lambda: count(Invoice) == 1 and broker_empty(redis_url), what="the invoice after redelivery")
+    assert get(invoice_id)["status"] == "open"
+    assert get(cus)["next_invoice_sequence"] == 2  # numbered once: no gap from the crashed attempt
+    assert_books_clean()
+
+
+def test_crash_between_commit_and_publish_then_broker_flushed_reconciler_finishes_the_chain(
+    cluster: Cluster, client: BillingClient, redis_url: str
+) -> None:
+    cus = backlog(n=260)
+    worker = cluster.spawn(BILLING_FAILPOINTS=f"{CREATE}@before_publish=kill_worker:once")
+    client.create_invoice(customer=cus, idempotency_key="unpublished")
+    worker.wait_dead()
+    with read_session() as session:
+        (row,) = session.execute(select(OutboxMessage)).scalars()
+    assert (row.key, row.published_at, row.done_at) == ("unpublished:part2", None, None)
+    redis_lib.Redis.from_url(redis_url).flushdb()  # the redelivery is gone too: only the outbox knows
+    cluster.spawn()
+    client.app.send_task("billing.maintenance.reconcile", queue="billing.recurring")  # a beat tick
+    wait_for(lambda: count(Invoice) == 2, what="the reconciler to finish the chain")
+    assert get(derived_id("in", "unpublished:part2"))["lines"]["total_count"] == 10
+    assert count(InvoiceItem, InvoiceItem.invoice_id.is_(None)) == 0  # type: ignore[union-attr]
+    assert_books_clean()
+
+
+def test_a_message_that_always_kills_its_pool_child_is_parked(cluster: Cluster, client: BillingClient,
+                                                             redis_url: str) -> None:  # fmt: skip
+    cus = backlog()
+    worker = cluster.spawn(
+        BILLING_FAILPOINTS=f"{CREATE}@before_commit=kill_child", BILLING_REDELIVERY_CAP="2"
+    )
+    client.create_invoice(customer=cus, idempotency_key="poison")
+    wait_for(lambda: count(TaskFailure) == 1, timeout=50, what="the poison message to be parked")
+    with read_session() as session:
+        failure = session.execute(select(TaskFailure)).scalar_one()
+    assert (failure.task_name, failure.error_type, failure.error_code) == (CREATE, "Parked", "message_parked")
+    assert failure.payload["customer"] == cus
+    assert worker.alive  # only pool children died; the worker goes on
+    wait_for(lambda: broker_empty(redis_url), what="the parked message to be acknowledged")
+    assert count(Invoice) == 0
+    assert count(InvoiceItem, InvoiceItem.invoice_id.is_(None)) == 10  # type: ignore[union-attr]
+
+
+def test_the_same_message_delivered_twice_makes_one_invoice(cluster: Cluster, client: BillingClient,
+                                                           redis_url: str) -> None:  # fmt: skip
+    cus = backlog()
+    payload = {"id": derived_id("in", "twice"), "customer": cus, "idempotency_key": "twice", "finalize": True}
+    for _ in range(2):
+        client.app.send_task(CREATE, kwargs=payload, queue="billing.invoices")
+    cluster.spawn(concurrency=2)
+    wait_for(lambda: broker_empty(redis_url) and count(Invoice) == 1, what="both deliveries")
+    wait_for(lambda: broker_empty(redis_url), what="the broker to drain")
+    assert count(Invoice) == 1 and count(TaskFailure) == 0
+    assert_books_clean()
+
+
+def test_a_task_outliving_the_visibility_timeout_runs_twice_and_bills_once(cluster: Cluster,
+                                                                         client: BillingClient,
+                                                                         redis_url: str) -> None:  # fmt: skip
+    cus = backlog()
+    cluster.spawn(concurrency=2, BILLING_FAILPOINTS=f"{CREATE}@before_commit=sleep14:once")
+    client.create_invoice(customer=cus, finalize=True, idempotency_key="slow")
+    wait_for(lambda: redeliveries(CREATE) >= 1, timeout=30, what="the overlapping redelivery")
+    wait_for(lambda: count(Invoice) == 1 and broker_empty(redis_url), timeout=30, what="both runs")
+    assert count(Invoice) == 1 and count(TaskFailure) == 0
+    assert get(cus)["next_invoice_sequence"] == 2
+    assert_books_clean()
+
+
+def test_the_lock_holders_backend_terminated_is_retried(cluster: Cluster, client: BillingClient,
+                                                       redis_url: str) -> None:  # fmt: skip
+    cus = backlog()
+    cluster.spawn(BILLING_FAILPOINTS=f"{CREATE}@before_commit=sleep4:once")
+    client.create_invoice(customer=cus, finalize=True, idempotency_key="terminated")
+
+    def lock_holder() -> list[int]:
+        with get_engine().connect() as connection:
+            return list(connection.execute(text(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                " AND state = 'idle in transaction' AND pid <> pg_backend_pid()"
+            )).scalars())  # fmt: skip
+
+    wait_for(lambda: bool(lock_holder()), timeout=20, what="the worker to hold the customer lock")
+    with get_engine().connect() as connection:
+        for pid in lock_holder():
+            connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    wait_for(lambda: count(Invoice) == 1 and broker_empty(redis_url), timeout=40, what="the retried invoice")
+    assert count(TaskFailure) == 0
+    assert_books_clean()
+
+
+def test_two_workers_racing_on_one_customer_and_currency(cluster: Cluster, client: BillingClient,
+                                                        redis_url: str) -> None:  # fmt: skip
+    cus = customer("usd")
+    cluster.spawn(concurrency=2)
+    cluster.spawn(concurrency=2)
+    sent = 0
+    for round_ in range(50):
+        client.create_invoice_items([{"customer": cus, "amount": 100 + round_} for _ in range(7)])
+        sent += 7
+        for side in "ab":
+            client.create_invoice(
+                customer=cus, finalize=round_ % 2 == 0, idempotency_key=f"race-{round_}-{side}"
+            )
+    wait_for(lambda: broker_empty(redis_url) and count(InvoiceItem) == sent, timeout=50, what="50 rounds")
+    call("billing.invoices.create_for_pending", customer=cus, idempotency_key="sweep")
+    follow_ups = call("billing.invoices.create_for_pending", customer=cus, idempotency_key="sweep").follow_ups
+    for follow_up in follow_ups:
+        call(follow_up.task_name, **follow_up.payload)
+    with read_session() as session:
+        on_invoices = session.execute(select(InvoiceItem.invoice_id)).scalars().all()
+    assert len(on_invoices) == sent and None not in on_invoices
+    with read_session() as session:
+        failures = {f.error_type for f in session.execute(select(TaskFailure)).scalars()}
+    assert failures <= {"NothingToInvoice"}  # a racer may find the other took everything
+    assert_books_clean()
