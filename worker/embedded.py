@@ -3,7 +3,8 @@
 With the default ``memory://`` broker, producer and worker must share a process; this
 runs the worker in a thread (solo pool). It works the same against Redis.
 ``wait_idle`` returns once every queue is empty and no task is received-but-unfinished
-(a retry waiting for its countdown counts as unfinished).
+(a retry waiting for its countdown counts as unfinished). Messages refused before they
+become tasks (not JSON, unknown task) are never "received", so they are not counted.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 from amqp.exceptions import ChannelError
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
-from celery.signals import task_postrun, task_received, task_rejected, task_revoked, task_unknown
+from celery.signals import task_postrun, task_received, task_revoked
 
 from tasks.routing import ALL_QUEUES
 
@@ -39,7 +40,7 @@ class EmbeddedWorker:
 
     def __enter__(self) -> EmbeddedWorker:
         task_received.connect(self._received, weak=False)
-        for signal in (task_postrun, task_rejected, task_revoked, task_unknown):
+        for signal in (task_postrun, task_revoked):
             signal.connect(self._finished, weak=False)
         self.app.loader.import_default_modules()
         self._stack.enter_context(
@@ -59,7 +60,7 @@ class EmbeddedWorker:
             self._stack.close()
         finally:
             task_received.disconnect(self._received)
-            for signal in (task_postrun, task_rejected, task_revoked, task_unknown):
+            for signal in (task_postrun, task_revoked):
                 signal.disconnect(self._finished)
 
     def purge(self) -> int:

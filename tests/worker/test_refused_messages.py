@@ -1,0 +1,73 @@
+"""Messages the worker refuses before any task runs are recorded, not silently dropped."""
+
+from __future__ import annotations
+
+import pickle
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from kombu import Exchange, Producer
+
+from tests.support import count, row_counts
+from worker.embedded import EmbeddedWorker
+from worker.tables import TaskFailure
+
+pytestmark = [pytest.mark.usefixtures("database"), pytest.mark.slow]
+
+
+@pytest.fixture
+def worker() -> Iterator[EmbeddedWorker]:
+    from worker.app import app
+
+    embedded = EmbeddedWorker(app)
+    embedded.purge()
+    with embedded:
+        yield embedded
+
+
+def send_raw(worker: EmbeddedWorker, task: str, body: bytes, content_type: str) -> str:
+    task_id = str(uuid.uuid4())
+    with worker.app.connection_for_write() as connection:
+        Producer(connection.default_channel).publish(
+            body,
+            exchange=Exchange("billing.default", type="direct"),
+            routing_key="billing.default",
+            content_type=content_type,
+            content_encoding="binary",
+            headers={"lang": "py", "task": task, "id": task_id, "argsrepr": "", "kwargsrepr": ""},
+        )
+    return task_id
+
+
+def failure(task_id: str) -> TaskFailure:
+    from sqlalchemy import select
+
+    from worker.db import read_session
+
+    with read_session() as session:
+        return session.execute(select(TaskFailure).where(TaskFailure.task_id == task_id)).scalar_one()
+
+
+def test_a_pickled_message_is_refused_and_recorded(worker: EmbeddedWorker) -> None:
+    before = row_counts()
+    body = pickle.dumps(((), {"id": "cus_PICKLE", "idempotency_key": "k"}, {}))
+    task_id = send_raw(worker, "billing.customers.create", body, "application/x-python-serialize")
+    worker.wait_idle()
+    refused = failure(task_id)
+    assert (refused.task_name, refused.error_type, refused.error_code) == (
+        "billing.customers.create", "BadRequest", "invalid_request",
+    )  # fmt: skip
+    assert "application/x-python-serialize" in refused.error_message
+    assert row_counts() == {**before, "task_failures": before["task_failures"] + 1}
+
+
+def test_an_unknown_task_name_is_refused_and_recorded(worker: EmbeddedWorker) -> None:
+    body = b'[[], {"customer": "cus_X"}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]'
+    task_id = send_raw(worker, "billing.invoices.explode", body, "application/json")
+    worker.wait_idle()
+    refused = failure(task_id)
+    assert (refused.task_name, refused.error_type, refused.error_field) == (
+        "billing.invoices.explode", "BadRequest", "task",
+    )  # fmt: skip
+    assert count(TaskFailure) == 1
