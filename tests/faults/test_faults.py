@@ -8,6 +8,8 @@ the worker) and ends with the ledger checker.
 
 from __future__ import annotations
 
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from sqlalchemy import select, text
 
 from tasks.client import BillingClient
 from tasks.ids import derived_id
-from tests.faults.harness import Cluster, wait_for
+from tests.faults.harness import Cluster, RedisServer, wait_for
 from tests.support import call, count, customer, get, items
 from worker.audit import audit_database
 from worker.db import get_engine, read_session
@@ -220,3 +222,72 @@ def test_two_workers_racing_on_one_customer_and_currency(cluster: Cluster, clien
         failures = {f.error_type for f in session.execute(select(TaskFailure)).scalars()}
     assert failures <= {"NothingToInvoice"}  # a racer may find the other took everything
     assert_books_clean()
+
+
+def test_redis_killed_and_restarted_with_queued_and_in_flight_work(postgres: str, tmp_path: Path) -> None:
+    server = RedisServer(tmp_path, 6391).start()
+    workers = Cluster(postgres, server.url, tmp_path, visibility_timeout_s=2, unacked_restore_interval_s=1)
+    try:
+        client = BillingClient(broker_url=server.url)
+        backlogs = [backlog(n=5) for _ in range(6)]
+        worker = workers.spawn(BILLING_FAILPOINTS=f"{CREATE}@before_commit=sleep3:once")
+        invoices = [
+            client.create_invoice(customer=c, finalize=True, idempotency_key=f"redis-{c}") for c in backlogs
+        ]
+        wait_for(lambda: redis_lib.Redis(port=6391).hlen("unacked") > 0, what="a task in flight")
+        server.kill()  # one task in flight, the others queued
+        time.sleep(2)
+        server.start()
+        if not worker.alive:  # the supervisor's job (systemd Restart=always, compose restart)
+            worker.wait_dead()
+            workers.spawn()
+        started = time.monotonic()
+        wait_for(lambda: count(Invoice) == len(backlogs), timeout=60, what="all invoices after the restart")
+        print(f"recovered {time.monotonic() - started:.1f}s after Redis came back")
+        assert sorted(get(i)["status"] for i in invoices) == ["open"] * len(backlogs)
+        assert count(TaskFailure) == 0
+        assert_books_clean()
+    finally:
+        workers.shutdown()
+        server.kill()
+        print(workers.logs())
+
+
+def test_redis_flushed_reconciler_invoices_every_pending_item(cluster: Cluster, client: BillingClient,
+                                                             redis_url: str) -> None:  # fmt: skip
+    backlogs = [backlog(currency) for currency in ("usd", "cad", "eur")]
+    for cus in backlogs:
+        client.create_invoice(customer=cus, idempotency_key=f"flushed-{cus}")
+    redis_lib.Redis.from_url(redis_url).flushdb()  # every queued request is gone
+    cluster.spawn(BILLING_STALE_PENDING_AFTER_S="1")
+    time.sleep(1.5)
+    client.app.send_task("billing.maintenance.reconcile", queue="billing.recurring")
+    wait_for(lambda: count(InvoiceItem, InvoiceItem.invoice_id.is_(None)) == 0, what="the backlog invoiced")  # type: ignore[union-attr]
+    assert count(Invoice) == 3
+    assert_books_clean()
+
+
+def test_postgres_restarted_mid_transaction(cluster: Cluster, client: BillingClient, redis_url: str) -> None:
+    cus = backlog()
+    cluster.spawn(BILLING_FAILPOINTS=f"{CREATE}@before_commit=sleep3:once")
+    client.create_invoice(customer=cus, finalize=True, idempotency_key="pg-restart")
+    time.sleep(1.5)  # the worker holds its transaction open in the failpoint
+    version = subprocess.run(["ls", "/etc/postgresql"], capture_output=True, text=True).stdout.split()[0]
+    started = time.monotonic()
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"], check=True)
+    get_engine().dispose()
+    wait_for(
+        lambda: _count_or_zero() == 1 and broker_empty(redis_url),
+        timeout=60,
+        what="the invoice after restart",
+    )
+    print(f"invoiced {time.monotonic() - started:.1f}s after the restart began")
+    assert count(TaskFailure) == 0
+    assert_books_clean()
+
+
+def _count_or_zero() -> int:
+    try:
+        return count(Invoice)
+    except Exception:
+        return 0
