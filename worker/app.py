@@ -28,17 +28,25 @@ TASK_MODULES = [
     "tasks.maintenance",
 ]
 
-BEAT_SCHEDULE = {
-    # Publishes outbox rows that were never published or whose message was lost, and
-    # (if enabled) invoices stale backlogs. Expires so missed ticks don't pile up.
-    "billing-reconcile": {
-        "task": "billing.maintenance.reconcile",
-        "schedule": 30.0,
-        "options": {"expires": 25},
-    },
-    # Idempotency keys are kept BILLING_IDEMPOTENCY_KEY_RETENTION_S (>= 24 h), then forgotten.
-    "billing-purge": {"task": "billing.maintenance.purge", "schedule": 3600.0, "options": {"expires": 3000}},
-}
+
+def beat_schedule(reconcile_interval_s: float) -> dict[str, dict[str, Any]]:
+    """Beat jobs by task name. Both are idempotent: two beat processes, or a replayed
+    tick, publish the same follow-ups again and bill nothing twice."""
+    return {
+        # Publishes outbox rows never published or whose message was lost, and (if
+        # enabled) invoices stale backlogs. Expires so that missed ticks don't pile up.
+        "billing-reconcile": {
+            "task": "billing.maintenance.reconcile",
+            "schedule": reconcile_interval_s,
+            "options": {"expires": reconcile_interval_s},
+        },
+        # Idempotency keys are kept BILLING_IDEMPOTENCY_KEY_RETENTION_S (>= 24 h), then forgotten.
+        "billing-purge": {
+            "task": "billing.maintenance.purge",
+            "schedule": 3600.0,
+            "options": {"expires": 3000},
+        },
+    }
 
 
 def _route(name: str, *_: Any, **__: Any) -> dict[str, str]:
@@ -87,7 +95,7 @@ def create_app() -> Celery:
         worker_send_task_events=True,
         task_send_sent_event=True,
         worker_hijack_root_logger=False,
-        beat_schedule=BEAT_SCHEDULE,
+        beat_schedule=beat_schedule(settings.reconcile_interval_s),
         worker_consumer="worker.consumer:BillingConsumer",
     )
     return celery

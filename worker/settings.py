@@ -34,6 +34,7 @@ class Settings(BaseSettings):
         ge=1,
         description="Redis broker: how often a worker looks for unacked messages to redeliver",
     )
+    reconcile_interval_s: float = Field(default=30.0, gt=0, description="Beat: how often the reconciler runs")
     outbox_grace_s: int = Field(
         default=10, description="Reconciler: publish outbox rows still unpublished after this long"
     )

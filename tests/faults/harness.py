@@ -135,3 +135,22 @@ def _pings(client: Any) -> bool:
         return bool(client.ping())
     except Exception:
         return False
+
+
+class BeatProcess:
+    """``celery -A worker.app beat`` with its own schedule file."""
+
+    def __init__(self, env: dict[str, str], directory: Path, name: str) -> None:
+        self.log_path = directory / f"{name}.log"
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "worker.app", "beat", "--loglevel=INFO",
+             "-s", str(directory / f"{name}-schedule")],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        log.close()
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)

@@ -20,7 +20,7 @@ from sqlalchemy import select, text
 
 from tasks.client import BillingClient
 from tasks.ids import derived_id
-from tests.faults.harness import Cluster, RedisServer, wait_for
+from tests.faults.harness import BeatProcess, Cluster, RedisServer, wait_for
 from tests.support import call, count, customer, get, items
 from worker.audit import audit_database
 from worker.db import get_engine, read_session
@@ -291,3 +291,27 @@ def _count_or_zero() -> int:
         return count(Invoice)
     except Exception:
         return 0
+
+
+def test_two_beat_processes_finish_a_chain_once(cluster: Cluster, client: BillingClient) -> None:
+    cus = backlog(n=520)  # three parts: 250, 250, 20
+    worker = cluster.spawn(BILLING_FAILPOINTS=f"{CREATE}@before_publish=kill_worker:once")
+    client.create_invoice(customer=cus, idempotency_key="two-beats")
+    worker.wait_dead()
+    redis_lib.Redis.from_url(cluster.base_env["BILLING_BROKER_URL"]).flushdb()
+    cluster.spawn(concurrency=2)
+    env = {**cluster.base_env, "BILLING_RECONCILE_INTERVAL_S": "1"}
+    beats = [BeatProcess(env, cluster.tmp_path, f"beat{i}") for i in range(2)]
+    try:
+        wait_for(lambda: count(Invoice) == 3, what="the chain finished by the reconciler")
+        time.sleep(3)  # more ticks from both beats: nothing more may happen
+    finally:
+        for beat in beats:
+            beat.stop()
+    assert count(Invoice) == 3
+    assert [
+        get(derived_id("in", k))["lines"]["total_count"]
+        for k in ("two-beats", "two-beats:part2", "two-beats:part3")
+    ] == [250, 250, 20]
+    assert count(TaskFailure) == 0
+    assert_books_clean()
