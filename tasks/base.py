@@ -53,6 +53,9 @@ def backoff(retries: int, *, base: float = 1.0, cap: float = 300.0) -> float:
 
 
 class BillingTask(Task):
+    # Our settings bound the retries. Celery's own default (3) must not: past it,
+    # ``retry()`` re-raises the original error, which would skip recording the failure.
+    max_retries = None
     acks_late = True
     reject_on_worker_lost = True
     ignore_result = True
@@ -81,15 +84,13 @@ class BillingTask(Task):
                 and (exc.field or "").rpartition(".")[2] in REFERENCE_FIELDS
                 and retries < settings.missing_reference_retries
             ):
-                raise self.retry(
-                    exc=exc, countdown=backoff(retries, base=0.5, cap=30), max_retries=None
-                ) from exc
+                raise self.retry(exc=exc, countdown=backoff(retries, base=0.5, cap=60)) from exc
             self._record({**payload, "__args__": list(args)} if args else payload, exc, retryable=False)
             raise
         except Exception as exc:
             if is_transient(exc) and retries < settings.max_retries:
                 log.warning("%s: transient %s, retry %d: %s", self.name, type(exc).__name__, retries + 1, exc)
-                raise self.retry(exc=exc, countdown=backoff(retries), max_retries=None) from exc
+                raise self.retry(exc=exc, countdown=backoff(retries)) from exc
             self._record(payload, exc, retryable=is_transient(exc))
             raise
         self.publish(outcome)

@@ -114,6 +114,53 @@ def audit() -> None:
     sys.exit(1)
 
 
+@main.group()
+def failures() -> None:
+    """Dead letters: tasks that could not succeed (also: billing list task_failures)."""
+
+
+@failures.command("retry")
+@click.argument("task_ids", nargs=-1, required=True)
+def failures_retry(task_ids: tuple[str, ...]) -> None:
+    """Send recorded failed tasks again, with their payload and task id, once the cause is fixed.
+
+    Safe to repeat: every billing task is idempotent, and a retried failure that fails
+    again updates its row (attempts + 1)."""
+    from sqlalchemy import select
+
+    from tasks.client import BillingClient
+    from tasks.routing import queue_for
+    from worker.db import read_session
+    from worker.tables import TaskFailure
+
+    client = BillingClient()
+    with read_session() as session:
+        rows = {
+            r.task_id: r
+            for r in session.execute(select(TaskFailure).where(TaskFailure.task_id.in_(task_ids))).scalars()
+        }  # type: ignore[attr-defined]
+    for task_id in task_ids:
+        row = rows.get(task_id)
+        if row is None or not row.payload or "raw" in row.payload:
+            click.echo(f"{task_id}: no replayable payload recorded", err=True)
+            continue
+        client.app.send_task(
+            row.task_name, kwargs=row.payload, queue=queue_for(row.task_name), task_id=task_id
+        )
+        click.echo(f"{task_id}: sent {row.task_name} again")
+
+
+@main.command()
+@click.option("--minutes", type=float, default=2.0, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--workers", type=click.IntRange(1, 8), default=2, show_default=True)
+def soak(minutes: float, seed: int, workers: int) -> None:
+    """Random operations and faults on PostgreSQL + Redis for N minutes, then the audit."""
+    from worker.soak import run_soak
+
+    sys.exit(run_soak(minutes, seed, workers, click.echo))
+
+
 @main.command()
 def demo() -> None:
     """Run a demo billing run through the client, broker and an in-process worker."""

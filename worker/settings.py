@@ -24,7 +24,9 @@ class Settings(BaseSettings):
     )
     max_retries: int = Field(default=8, description="Retries of a task that hits infrastructure trouble")
     missing_reference_retries: int = Field(
-        default=5, description="Retries of a task whose customer/invoice is not there yet (sent out of order)"
+        default=10,
+        description="Retries (backoff up to 60 s each, a few minutes in all) of a task whose customer or"
+        " invoice is not there yet: sent out of order, or its create message is being redelivered",
     )
     visibility_timeout_s: int = Field(
         default=3600, description="Redis broker: redelivery after this long unacked"

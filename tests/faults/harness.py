@@ -7,68 +7,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-QUEUES = "billing.default,billing.items,billing.invoices,billing.recurring"
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 45.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-class WorkerProcess:
-    """``celery -A worker.app worker`` in its own process group."""
-
-    def __init__(self, name: str, env: dict[str, str], log_dir: Path, concurrency: int = 1) -> None:
-        self.name = name
-        self.env = env
-        self.log_path = log_dir / f"{name}.log"
-        self.concurrency = concurrency
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> WorkerProcess:
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--loglevel=INFO",
-             f"--concurrency={self.concurrency}", "-Q", QUEUES, "--without-mingle", "--without-gossip",
-             "-n", f"{self.name}-{os.getpid()}@%h"],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        log.close()
-        wait_for(lambda: b"ready." in self.log_path.read_bytes(), 30, f"{self.name} to start")
-        return self
-
-    @property
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def wait_dead(self, timeout: float = 30.0) -> None:
-        wait_for(lambda: not self.alive, timeout, f"{self.name} to die")
-        self.kill()  # the pool children, if the main process went alone
-
-    def kill(self) -> None:
-        if self.process is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.alive and self.process is not None:
-            self.process.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(30)
-        self.kill()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+from worker.soak import WorkerProcess, wait_for
 
 
 class Cluster:

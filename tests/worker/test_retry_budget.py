@@ -1,0 +1,32 @@
+"""The retry budget is ours: past Celery's default of 3 retries a failure is still recorded."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support import count, row_counts
+from worker.app import app
+from worker.settings import get_settings
+from worker.tables import TaskFailure
+
+pytestmark = pytest.mark.usefixtures("database")
+
+
+@pytest.mark.parametrize("retries", [0, 3, 4, 6])
+def test_a_missing_customer_is_retried_then_recorded(retries: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BILLING_MISSING_REFERENCE_RETRIES", str(retries))
+    get_settings.cache_clear()
+    app.loader.import_default_modules()
+    before = row_counts()
+    result = app.tasks["billing.invoice_items.create"].apply(
+        kwargs={
+            "id": "ii_LATE",
+            "idempotency_key": "late",
+            "customer": "cus_LATE",
+            "currency": "usd",
+            "amount": 5,
+        }
+    )
+    assert result.failed()
+    assert count(TaskFailure) == 1
+    assert row_counts() == {**before, "task_failures": 1}
