@@ -2,7 +2,8 @@
 
 Every check is one set-based query (aggregates, joins and window functions that run the
 same on SQLite >= 3.25 and PostgreSQL) that returns only the rows that break a rule, so
-the audit reads each table a small, fixed number of times whatever its size. The one
+the audit reads each table a small, fixed number of times whatever its size (each
+statement is built once per process; SQLAlchemy caches its compiled form). The one
 exception is the invoice totals check: its JSON columns (``total_discount_amounts``,
 ``total_taxes``) are summed in Python over the invoices streamed in chunks, one row per
 invoice with its line count and line sum already aggregated in SQL.
@@ -40,6 +41,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from functools import cache
 from typing import Any
 
 from sqlalchemy import and_, case, func, literal, or_, select
@@ -92,7 +94,8 @@ def _i(value: Any) -> int:
 # -- items --------------------------------------------------------------------------------------
 
 
-def _items_on_invoices(session: Session) -> Iterator[Violation]:
+@cache
+def _items_on_invoices_query() -> Any:
     inv = _invoices.alias("inv")
     stmt = (
         select(
@@ -115,7 +118,11 @@ def _items_on_invoices(session: Session) -> Iterator[Violation]:
         )
         .order_by(_items.c.id)
     )
-    for row in session.execute(stmt):
+    return stmt
+
+
+def _items_on_invoices(session: Session) -> Iterator[Violation]:
+    for row in session.execute(_items_on_invoices_query()):
         if row.found is None:
             detail = f"invoice {row.invoice_id} does not exist"
         else:
@@ -129,7 +136,8 @@ def _items_on_invoices(session: Session) -> Iterator[Violation]:
 # -- invoice totals -----------------------------------------------------------------------------
 
 
-def _invoice_totals(session: Session) -> Iterator[Violation]:
+@cache
+def _invoice_totals_query() -> Any:
     lines = (
         select(
             _items.c.invoice_id,
@@ -156,7 +164,11 @@ def _invoice_totals(session: Session) -> Iterator[Violation]:
         .order_by(_invoices.c.id)
         .execution_options(yield_per=CHUNK)
     )
-    for row in session.execute(stmt):
+    return stmt
+
+
+def _invoice_totals(session: Session) -> Iterator[Violation]:
+    for row in session.execute(_invoice_totals_query()):
         problems = _totals_problems(row)
         if problems:
             yield Violation("invoice_lines_total", row.id, "; ".join(problems))
@@ -210,7 +222,8 @@ def _ledger_sums() -> Any:
     )
 
 
-def _balances_match_ledger(session: Session) -> Iterator[Violation]:
+@cache
+def _balances_match_ledger_queries() -> tuple[Any, ...]:
     ledger = _ledger_sums()
     total, n = func.coalesce(ledger.c.total, 0), func.coalesce(ledger.c.n, 0)
     on = and_(ledger.c.customer_id == _balances.c.customer_id, ledger.c.currency == _balances.c.currency)
@@ -238,8 +251,12 @@ def _balances_match_ledger(session: Session) -> Iterator[Violation]:
         .select_from(ledger.outerjoin(_balances, on))
         .where(_balances.c.customer_id.is_(None))
     )
-    for stmt in (with_row, without_row):
-        for row in session.execute(stmt.order_by("customer_id", "currency")):
+    return tuple(stmt.order_by("customer_id", "currency") for stmt in (with_row, without_row))
+
+
+def _balances_match_ledger(session: Session) -> Iterator[Violation]:
+    for stmt in _balances_match_ledger_queries():
+        for row in session.execute(stmt):
             yield Violation(
                 "balance_is_sum_of_ledger",
                 row.customer_id,
@@ -248,7 +265,8 @@ def _balances_match_ledger(session: Session) -> Iterator[Violation]:
             )
 
 
-def _running_sums(session: Session) -> Iterator[Violation]:
+@cache
+def _running_sums_query() -> Any:
     stream = (_txns.c.customer_id, _txns.c.currency)
     ordered = {"partition_by": stream, "order_by": _txns.c.sequence}
     walk = select(
@@ -272,7 +290,11 @@ def _running_sums(session: Session) -> Iterator[Violation]:
         .subquery("bad")
     )
     stmt = select(bad).where(bad.c.bad_rank == 1).order_by(bad.c.customer_id, bad.c.currency)
-    for row in session.execute(stmt):
+    return stmt
+
+
+def _running_sums(session: Session) -> Iterator[Violation]:
+    for row in session.execute(_running_sums_query()):
         problems = []
         if row.position != row.sequence:
             problems.append(f"sequence {row.sequence} at position {row.position} (gap or duplicate)")
@@ -309,7 +331,8 @@ def _note_sums() -> Any:
     )
 
 
-def _credit_notes_within_total(session: Session) -> Iterator[Violation]:
+@cache
+def _credit_notes_within_total_query() -> Any:
     notes = _note_sums()
     issued, pre, post = (func.coalesce(c, 0) for c in (notes.c.issued, notes.c.pre, notes.c.post))
     stmt = (
@@ -335,7 +358,11 @@ def _credit_notes_within_total(session: Session) -> Iterator[Violation]:
         )
         .order_by(_invoices.c.id)
     )
-    for row in session.execute(stmt):
+    return stmt
+
+
+def _credit_notes_within_total(session: Session) -> Iterator[Violation]:
+    for row in session.execute(_credit_notes_within_total_query()):
         problems = []
         if _i(row.issued) > max(row.total, 0):
             problems.append(f"issued credit notes {_i(row.issued)} exceed max(total {row.total}, 0)")
@@ -354,7 +381,8 @@ def _credit_notes_within_total(session: Session) -> Iterator[Violation]:
         yield Violation("credit_notes_within_total", row.id, "; ".join(problems))
 
 
-def _credit_note_settlement(session: Session) -> Iterator[Violation]:
+@cache
+def _credit_note_settlement_query() -> Any:
     moved = (
         select(_txns.c.credit_note_id, _sum(_txns.c.amount).label("amount"))
         .where(_txns.c.credit_note_id.is_not(None))
@@ -394,7 +422,11 @@ def _credit_note_settlement(session: Session) -> Iterator[Violation]:
         .where(or_(pre_split, post_split, ledger != expected))
         .order_by(n.id)
     )
-    for row in session.execute(stmt):
+    return stmt
+
+
+def _credit_note_settlement(session: Session) -> Iterator[Violation]:
+    for row in session.execute(_credit_note_settlement_query()):
         split = (
             f"reduction {row.amount_due_reduction} + credit {row.credit_amount}"
             if row.type == "pre_payment"
@@ -413,7 +445,8 @@ def _credit_note_settlement(session: Session) -> Iterator[Violation]:
 # -- currencies and customers of credit -----------------------------------------------------------
 
 
-def _no_cross_currency_credit(session: Session) -> Iterator[Violation]:
+@cache
+def _no_cross_currency_credit_queries() -> tuple[Any, ...]:
     inv = _invoices.alias("inv")
     note = _notes.alias("note")
     txn_invoice = (
@@ -459,8 +492,12 @@ def _no_cross_currency_credit(session: Session) -> Iterator[Violation]:
         .select_from(_notes.join(inv, inv.c.id == _notes.c.invoice_id))
         .where(or_(inv.c.customer_id != _notes.c.customer_id, inv.c.currency != _notes.c.currency))
     )
-    for stmt in (txn_invoice, txn_note, note_invoice):
-        for row in session.execute(stmt.order_by("id")):
+    return tuple(stmt.order_by("id") for stmt in (txn_invoice, txn_note, note_invoice))
+
+
+def _no_cross_currency_credit(session: Session) -> Iterator[Violation]:
+    for stmt in _no_cross_currency_credit_queries():
+        for row in session.execute(stmt):
             yield Violation(
                 "no_cross_currency_credit",
                 row.id,
@@ -472,7 +509,8 @@ def _no_cross_currency_credit(session: Session) -> Iterator[Violation]:
 # -- invoice amounts ------------------------------------------------------------------------------
 
 
-def _invoice_amounts(session: Session) -> Iterator[Violation]:
+@cache
+def _invoice_amounts_query() -> Any:
     notes = _note_sums()
     reduction = func.coalesce(notes.c.reduction, 0)
     i = _invoices.c
@@ -507,7 +545,11 @@ def _invoice_amounts(session: Session) -> Iterator[Violation]:
         )
         .order_by(i.id)
     )
-    for row in session.execute(stmt):
+    return stmt
+
+
+def _invoice_amounts(session: Session) -> Iterator[Violation]:
+    for row in session.execute(_invoice_amounts_query()):
         yield Violation("invoice_amounts", row.id, "; ".join(_amount_problems(row)))
 
 
@@ -537,7 +579,8 @@ def _amount_problems(row: Any) -> list[str]:
     return problems or ["amounts inconsistent"]
 
 
-def _applied_credit(session: Session) -> Iterator[Violation]:
+@cache
+def _applied_credit_query() -> Any:
     kind = _txns.c.type
     sums = (
         select(
@@ -605,7 +648,11 @@ def _applied_credit(session: Session) -> Iterator[Violation]:
         )
         .order_by(i.id)
     )
-    for row in session.execute(stmt):
+    return stmt
+
+
+def _applied_credit(session: Session) -> Iterator[Violation]:
+    for row in session.execute(_applied_credit_query()):
         yield Violation("applied_credit_matches_invoice", row.id, "; ".join(_applied_problems(row)))
 
 

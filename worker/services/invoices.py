@@ -32,6 +32,7 @@ from worker.tables import (
     DiscountRow,
     Invoice,
     InvoiceItem,
+    OutboxMessage,
     TaxRateRow,
 )
 
@@ -232,8 +233,11 @@ def create_invoice(request: Request, command: InvoiceCreate) -> Outcome:
     customer = request.lock_customer(command.customer)
     currency = command.currency or customer.currency
     if prior := request.replayed():
-        if prior.id is not None and currency and pending_remain(request, customer.id, currency):
-            prior.follow_ups.append(_next_part(command))  # the first run may have died before publishing it
+        # Ask again for the next part only if the first run asked for it (its outbox row):
+        # it may have died before publishing. Items that arrived since are not ours.
+        following = _next_part(command)
+        if request.session.get(OutboxMessage, following.key) is not None:
+            prior.follow_ups.append(following)
         return prior
     if currency is None:
         raise BadRequest(
@@ -297,7 +301,12 @@ def create_invoices_for_pending(request: Request, command: InvoicePendingCreate)
             "idempotency_key": key,
         }
         follow_ups.append(FollowUp(CREATE_TASK, payload, key))
-    outcome = replay or request.done(None)
+    if replay:  # only what the first run asked for (its outbox rows), never new work
+        replay.follow_ups.extend(
+            f for f in follow_ups if request.session.get(OutboxMessage, f.key) is not None
+        )
+        return replay
+    outcome = request.done(None)
     outcome.follow_ups.extend(follow_ups)
     return outcome
 
@@ -376,8 +385,18 @@ def mark_uncollectible(request: Request, command: InvoiceAction) -> Outcome:
 
 
 def delete_draft(request: Request, command: InvoiceAction) -> Outcome:
-    """Only drafts can be deleted; their items go back to pending (Decision)."""
-    invoice, _ = lock_invoice(request, command.invoice)
+    """Only drafts can be deleted; their items go back to pending (Decision).
+
+    The first run removes the invoice, so a redelivery replays before looking it up.
+    """
+    if prior := request.replayed():
+        return prior
+    try:
+        invoice, _ = lock_invoice(request, command.invoice)
+    except NotFound:
+        if prior := request.replayed():  # a concurrent first run deleted it and committed
+            return prior
+        raise
     if prior := request.replayed():
         return prior
     lifecycle.check_transition(invoice.id, invoice.status, "delete")
