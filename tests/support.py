@@ -59,6 +59,30 @@ def invoice(customer_id: str, **options: Any) -> Outcome:
     return call("billing.invoices.create", customer=customer_id, **options)
 
 
+def run_chain(customer_id: str, **options: Any) -> list[str]:
+    """Create the first invoice and run every follow-up it asks for, as the worker would."""
+    outcome = invoice(customer_id, **options)
+    invoice_ids = [outcome.id] if outcome.id else []
+    follow_ups = list(outcome.follow_ups)
+    while follow_ups:
+        follow_up = follow_ups.pop(0)
+        nxt = call(follow_up.task_name, **follow_up.payload)
+        if nxt.id:
+            invoice_ids.append(nxt.id)
+        follow_ups.extend(nxt.follow_ups)
+    return invoice_ids
+
+
+def adjust(customer_id: str, amount: int, currency: str | None = None) -> str:
+    """A balance adjustment (negative = credit)."""
+    payload: dict[str, Any] = {"customer": customer_id, "amount": amount}
+    if currency:
+        payload["currency"] = currency
+    outcome = call("billing.balance_transactions.create", **payload)
+    assert outcome.id
+    return outcome.id
+
+
 def get(object_id: str, **kwargs: Any) -> dict[str, Any]:
     with read_session() as session:
         return get_object(session, object_id, **kwargs)

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import create_engine, text
 
-from tests.support import call, customer, get, invoice, items
+from tests.support import adjust, call, customer, get, invoice, items, run_chain
 from worker.audit import CHECKS, Violation, audit
 from worker.cli import main
 from worker.db import read_session
@@ -38,26 +38,6 @@ class History:
     """Void USD invoice that had consumed credit."""
     cad_invoice: str
     """Open CAD invoice of ``cad``."""
-
-
-def adjust(cus: str, amount: int, currency: str | None = None) -> str:
-    payload: dict[str, object] = {"customer": cus, "amount": amount}
-    if currency:
-        payload["currency"] = currency
-    outcome = call("billing.balance_transactions.create", **payload)
-    assert outcome.id
-    return outcome.id
-
-
-def run_chain(cus: str, **options: object) -> list[str]:
-    outcome = invoice(cus, **options)
-    ids, follow_ups = [outcome.id], list(outcome.follow_ups)
-    while follow_ups:
-        nxt = call(follow_ups[0].task_name, **follow_ups.pop(0).payload)
-        if nxt.id:
-            ids.append(nxt.id)
-        follow_ups.extend(nxt.follow_ups)
-    return [i for i in ids if i]
 
 
 def build_history() -> History:

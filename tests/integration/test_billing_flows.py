@@ -5,19 +5,10 @@ from __future__ import annotations
 import pytest
 
 from domain.errors import BadRequest, CurrencyLocked, IdempotencyConflict, WrongState
-from tests.support import call, count, customer, get, invoice, items
+from tests.support import adjust, call, count, customer, get, invoice, items
 from worker.tables import BalanceTransaction, Customer, Invoice, InvoiceItem
 
 pytestmark = pytest.mark.usefixtures("database")
-
-
-def adjust(cus: str, amount: int, currency: str | None = None) -> str:
-    payload: dict[str, object] = {"customer": cus, "amount": amount}
-    if currency:
-        payload["currency"] = currency
-    outcome = call("billing.balance_transactions.create", **payload)
-    assert outcome.id
-    return outcome.id
 
 
 def balances(cus: str) -> dict[str, int]:

@@ -6,26 +6,12 @@ import pytest
 
 from domain.errors import BadRequest, NothingToInvoice
 from tasks.ids import derived_id
-from tests.support import call, count, customer, get, invoice, items
+from tests.support import call, count, customer, get, invoice, items, run_chain
 from worker.db import read_session
 from worker.tables import Invoice, InvoiceItem
 from worker.views import get_object
 
 pytestmark = pytest.mark.usefixtures("database")
-
-
-def run_chain(customer_id: str, **options: object) -> list[str]:
-    """Create the first invoice and run every follow-up it asks for, as the worker would."""
-    outcome = invoice(customer_id, **options)
-    invoice_ids = [outcome.id]
-    follow_ups = list(outcome.follow_ups)
-    while follow_ups:
-        follow_up = follow_ups.pop(0)
-        nxt = call(follow_up.task_name, **follow_up.payload)
-        if nxt.id:
-            invoice_ids.append(nxt.id)
-        follow_ups.extend(nxt.follow_ups)
-    return invoice_ids
 
 
 def test_260_cad_items_make_two_cad_invoices_and_leave_usd_items_pending() -> None:
