@@ -191,8 +191,13 @@ class BillingMachine(RuleBasedStateMachine):
 
     def add_items(self, customer: str, currency: str, amounts: list[int]) -> None:
         batch = [
-            {"id": new_id("ii"), "idempotency_key": new_id("req"), "customer": customer, "currency": currency}
-            | {"amount": amount}
+            {
+                "id": new_id("ii"),
+                "idempotency_key": new_id("req"),
+                "customer": customer,
+                "currency": currency,
+                "amount": amount,
+            }
             for amount in amounts
         ]
         self.send("billing.invoice_items.create_many", None, items=batch)
@@ -497,25 +502,25 @@ def test_random_billing_histories_keep_the_books(database: str) -> None:
     run_state_machine_as_test(machine, settings=SETTINGS)
 
 
-# -- what the machine found, as plain tests (they fail until the services are fixed) -----------
+# -- what the machine found, kept as plain regression tests ----------------------------------
 
 
 @pytest.mark.usefixtures("database")
 def test_a_late_redelivery_of_an_invoice_create_does_not_invoice_newer_items() -> None:
     """SPEC §9: the same key and parameters return the first result and create nothing.
 
-    A replayed ``invoices.create`` asks again for the next part of its chain whenever
-    items of its currency are pending (``create_invoice``: "the first run may have died
-    before publishing it"), so a redelivery that comes after the chain ended starts a
-    new part that invoices items added (or returned by a deleted draft) since. Shrunk
-    by the machine to: customer; eur item; eur draft; delete it; redeliver the create.
+    A replayed ``invoices.create`` used to ask again for the next part of its chain
+    whenever items of its currency were pending, so a redelivery after the chain ended
+    started a new part that invoiced items added since, or returned by a deleted draft.
+    The machine's shrunk run: customer; item; draft of it; delete the draft; redeliver
+    the create. A replay now asks only for what the first run recorded in the outbox.
     """
     cus = support.customer("usd")
     support.items(cus, "usd", [100])
     payload = {"customer": cus, "id": new_id("in"), "idempotency_key": "inv-late"}
     first = call(CREATE_INVOICE, **payload)
     assert first.follow_ups == []  # the chain ended with this invoice
-    support.items(cus, "usd", [200])  # billed later by another request
+    support.items(cus, "usd", [200])  # to be billed by some later request
     with unchanged("a late redelivery", skip=BOOKKEEPING):
         again = call(CREATE_INVOICE, **payload)
         assert (again.id, again.replayed) == (first.id, True)
@@ -523,10 +528,26 @@ def test_a_late_redelivery_of_an_invoice_create_does_not_invoice_newer_items() -
 
 
 @pytest.mark.usefixtures("database")
+def test_a_late_redelivery_of_create_for_pending_does_not_invoice_newer_items() -> None:
+    """The same for ``create_for_pending``, whose replay used to plan one chain per
+    currency pending at the redelivery rather than when it ran. The machine's shrunk
+    run: customer; invoice everything pending (nothing); item; redeliver."""
+    cus = support.customer("usd")
+    payload = {"customer": cus, "idempotency_key": "all-late"}
+    assert call("billing.invoices.create_for_pending", **payload).follow_ups == []
+    support.items(cus, "usd", [200])
+    with unchanged("a late redelivery", skip=BOOKKEEPING):
+        again = call("billing.invoices.create_for_pending", **payload)
+        assert again.replayed
+        assert again.follow_ups == [], "the worker would publish a usd chain for the newer item"
+
+
+@pytest.mark.usefixtures("database")
 def test_a_redelivered_delete_of_a_draft_replays() -> None:
-    """A deleted draft's invoice row is gone, so ``lock_invoice`` raises NotFound before
-    the key is looked up; the worker retries that NotFound as a missing reference and
-    then records a task failure for a request that succeeded."""
+    """The deleted draft's row is gone; ``lock_invoice`` used to raise NotFound before
+    the key was looked up, so a request that had succeeded came back as a missing
+    reference (retried, then recorded as a task failure) instead of replaying. The
+    machine's shrunk run: customer; item; draft; delete it; redeliver the delete."""
     cus = support.customer("usd")
     support.items(cus, "usd", [100])
     draft = support.invoice(cus).id
