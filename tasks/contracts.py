@@ -13,6 +13,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -108,6 +109,17 @@ InvoiceItemId = _id_of("invoice_item")
 CreditNoteId = _id_of("credit_note")
 BalanceTransactionId = _id_of("customer_balance_transaction")
 TaxRateId = _id_of("tax_rate")
+
+
+def _distinct(ids: list[str]) -> list[str]:
+    """A rate named twice would tax the line twice: refuse it."""
+    for index, rate in enumerate(ids):
+        if rate in ids[:index]:
+            raise ValueError(f"tax rate {rate} is listed twice (position {index})")
+    return ids
+
+
+TaxRates = Annotated[list[TaxRateId], Field(max_length=5), AfterValidator(_distinct)]
 CouponId = Annotated[str, Field(pattern=r"^[0-9A-Za-z_\-]{1,64}$")]
 IdempotencyKeyStr = Annotated[str, Field(min_length=1, max_length=255)]
 Timestamp = Annotated[int, Field(ge=0, le=253_402_300_799, strict=True)]
@@ -304,7 +316,7 @@ class InvoiceItemCreate(Contract):
     discountable: bool | None = None
     period: Period | None = None
     metadata: Metadata | None = None
-    tax_rates: Annotated[list[TaxRateId], Field(max_length=5)] | None = None
+    tax_rates: TaxRates | None = None
     idempotency_key: IdempotencyKeyStr
 
     @model_validator(mode="after")
@@ -350,7 +362,7 @@ class InvoiceOptions(Contract):
     description: LongText | None = None
     footer: LongText | None = None
     metadata: Metadata | None = None
-    default_tax_rates: Annotated[list[TaxRateId], Field(max_length=5)] | None = None
+    default_tax_rates: TaxRates | None = None
     discounts: Annotated[list[DiscountParam], Field(max_length=20)] | None = None
     finalize: bool = False
     """Finalize in the same transaction (number, snapshot, credit applied)."""

@@ -535,3 +535,27 @@ def test_object_type(object_id: str, kind: str | None) -> None:
 def test_object_type_of_generated_ids() -> None:
     assert object_type(new_id("cbtxn")) == "customer_balance_transaction"
     assert object_type(derived_id("txr", "vat")) == "tax_rate"
+
+
+@pytest.mark.parametrize(
+    ("model", "payload", "field"),
+    [
+        (
+            InvoiceItemCreate,
+            {"id": "ii_1", "customer": "cus_1", "amount": 1100, "tax_rates": ["txr_G", "txr_G"]},
+            "tax_rates",
+        ),
+        (
+            InvoiceCreate,
+            {"id": "in_1", "customer": "cus_1", "default_tax_rates": ["txr_A", "txr_B", "txr_A"]},
+            "default_tax_rates",
+        ),
+    ],
+    ids=["item", "invoice-default"],
+)
+def test_a_tax_rate_listed_twice_is_refused(model: type, payload: dict, field: str) -> None:
+    # A repeated rate would tax the line twice (found by the ledger checker).
+    with pytest.raises(BadRequest) as error:
+        parse(model, {**payload, "idempotency_key": "k"})
+    assert error.value.field == field
+    assert "listed twice" in error.value.message
