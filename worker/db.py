@@ -75,10 +75,6 @@ def dispose_engines(*, close: bool = True) -> None:
     _engines.clear()
 
 
-def dialect() -> str:
-    return get_engine().dialect.name
-
-
 class UnitOfWork:
     """One database transaction. Rolls back unless ``commit()`` is called.
 

@@ -29,11 +29,6 @@ def lock_balance(session: Session, customer_id: str, currency: str) -> CustomerB
     return row
 
 
-def balance_of(session: Session, customer_id: str, currency: str) -> int:
-    row = session.get(CustomerBalance, (customer_id, currency))
-    return row.balance if row else 0
-
-
 def append(
     session: Session,
     *,
