@@ -109,6 +109,9 @@ class Soak:
             "BILLING_UNACKED_RESTORE_INTERVAL_S": "1",
             "BILLING_OUTBOX_GRACE_S": "2",
             "BILLING_OUTBOX_REPUBLISH_AFTER_S": "15",
+            # most of the soak's invoice requests find nothing pending for real (it picks
+            # customers at random); two retries still cover a request that overtook its items
+            "BILLING_NOTHING_PENDING_RETRIES": "2",
         }
         self.workers = [WorkerProcess(f"soak{i}", self.env, self.directory, 2) for i in range(workers)]
         self.client = BillingClient(broker_url=self.settings.broker_url)
