@@ -50,7 +50,13 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def backoff(retries: int, *, base: float = 1.0, cap: float = 300.0) -> float:
-    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**retries)]."""
+    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**retries)].
+
+    Never more than half the broker's visibility timeout: a retry waits in the worker as
+    an unacked message with an ETA, and Redis would hand a copy of it to another worker
+    once the timeout passed (each copy counted as a redelivery, towards parking).
+    """
+    cap = min(cap, get_settings().visibility_timeout_s / 2)
     return random.uniform(0, min(cap, base * 2**retries))
 
 

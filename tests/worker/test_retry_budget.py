@@ -55,3 +55,13 @@ def test_an_invoice_request_with_nothing_pending_is_retried_then_recorded(
     assert result.failed() and type(result.result).__name__ == "NothingToInvoice"
     assert len(attempts) == 1 + retries
     assert row_counts() == {**before, "task_failures": 1}
+
+
+def test_no_retry_waits_longer_than_half_the_visibility_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Longer, and Redis would hand a copy of the waiting retry to another worker."""
+    from tasks.base import backoff
+
+    monkeypatch.setenv("BILLING_VISIBILITY_TIMEOUT_S", "4")
+    get_settings.cache_clear()
+    waits = [backoff(retries, base=1.0, cap=300.0) for retries in range(12) for _ in range(50)]
+    assert 1.5 < max(waits) <= 2.0
