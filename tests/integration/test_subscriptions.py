@@ -427,3 +427,31 @@ def test_a_year_of_monthly_billing_with_a_coupon_and_a_currency_change() -> None
         [{"amount": 875, "discount": "QUARTER25"}],
         [],
     ]
+
+
+def test_the_clock_command_advances_a_customer_by_months_and_shows_the_invoices() -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from worker.cli import main
+
+    runner = CliRunner()
+    made = runner.invoke(main, ["clock", "create", "--frozen-time", "2026-01-31T10:00:00", "--name", "demo"])
+    assert made.exit_code == 0, made.output
+    test_clock = made.output.strip()
+    cus = customer("usd", test_clock=test_clock)
+    subscribe(cus, price(1500))
+
+    advanced = runner.invoke(main, ["clock", "advance", test_clock, "--months", "3", "--hours", "1"])
+
+    assert advanced.exit_code == 0, advanced.output
+    shown = json.loads(advanced.output)
+    assert shown["frozen_time"] == ts("2026-04-30 11:00:00")
+    assert [(day(i["created"]), i["number"][-4:], i["total"], i["status"]) for i in shown["invoices"]] == [
+        ("2026-02-28", "0002", 1500, "open"),
+        ("2026-03-31", "0003", 1500, "open"),
+        ("2026-04-30", "0004", 1500, "open"),
+    ]
+    again = runner.invoke(main, ["clock", "advance", test_clock, "--to", "2026-04-30T10:00:00"])
+    assert again.exit_code != 0 and "frozen_time" in str(again.exception or again.output)
