@@ -10,6 +10,7 @@ from sqlalchemy import select
 from tests.integration.test_subscriptions import MONTH_START, deliver, price, subscribe, tick, ts
 from tests.support import customer
 from worker import clock
+from worker.audit import audit_database
 from worker.db import read_session
 from worker.services import maintenance
 from worker.tables import Invoice, SubscriptionPeriod
@@ -66,3 +67,4 @@ def test_two_beats_and_duplicate_deliveries_at_once_bill_each_period_once(
         )
     assert sorted(billed) == sorted(subs * 2)
     assert sorted(cycle) == sorted(subs)
+    assert audit_database() == []

@@ -14,6 +14,7 @@ from domain.errors import BadRequest, SubscriptionCurrencyConflict, WrongState
 from tasks.ids import derived_id
 from tests.support import adjust, call, count, customer, get, items
 from worker import clock
+from worker.audit import audit_database
 from worker.db import UnitOfWork, read_session
 from worker.services import maintenance
 from worker.services.base import FollowUp, Outcome
@@ -427,6 +428,7 @@ def test_a_year_of_monthly_billing_with_a_coupon_and_a_currency_change() -> None
         [{"amount": 875, "discount": "QUARTER25"}],
         [],
     ]
+    assert audit_database() == []
 
 
 def test_the_clock_command_advances_a_customer_by_months_and_shows_the_invoices() -> None:
@@ -455,3 +457,49 @@ def test_the_clock_command_advances_a_customer_by_months_and_shows_the_invoices(
     ]
     again = runner.invoke(main, ["clock", "advance", test_clock, "--to", "2026-04-30T10:00:00"])
     assert again.exit_code != 0 and "frozen_time" in str(again.exception or again.output)
+
+
+@pytest.mark.parametrize("point", ["before_commit", "after_commit"])
+def test_a_renewal_that_dies_mid_run_bills_its_period_once_when_delivered_again(
+    now: list[int], point: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """The worker dies just before the commit (nothing was written) or just after it (the
+    message was not acknowledged): the redelivered renewal bills the period exactly once."""
+    from worker.failpoints import FailpointError
+
+    cus = customer("usd")
+    subscribe(cus, price(1500))
+    now[0] = ts("2026-04-01 10:00:00")
+    (request,) = tick(maintenance.renew_due_subscriptions)
+    monkeypatch.setenv("BILLING_FAILPOINTS", f"billing.subscriptions.renew@{point}=raise:once")
+    monkeypatch.setenv("BILLING_FAILPOINT_DIR", str(tmp_path))
+    with pytest.raises(FailpointError):
+        deliver([request])
+    assert count(SubscriptionPeriod) == (2 if point == "after_commit" else 1)
+    (again,) = deliver([request])
+    assert again.replayed is (point == "after_commit")
+    cycle = [i for i in invoices_of(cus) if i["billing_reason"] == "subscription_cycle"]
+    assert [i["total"] for i in cycle] == [1500]
+    assert count(SubscriptionPeriod) == 2
+
+
+def test_the_audit_finds_two_subscription_currencies_and_a_period_on_a_foreign_invoice(
+    now: list[int],
+) -> None:
+    cus = customer("usd")
+    first = subscribe(cus, price(1000, currency_options={"eur": {"unit_amount": 900}})).id
+    second = subscribe(cus, price(500)).id
+    assert audit_database() == []
+    foreign = get(second)["latest_invoice"]
+    with UnitOfWork() as uow:
+        sub = uow.session.get(Subscription, second)
+        assert sub is not None
+        sub.currency = "eur"
+        period = uow.session.get(SubscriptionPeriod, (first, now[0]))
+        assert period is not None
+        period.invoice_id = foreign
+        uow.commit()
+    assert sorted((v.check, v.object_id) for v in audit_database()) == [
+        ("billed_period_invoice", f"{first}@{now[0]}"),
+        ("one_subscription_currency", cus),
+    ]
