@@ -503,3 +503,20 @@ def test_the_audit_finds_two_subscription_currencies_and_a_period_on_a_foreign_i
         ("billed_period_invoice", f"{first}@{now[0]}"),
         ("one_subscription_currency", cus),
     ]
+
+
+def test_a_period_invoice_keeps_its_own_lines_and_chains_a_backlog_past_250(now: list[int]) -> None:
+    cus = customer("usd")
+    items(cus, "usd", [100] * 260)  # older than the subscription's lines
+    items(cus, "eur", [100])  # another currency: not swept
+    sub = subscribe(cus, price(1500)).id
+    first, second = invoices_of(cus)
+    assert (first["subscription"], first["lines"]["total_count"], first["total"]) == (
+        sub,
+        250,
+        1500 + 249 * 100,
+    )
+    assert any(line["amount"] == 1500 for line in first["lines"]["data"])
+    assert (second["billing_reason"], second["lines"]["total_count"], second["total"]) == ("manual", 11, 1100)
+    assert second["id"] == derived_id("in", f"renew:{sub}:{now[0]}:part2")
+    assert count(Invoice) == 2 and get(cus)["currency"] == "usd"
