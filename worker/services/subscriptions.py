@@ -312,6 +312,10 @@ def renew_subscription(request: Request, command: SubscriptionRenew) -> Outcome:
     subscription, customer = _lock_subscription(request, command.subscription)
     if prior := request.replayed():
         return prior
+    if command.period_start > request.now:
+        raise WrongState(
+            f"period {command.period_start} is not due yet (now {request.now})", field="period_start"
+        )
     period = period_containing(
         subscription.billing_cycle_anchor,
         subscription.interval,
@@ -332,8 +336,6 @@ def renew_subscription(request: Request, command: SubscriptionRenew) -> Outcome:
             f"period {period.start} is not the next to bill; {subscription.current_period_end} comes first",
             field="period_start",
         )
-    if period.start > request.now:
-        raise WrongState(f"period {period.start} is not due yet (now {request.now})", field="period_start")
     invoice_id, follow_ups = bill_period(request, customer, subscription, period, "subscription_cycle")
     subscription.renewal_requested_at = None
     if subscription.status == ACTIVE and subscription.current_period_end <= request.now:
