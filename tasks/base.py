@@ -3,8 +3,10 @@
 Outcomes by error kind:
 - ``BillingError`` (bad input, not found, wrong state, key conflict): final. Nothing is
   written but a ``task_failures`` row; the task fails and the message is acknowledged.
-  One exception: a customer or invoice that is not there yet may be on its way (its
-  create message sits in another queue), so that ``NotFound`` is retried a few times.
+  Two exceptions, for what may still be on its way in another queue: a customer or
+  invoice that is not there yet (``NotFound`` on a reference), and the items of an
+  invoice request that finds nothing pending (``NothingToInvoice``). Both are retried
+  a few times with backoff before they are recorded.
 - Infrastructure trouble (database or broker unreachable, lock timeout, serialisation
   failure): retried with exponential backoff and jitter, then recorded as a failure.
 - Anything else is a bug: recorded with its payload and re-raised, never swallowed.
@@ -22,7 +24,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session
 
-from domain.errors import BadRequest, BillingError, NotFound, TransientError
+from domain.errors import BadRequest, BillingError, NotFound, NothingToInvoice, TransientError
 from tasks.routing import queue_for
 from worker import clock
 from worker.db import UnitOfWork
@@ -52,6 +54,17 @@ def backoff(retries: int, *, base: float = 1.0, cap: float = 300.0) -> float:
     return random.uniform(0, min(cap, base * 2**retries))
 
 
+def in_flight_wait(exc: BillingError, retries: int, settings: Settings) -> float | None:
+    """How long to wait before looking again for what ``exc`` says is missing, when it
+    may be in flight: ``None`` when it cannot be, or the budget is spent."""
+    if isinstance(exc, NotFound) and (exc.field or "").rpartition(".")[2] in REFERENCE_FIELDS:
+        if retries < settings.missing_reference_retries:
+            return backoff(retries, base=0.5, cap=60) or 0.01
+    elif isinstance(exc, NothingToInvoice) and retries < settings.nothing_pending_retries:
+        return backoff(retries, base=1.0, cap=30) or 0.01
+    return None
+
+
 class BillingTask(Task):
     # Our settings bound the retries. Celery's own default (3) must not: past it,
     # ``retry()`` re-raises the original error, which would skip recording the failure.
@@ -79,12 +92,8 @@ class BillingTask(Task):
                 self.name, payload, redeliveries=self._redeliveries(), redelivery_cap=settings.redelivery_cap
             )
         except BillingError as exc:
-            if (
-                isinstance(exc, NotFound)
-                and (exc.field or "").rpartition(".")[2] in REFERENCE_FIELDS
-                and retries < settings.missing_reference_retries
-            ):
-                raise self.retry(exc=exc, countdown=backoff(retries, base=0.5, cap=60)) from exc
+            if wait := in_flight_wait(exc, retries, settings):
+                raise self.retry(exc=exc, countdown=wait) from exc
             self._record({**payload, "__args__": list(args)} if args else payload, exc, retryable=False)
             raise
         except Exception as exc:

@@ -80,8 +80,11 @@ def _route(name: str, *_: Any, **__: Any) -> dict[str, str]:
 
 def celery_config(broker_url: str, visibility_timeout_s: int, restore_interval_s: int = 10) -> dict[str, Any]:
     """Broker and serialisation settings of the worker."""
+    redis = broker_url.split("://", 1)[0] in ("redis", "rediss")
     return {
         "broker_url": broker_url,
+        # Takes a message and records it as unacked atomically (see worker.broker).
+        "broker_transport": "worker.broker:Transport" if redis else None,
         "task_serializer": "json",
         "result_serializer": "json",
         "event_serializer": "json",
@@ -92,7 +95,8 @@ def celery_config(broker_url: str, visibility_timeout_s: int, restore_interval_s
             # (100 s by default); make the interval the only knob.
             "unacked_restore_interval": restore_interval_s,
             "unacked_restore_throttle": 1,
-            # the in-process broker is polled; Redis blocks on BRPOP and ignores this
+            # the in-process broker is polled; on Redis this is how long an idle consumer
+            # blocks before looking again (producers' doorbells wake it sooner)
             "polling_interval": 0.05 if broker_url.startswith("memory") else 1.0,
         },
         "broker_connection_retry_on_startup": True,

@@ -28,6 +28,12 @@ class Settings(BaseSettings):
         description="Retries (backoff up to 60 s each, a few minutes in all) of a task whose customer or"
         " invoice is not there yet: sent out of order, or its create message is being redelivered",
     )
+    nothing_pending_retries: int = Field(
+        default=5,
+        ge=0,
+        description="Retries (backoff up to 30 s each) of an invoice request that finds no pending items:"
+        " its items may still be in the items queue, sent just before it",
+    )
     visibility_timeout_s: int = Field(
         default=3600, description="Redis broker: redelivery after this long unacked"
     )

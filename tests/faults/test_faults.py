@@ -143,6 +143,7 @@ def test_a_message_that_always_kills_its_pool_child_is_parked(cluster: Cluster, 
         failure = session.execute(select(TaskFailure)).scalar_one()
     assert (failure.task_name, failure.error_type, failure.error_code) == (CREATE, "Parked", "message_parked")
     assert failure.payload["customer"] == cus
+    assert failure.error_field == "customer" and failure.error_message.startswith(f"customer {cus}: {CREATE}")
     assert worker.alive  # only pool children died; the worker goes on
     wait_for(lambda: broker_empty(redis_url), what="the parked message to be acknowledged")
     assert count(Invoice) == 0

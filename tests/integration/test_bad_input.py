@@ -78,7 +78,9 @@ class Case:
     def runs(self) -> int:
         retried = self.retried
         if retried is None:
-            retried = self.error is NotFound and self.field in ("customer", "invoice", "credit_note")
+            retried = (
+                self.error is NotFound and self.field in ("customer", "invoice", "credit_note")
+            ) or self.error is NothingToInvoice  # its items may be in flight
         return 1 + MISSING_REFERENCE_RETRIES if retried else 1
 
 
@@ -1655,6 +1657,7 @@ def assert_payload_kept(stored: Any, sent: dict[str, Any]) -> None:
 @pytest.fixture(autouse=True)
 def fast_retries(database: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BILLING_MISSING_REFERENCE_RETRIES", str(MISSING_REFERENCE_RETRIES))
+    monkeypatch.setenv("BILLING_NOTHING_PENDING_RETRIES", str(MISSING_REFERENCE_RETRIES))
     get_settings.cache_clear()
     assert get_settings().missing_reference_retries == MISSING_REFERENCE_RETRIES
     monkeypatch.setattr(clock, "_source", lambda: float(NOW))

@@ -6,6 +6,7 @@ import pytest
 
 from domain.errors import BadRequest, CurrencyLocked, IdempotencyConflict, WrongState
 from tests.support import adjust, call, count, customer, get, invoice, items
+from worker.audit import audit_database
 from worker.tables import BalanceTransaction, Customer, Invoice, InvoiceItem
 
 pytestmark = pytest.mark.usefixtures("database")
@@ -171,6 +172,33 @@ def test_exempt_customer_pays_no_tax_and_inclusive_tax_is_backed_out() -> None:
     inclusive = call("billing.tax_rates.create", display_name="GST", percentage="10", inclusive=True).id
     items(cus, "usd", [10000], tax_rates=[inclusive])
     assert finalized(cus)["total"] == 9091
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "line_taxes", "total"),
+    [("none", "exempt", [0], 9000), ("exempt", "none", [450], 9450), ("none", "reverse", [0], 9000)],
+)
+def test_a_draft_follows_its_customers_tax_status_until_finalized(
+    before: str, after: str, line_taxes: list[int], total: int
+) -> None:
+    """Taxes are priced when the draft is made; a customer whose tax status changes before
+    finalization gets the invoice that status calls for, and the invoice says so."""
+    cus = customer("usd", tax_exempt=before)
+    vat = call("billing.tax_rates.create", display_name="VAT", percentage="5", inclusive=False).id
+    off = coupon(amount_off=1000, currency="usd", duration="forever", name=f"10 off, {before} to {after}")
+    items(cus, "usd", [10000], tax_rates=[vat])
+    draft = invoice(cus, discounts=[{"coupon": off}]).id
+    assert get(draft)["customer_tax_exempt"] == before
+    call("billing.customers.update", customer=cus, tax_exempt=after)
+    call("billing.invoices.finalize", invoice=draft)
+    final = get(draft)
+    assert final["customer_tax_exempt"] == after
+    (line,) = final["lines"]["data"]
+    assert [t["amount"] for t in line["tax_amounts"]] == line_taxes
+    assert [d["amount"] for d in line["discount_amounts"]] == [1000]
+    assert (final["subtotal"], final["total_excluding_tax"], final["total"]) == (10000, 9000, total)
+    assert final["amount_due"] == total
+    assert audit_database() == []
 
 
 # -- credit notes (SPEC §7) ------------------------------------------------------------------

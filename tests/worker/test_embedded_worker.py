@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -65,3 +66,25 @@ def get_failures() -> list[dict]:
 
     with read_session() as session:
         return list_objects(session, "task_failures")["data"]
+
+
+def test_an_invoice_request_that_overtakes_its_items_waits_for_them(
+    running: tuple[BillingClient, EmbeddedWorker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Items and invoices travel in different queues, so a request sent after its items
+    can run first. It finds nothing pending and looks again (with backoff) before it
+    would record NothingToInvoice."""
+    from worker.soak import wait_for
+
+    client, worker = running
+    cus = client.create_customer(email="ola@example.no", currency="nok")
+    worker.wait_idle()
+    invoice = client.create_invoice(customer=cus, finalize=True, idempotency_key="overtaken")
+    wait_for(lambda: count(Invoice) == 0 and worker.queued() == 0, 10, "the first, empty-handed run")
+    time.sleep(0.5)
+    client.create_invoice_items([{"customer": cus, "amount": 1000 + n} for n in range(3)])
+    wait_for(lambda: count(Invoice) == 1, 60, "the retried request to find its items")
+    worker.wait_idle()
+    assert get(invoice)["lines"]["total_count"] == 3
+    assert get(invoice)["amount_due"] == 3003
+    assert count(TaskFailure) == 0

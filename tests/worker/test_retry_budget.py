@@ -30,3 +30,28 @@ def test_a_missing_customer_is_retried_then_recorded(retries: int, monkeypatch: 
     assert result.failed()
     assert count(TaskFailure) == 1
     assert row_counts() == {**before, "task_failures": 1}
+
+
+@pytest.mark.parametrize("retries", [0, 2])
+def test_an_invoice_request_with_nothing_pending_is_retried_then_recorded(
+    retries: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tasks.base
+    from tests.support import customer
+    from worker.services.registry import run
+
+    monkeypatch.setenv("BILLING_NOTHING_PENDING_RETRIES", str(retries))
+    get_settings.cache_clear()
+    app.loader.import_default_modules()
+    attempts: list[str] = []
+    monkeypatch.setattr(
+        tasks.base, "run", lambda name, payload, **kw: attempts.append(name) or run(name, payload, **kw)
+    )
+    cus = customer("usd")
+    before = row_counts()
+    result = app.tasks["billing.invoices.create"].apply(
+        kwargs={"id": "in_EMPTY", "idempotency_key": "empty", "customer": cus}
+    )
+    assert result.failed() and type(result.result).__name__ == "NothingToInvoice"
+    assert len(attempts) == 1 + retries
+    assert row_counts() == {**before, "task_failures": 1}

@@ -66,6 +66,8 @@ class Request:
     redeliveries: int = 0
     """How often this message came back without finishing (see ``redelivery_cap``)."""
     redelivery_cap: int = 0
+    customer_id: str | None = None
+    """The customer whose lock this operation holds, once it holds it."""
     received: int = 0
     """The real time of the request. ``now`` is the billing time: the same, except for a
     customer on a test clock, whose operations run at the clock's time (``lock_customer``)."""
@@ -84,9 +86,12 @@ class Request:
             if self.redelivery_cap and self.redeliveries >= self.redelivery_cap:
                 # Decided under the operation's lock: a copy that overlapped a slow first
                 # run waits here and replays; only a message that never commits is parked.
+                whose = f"customer {self.customer_id}: " if self.customer_id else ""
                 raise Parked(
-                    f"delivered {self.redeliveries + 1} times without ever committing"
-                    " (it crashes or outlives its worker); parked"
+                    f"{whose}{self.operation} delivered {self.redeliveries + 1} times without ever"
+                    " committing (it crashes or outlives its worker); parked. Find the cause, then"
+                    " `billing failures retry` sends it again",
+                    field="customer" if self.customer_id else None,
                 )
             return None
         if row.operation != self.operation or row.request_hash != self.fingerprint:
@@ -122,6 +127,7 @@ class Request:
         customer = self.session.execute(stmt).scalar_one_or_none()
         if customer is None or (customer.deleted and self.session.get(IdempotencyKey, self.key) is None):
             raise NotFound("customer", customer_id, field=field)
+        self.customer_id = customer.id
         if customer.test_clock_id is not None:
             test_clock = self.session.get(SandboxClock, customer.test_clock_id)
             if test_clock is not None:

@@ -139,8 +139,20 @@ def _coupons(request: Request, customer: Customer, command: InvoiceCreate) -> li
 
 
 def price(
-    request: Request, invoice: Invoice, lines: Sequence[Any], customer: Customer, coupons: Sequence[CouponRow]
+    request: Request,
+    invoice: Invoice,
+    lines: Sequence[Any],
+    customer: Customer,
+    coupons: Sequence[CouponRow],
+    *,
+    repricing: bool = False,
 ) -> PricedInvoice:
+    """Discounts and taxes of every line and the invoice's totals, for the customer's tax
+    status now (recorded on the invoice). Lines are in claim order: (created, id).
+
+    ``repricing`` rewrites every line, also those that no longer get discounts or taxes;
+    freshly claimed lines have none, so only those that get some are written.
+    """
     default_ids = list(invoice.default_tax_rates or ())
     rates = _tax_rates(request, set(default_ids) | {r for line in lines for r in line.tax_rates or ()})
     for index, rate_id in enumerate(default_ids):
@@ -167,7 +179,7 @@ def price(
             "tax_amounts": [_tax_dict(t) for t in p.tax_amounts],
         }
         for line, p in zip(lines, priced.lines, strict=True)
-        if p.discount_amounts or p.tax_amounts
+        if repricing or p.discount_amounts or p.tax_amounts
     ]
     if updates:
         request.session.execute(update(InvoiceItem), updates)
@@ -180,7 +192,29 @@ def price(
     ]
     invoice.total_taxes = [_tax_dict(t) for t in priced.total_taxes]
     invoice.amount_due = invoice.amount_remaining = max(priced.total, 0)
+    invoice.customer_tax_exempt = customer.tax_exempt
     return priced
+
+
+def reprice_for_tax_status(request: Request, invoice: Invoice, customer: Customer) -> None:
+    """A draft follows its customer's tax status until it is finalized (as Stripe's
+    ``customer_tax_exempt``): a draft priced before the customer became exempt, or stopped
+    being so, is priced again with the same lines and coupons."""
+    if invoice.customer_tax_exempt == customer.tax_exempt:
+        return
+    lines = request.session.execute(
+        select(
+            InvoiceItem.id,
+            InvoiceItem.amount,
+            InvoiceItem.discountable,
+            InvoiceItem.tax_rates,
+            InvoiceItem.created,
+        )
+        .where(InvoiceItem.invoice_id == invoice.id)
+        .order_by(InvoiceItem.created, InvoiceItem.id)
+    ).all()
+    coupons = [row for c in invoice.discounts or () if (row := request.session.get(CouponRow, c)) is not None]
+    price(request, invoice, lines, customer, coupons, repricing=True)
 
 
 def _tax_dict(tax: Any) -> dict[str, Any]:
@@ -195,6 +229,7 @@ def _tax_dict(tax: Any) -> dict[str, Any]:
 def finalize_invoice(request: Request, invoice: Invoice, customer: Customer) -> None:
     """Number, snapshot, apply the same-currency balance, write the ledger rows."""
     lifecycle.check_transition(invoice.id, invoice.status, "finalize")
+    reprice_for_tax_status(request, invoice, customer)
     invoice.number = lifecycle.invoice_number(customer.invoice_prefix, customer.next_invoice_sequence)
     customer.next_invoice_sequence += 1
     invoice.customer_email = customer.email
@@ -202,7 +237,6 @@ def finalize_invoice(request: Request, invoice: Invoice, customer: Customer) -> 
     invoice.customer_phone = customer.phone
     invoice.customer_address = customer.address
     invoice.customer_shipping = customer.shipping
-    invoice.customer_tax_exempt = customer.tax_exempt
     tax_ids = request.session.execute(
         select(CustomerTaxId).where(CustomerTaxId.customer_id == customer.id).order_by(CustomerTaxId.created)  # type: ignore[arg-type]
     ).scalars()
