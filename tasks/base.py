@@ -37,7 +37,9 @@ from worker.settings import Settings, get_settings
 
 log = logging.getLogger("billing.tasks")
 
-REFERENCE_FIELDS = frozenset({"customer", "invoice", "credit_note"})
+REFERENCE_FIELDS = frozenset(
+    {"customer", "invoice", "credit_note", "product", "price", "subscription", "test_clock"}
+)
 TRANSIENT = (TransientError, OperationalError, BrokerError, ConnectionError, TimeoutError)
 
 

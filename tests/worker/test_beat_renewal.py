@@ -37,7 +37,9 @@ def test_beat_renews_a_subscription_at_its_period_boundary_once(cluster: Cluster
     cus = client.create_customer(email="ada@example.com", name="Ada", currency="usd")
     pro = client.create_product(name="Pro")
     daily = client.create_price(product=pro, currency="usd", unit_amount=1200, recurring={"interval": "day"})
-    wait_for(lambda: _exists(daily), what="the price")
+    wait_for(
+        lambda: _exists(daily), what="the price (created right after its product: retried until it is there)"
+    )
     boundary = int(time.time()) + 8  # the first (daily) period ends in 8 seconds
     sub = client.create_subscription(
         customer=cus, items=[{"price": daily, "quantity": 2}], billing_cycle_anchor=boundary - 86_400
