@@ -2,7 +2,8 @@
 
     BillingError                  every error a request can cause; final, never retried
     ├── BadRequest                a field is missing, malformed or out of bounds (.field)
-    │   └── IdempotencyConflict   the key was used before with other parameters
+    │   ├── IdempotencyConflict   the key was used before with other parameters
+    │   └── SubscriptionCurrencyConflict  the customer's active subscriptions bill another currency
     ├── NotFound                  the object named by a field does not exist (.field)
     ├── WrongState                the object exists but the operation is not allowed now
     │   ├── CurrencyLocked        the customer's default currency is already set
@@ -51,6 +52,12 @@ class IdempotencyConflict(BadRequest):
             f"idempotency key {key!r} was already used for {operation} with other parameters",
             field="idempotency_key",
         )
+
+
+class SubscriptionCurrencyConflict(BadRequest):
+    """A customer never has two active subscriptions in different currencies (SPEC §8)."""
+
+    code = "subscription_currency_conflict"
 
 
 class NotFound(BillingError):

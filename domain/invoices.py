@@ -26,6 +26,8 @@ ALLOWED: Final[dict[str, frozenset[str]]] = {
 
 MAX_LINES_PER_INVOICE: Final = 250
 SECONDS_PER_DAY: Final = 86_400
+AUTO_ADVANCE_AFTER_S: Final = 3600
+"""An ``auto_advance`` draft is finalized this long after it was made (SPEC §4)."""
 
 
 PAST_TENSE: Final = {

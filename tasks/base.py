@@ -37,7 +37,9 @@ from worker.settings import Settings, get_settings
 
 log = logging.getLogger("billing.tasks")
 
-REFERENCE_FIELDS = frozenset({"customer", "invoice", "credit_note"})
+REFERENCE_FIELDS = frozenset(
+    {"customer", "invoice", "credit_note", "product", "price", "subscription", "test_clock"}
+)
 TRANSIENT = (TransientError, OperationalError, BrokerError, ConnectionError, TimeoutError)
 
 
@@ -152,6 +154,27 @@ class BillingTask(Task):
             uow.commit()
         self.publish(Outcome(None, follow_ups=follow_ups))
         return {"published": len(follow_ups)}
+
+    def sweep(
+        self, job: Callable[[Session, int, Settings, Any], tuple[list[FollowUp], Any]]
+    ) -> dict[str, Any]:
+        """Run a chunked beat job: one transaction per chunk, then publish what the chunk asks for.
+
+        Not through the outbox: a sweep asks only for work that stays due until done, so
+        a message lost on the way is asked for again by a later tick.
+        """
+        now, settings, cursor, published = clock.now(), get_settings(), None, 0
+        while True:
+            with UnitOfWork() as uow:
+                follow_ups, cursor = job(uow.session, now, settings, cursor)
+                uow.commit()
+            for follow_up in follow_ups:
+                self.app.send_task(
+                    follow_up.task_name, kwargs=follow_up.payload, queue=queue_for(follow_up.task_name)
+                )
+            published += len(follow_ups)
+            if cursor is None:
+                return {"published": published}
 
     def _record(self, payload: Any, exc: BaseException, *, retryable: bool) -> None:
         try:

@@ -181,3 +181,60 @@ class BillingClient:
     def create_tax_rate(self, *, idempotency_key: str | None = None, **params: Any) -> str:
         """display_name, percentage, inclusive, active, country, jurisdiction, description, metadata."""
         return self._create("billing.tax_rates.create", "tax_rate", idempotency_key, params)
+
+    # -- products, prices, subscriptions -------------------------------------------------------
+    def create_product(self, *, idempotency_key: str | None = None, **params: Any) -> str:
+        """name, description, metadata."""
+        return self._create("billing.products.create", "product", idempotency_key, params)
+
+    def create_price(self, *, idempotency_key: str | None = None, **params: Any) -> str:
+        """product, currency, unit_amount, currency_options {currency: {unit_amount}},
+        recurring {interval: day|week|month|year, interval_count}, nickname, metadata."""
+        return self._create("billing.prices.create", "price", idempotency_key, params)
+
+    def create_subscription(self, *, idempotency_key: str | None = None, **params: Any) -> str:
+        """customer, items [{price, quantity}], currency, billing_cycle_anchor, collection_method,
+        days_until_due, coupon, auto_advance, cancel_at_period_end, metadata. The first period
+        is invoiced at once (``subscription_create``)."""
+        return self._create("billing.subscriptions.create", "subscription", idempotency_key, params)
+
+    def cancel_subscription(
+        self, subscription: str, *, at_period_end: bool = False, idempotency_key: str | None = None
+    ) -> None:
+        self._act(
+            "billing.subscriptions.cancel",
+            idempotency_key,
+            {"subscription": subscription, "at_period_end": at_period_end},
+        )
+
+    def change_subscription_currency(
+        self, customer: str, currency: str, *, idempotency_key: str | None = None
+    ) -> None:
+        """Move all of the customer's active subscriptions to ``currency`` at the next period boundary."""
+        self._act(
+            "billing.subscriptions.change_currency",
+            idempotency_key,
+            {"customer": customer, "currency": currency},
+        )
+
+    # -- test clocks ------------------------------------------------------------------------
+    def create_test_clock(
+        self, *, frozen_time: int, idempotency_key: str | None = None, **params: Any
+    ) -> str:
+        """frozen_time, name. Customers created with ``test_clock`` live at its time."""
+        return self._create(
+            "billing.test_clocks.create",
+            "test_clock",
+            idempotency_key,
+            {**params, "frozen_time": frozen_time},
+        )
+
+    def advance_test_clock(
+        self, test_clock: str, frozen_time: int, *, idempotency_key: str | None = None
+    ) -> None:
+        """Bill everything due on the clock's customers up to ``frozen_time``, in time order."""
+        self._act(
+            "billing.test_clocks.advance",
+            idempotency_key,
+            {"test_clock": test_clock, "frozen_time": frozen_time},
+        )

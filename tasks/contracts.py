@@ -26,6 +26,7 @@ from pydantic import (
 
 from domain.errors import BadRequest
 from domain.money import MAX_AMOUNT, check_currency
+from domain.periods import MAX_INTERVAL_COUNT
 from tasks.ids import PREFIXES
 
 MAX_ITEMS_PER_BATCH = 1000
@@ -109,6 +110,10 @@ InvoiceItemId = _id_of("invoice_item")
 CreditNoteId = _id_of("credit_note")
 BalanceTransactionId = _id_of("customer_balance_transaction")
 TaxRateId = _id_of("tax_rate")
+ProductId = _id_of("product")
+PriceId = _id_of("price")
+SubscriptionId = _id_of("subscription")
+TestClockId = _id_of("test_clock")
 
 
 def _distinct(ids: list[str]) -> list[str]:
@@ -281,6 +286,8 @@ class CustomerFields(Contract):
 class CustomerCreate(CustomerFields):
     id: CustomerId
     tax_id_data: Annotated[list[TaxIdData], Field(max_length=5)] | None = None
+    test_clock: TestClockId | None = None
+    """The customer lives at this test clock's time (sandbox billing)."""
     idempotency_key: IdempotencyKeyStr
 
 
@@ -526,6 +533,117 @@ class TaxRateCreate(Contract):
     idempotency_key: IdempotencyKeyStr
 
 
+class ProductCreate(Contract):
+    id: ProductId
+    name: Annotated[str, Field(min_length=1, max_length=250)]
+    description: LongText | None = None
+    metadata: Metadata | None = None
+    idempotency_key: IdempotencyKeyStr
+
+
+class Recurring(Contract):
+    interval: Literal["day", "week", "month", "year"]
+    interval_count: Annotated[int, Field(ge=1, strict=True)] = 1
+
+    @model_validator(mode="after")
+    def _at_most_a_year(self) -> Recurring:
+        limit = MAX_INTERVAL_COUNT[self.interval]
+        if self.interval_count > limit:
+            raise ValueError(f"interval_count: at most one year ({limit} for interval={self.interval})")
+        return self
+
+
+class PriceCurrencyOption(Contract):
+    unit_amount: NonNegativeAmount
+
+
+class PriceCreate(Contract):
+    id: PriceId
+    product: ProductId
+    currency: CurrencyCode
+    unit_amount: NonNegativeAmount
+    currency_options: Annotated[dict[CurrencyCode, PriceCurrencyOption], Field(max_length=50)] | None = None
+    recurring: Recurring | None = None
+    nickname: ShortText | None = None
+    metadata: Metadata | None = None
+    idempotency_key: IdempotencyKeyStr
+
+    @model_validator(mode="after")
+    def _options_are_other_currencies(self) -> PriceCreate:
+        if self.currency_options and self.currency in self.currency_options:
+            raise ValueError(f"currency_options: {self.currency} is the price's own currency")
+        return self
+
+
+class SubscriptionItemParam(Contract):
+    price: PriceId
+    quantity: Count = 1
+
+
+class SubscriptionCreate(Contract):
+    id: SubscriptionId
+    customer: CustomerId
+    items: Annotated[list[SubscriptionItemParam], Field(min_length=1, max_length=20)]
+    currency: CurrencyCode | None = None
+    billing_cycle_anchor: Timestamp | None = None
+    collection_method: Literal["charge_automatically", "send_invoice"] = "charge_automatically"
+    days_until_due: Annotated[int, Field(ge=0, le=3650, strict=True)] | None = None
+    coupon: CouponId | None = None
+    auto_advance: bool = True
+    """Whether its cycle invoices are finalized an hour after they are made."""
+    cancel_at_period_end: bool = False
+    metadata: Metadata | None = None
+    idempotency_key: IdempotencyKeyStr
+
+    @model_validator(mode="after")
+    def _due(self) -> SubscriptionCreate:
+        if self.collection_method == "send_invoice" and self.days_until_due is None:
+            raise ValueError("days_until_due: required with collection_method=send_invoice")
+        if self.collection_method == "charge_automatically" and self.days_until_due is not None:
+            raise ValueError("days_until_due: only for collection_method=send_invoice")
+        return self
+
+
+class SubscriptionCancel(Contract):
+    subscription: SubscriptionId
+    at_period_end: bool = False
+    """False: cancel now. True: end when the current (already billed) period ends."""
+    idempotency_key: IdempotencyKeyStr
+
+
+class SubscriptionCurrencyChange(Contract):
+    """Move every active subscription of the customer to ``currency`` at the next period boundary."""
+
+    customer: CustomerId
+    currency: CurrencyCode
+    idempotency_key: IdempotencyKeyStr
+
+
+class SubscriptionRenew(Contract):
+    """Bill one period of a subscription (sent by beat and by the renewal before it)."""
+
+    subscription: SubscriptionId
+    period_start: Timestamp
+    idempotency_key: IdempotencyKeyStr
+
+
+class TestClockCreate(Contract):
+    __test__ = False  # not a pytest class
+
+    id: TestClockId
+    frozen_time: Timestamp
+    name: Annotated[str, Field(max_length=300)] | None = None
+    idempotency_key: IdempotencyKeyStr
+
+
+class TestClockAdvance(Contract):
+    __test__ = False
+
+    test_clock: TestClockId
+    frozen_time: Timestamp
+    idempotency_key: IdempotencyKeyStr
+
+
 CONTRACTS: dict[str, type[Contract]] = {
     "billing.customers.create": CustomerCreate,
     "billing.customers.update": CustomerUpdate,
@@ -546,6 +664,14 @@ CONTRACTS: dict[str, type[Contract]] = {
     "billing.discounts.create": CustomerDiscountCreate,
     "billing.discounts.delete": CustomerDiscountDelete,
     "billing.tax_rates.create": TaxRateCreate,
+    "billing.products.create": ProductCreate,
+    "billing.prices.create": PriceCreate,
+    "billing.subscriptions.create": SubscriptionCreate,
+    "billing.subscriptions.cancel": SubscriptionCancel,
+    "billing.subscriptions.change_currency": SubscriptionCurrencyChange,
+    "billing.subscriptions.renew": SubscriptionRenew,
+    "billing.test_clocks.create": TestClockCreate,
+    "billing.test_clocks.advance": TestClockAdvance,
 }
 
 

@@ -26,6 +26,11 @@ PREFIXES = {
     "discount": "di",
     "tax_rate": "txr",
     "tax_id": "txi",
+    "product": "prod",
+    "price": "price",
+    "subscription": "sub",
+    "subscription_item": "si",
+    "test_clock": "clock",
 }
 
 

@@ -12,6 +12,7 @@ _BY_PREFIX = {
     "billing.invoice_items.": QUEUE_ITEMS,
     "billing.invoices.create": QUEUE_INVOICES,
     "billing.recurring.": QUEUE_RECURRING,
+    "billing.subscriptions.renew": QUEUE_RECURRING,
     "billing.maintenance.": QUEUE_RECURRING,
 }
 

@@ -20,6 +20,10 @@ CREATES = {
     "billing.credit_notes.create": "credit_note",
     "billing.balance_transactions.create": "customer_balance_transaction",
     "billing.tax_rates.create": "tax_rate",
+    "billing.products.create": "product",
+    "billing.prices.create": "price",
+    "billing.subscriptions.create": "subscription",
+    "billing.test_clocks.create": "test_clock",
 }
 
 

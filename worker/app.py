@@ -26,11 +26,17 @@ TASK_MODULES = [
     "tasks.credit_notes",
     "tasks.catalog",
     "tasks.maintenance",
+    "tasks.subscriptions",
 ]
 
 
-def beat_schedule(reconcile_interval_s: float) -> dict[str, dict[str, Any]]:
-    """Beat jobs by task name. Both are idempotent: two beat processes, or a replayed
+def beat_schedule(
+    reconcile_interval_s: float,
+    renew_interval_s: float = 60.0,
+    finalize_drafts_interval_s: float = 300.0,
+    mark_overdue_interval_s: float = 3600.0,
+) -> dict[str, dict[str, Any]]:
+    """Beat jobs by task name. All are idempotent: two beat processes, or a replayed
     tick, publish the same follow-ups again and bill nothing twice."""
     return {
         # Publishes outbox rows never published or whose message was lost, and (if
@@ -45,6 +51,25 @@ def beat_schedule(reconcile_interval_s: float) -> dict[str, dict[str, Any]]:
             "task": "billing.maintenance.purge",
             "schedule": 3600.0,
             "options": {"expires": 3000},
+        },
+        # Asks for the next renewal of every subscription whose period has ended (one
+        # idempotent renewal per subscription and period; missed periods follow in order).
+        "billing-renew-subscriptions": {
+            "task": "billing.maintenance.renew_subscriptions",
+            "schedule": renew_interval_s,
+            "options": {"expires": renew_interval_s},
+        },
+        # Finalizes auto_advance drafts an hour after they were made.
+        "billing-finalize-drafts": {
+            "task": "billing.maintenance.finalize_drafts",
+            "schedule": finalize_drafts_interval_s,
+            "options": {"expires": finalize_drafts_interval_s},
+        },
+        # Marks open send_invoice invoices past their due date as overdue.
+        "billing-mark-overdue": {
+            "task": "billing.maintenance.mark_overdue",
+            "schedule": mark_overdue_interval_s,
+            "options": {"expires": mark_overdue_interval_s},
         },
     }
 
@@ -99,7 +124,12 @@ def create_app() -> Celery:
         worker_send_task_events=True,
         task_send_sent_event=True,
         worker_hijack_root_logger=False,
-        beat_schedule=beat_schedule(settings.reconcile_interval_s),
+        beat_schedule=beat_schedule(
+            settings.reconcile_interval_s,
+            settings.renew_interval_s,
+            settings.finalize_drafts_interval_s,
+            settings.mark_overdue_interval_s,
+        ),
         worker_consumer="worker.consumer:BillingConsumer",
     )
     return celery

@@ -34,6 +34,9 @@ The rules are the ones the services keep, derived from their code:
   ``invoice_too_small``, at most one of each) move the balance from ``starting_balance``
   to ``ending_balance``, starting at ``starting_balance``; ``unapplied_from_invoice``
   exists only on a void invoice and gives back exactly what was applied; drafts have none.
+- ``one_subscription_currency``: a customer's active subscriptions all bill one currency (§8).
+- ``billed_period_invoice``: a billed (subscription, period)'s invoice exists, belongs to that
+  subscription and is in the period's currency.
 """
 
 from __future__ import annotations
@@ -48,7 +51,15 @@ from sqlalchemy import and_, case, func, literal, or_, select
 from sqlmodel import Session
 
 from domain.invoices import MAX_LINES_PER_INVOICE
-from worker.tables import BalanceTransaction, CreditNote, CustomerBalance, Invoice, InvoiceItem
+from worker.tables import (
+    BalanceTransaction,
+    CreditNote,
+    CustomerBalance,
+    Invoice,
+    InvoiceItem,
+    Subscription,
+    SubscriptionPeriod,
+)
 
 _items: Any = InvoiceItem.__table__  # type: ignore[attr-defined]
 _invoices: Any = Invoice.__table__  # type: ignore[attr-defined]
@@ -680,6 +691,56 @@ def _applied_problems(row: Any) -> list[str]:
     return problems or ["ledger and invoice disagree"]
 
 
+# -- subscriptions ------------------------------------------------------------------------------
+
+
+def _one_subscription_currency(session: Session) -> Iterator[Violation]:
+    rows = session.execute(
+        select(Subscription.customer_id, func.count(func.distinct(Subscription.currency)).label("currencies"))
+        .where(Subscription.status == "active")  # type: ignore[arg-type]
+        .group_by(Subscription.customer_id)
+        .having(func.count(func.distinct(Subscription.currency)) > 1)
+        .order_by(Subscription.customer_id)
+    )
+    for row in rows:
+        yield Violation(
+            "one_subscription_currency",
+            row.customer_id,
+            f"active subscriptions in {row.currencies} currencies",
+        )
+
+
+def _billed_periods(session: Session) -> Iterator[Violation]:
+    rows = session.execute(
+        select(
+            SubscriptionPeriod.subscription_id,
+            SubscriptionPeriod.period_start,
+            SubscriptionPeriod.currency,
+            Invoice.id.label("found"),  # type: ignore[union-attr]
+            Invoice.subscription_id.label("invoice_subscription"),  # type: ignore[union-attr]
+            Invoice.currency.label("invoice_currency"),  # type: ignore[attr-defined]
+        )
+        .outerjoin(Invoice, Invoice.id == SubscriptionPeriod.invoice_id)  # type: ignore[arg-type]
+        .where(
+            SubscriptionPeriod.invoice_id.is_not(None),  # type: ignore[union-attr]
+            or_(
+                Invoice.id.is_(None),  # type: ignore[union-attr]
+                Invoice.subscription_id != SubscriptionPeriod.subscription_id,
+                Invoice.currency != SubscriptionPeriod.currency,
+            ),
+        )
+        .order_by(SubscriptionPeriod.subscription_id, SubscriptionPeriod.period_start)
+    )
+    for row in rows:
+        detail = (
+            "its invoice does not exist"
+            if row.found is None
+            else f"billed in {row.currency} on invoice {row.found} of {row.invoice_subscription}"
+            f" in {row.invoice_currency}"
+        )
+        yield Violation("billed_period_invoice", f"{row.subscription_id}@{row.period_start}", detail)
+
+
 CHECKS: dict[str, Check] = {
     "item_on_one_invoice": _items_on_invoices,
     "invoice_lines_total": _invoice_totals,
@@ -690,6 +751,8 @@ CHECKS: dict[str, Check] = {
     "no_cross_currency_credit": _no_cross_currency_credit,
     "invoice_amounts": _invoice_amounts,
     "applied_credit_matches_invoice": _applied_credit,
+    "one_subscription_currency": _one_subscription_currency,
+    "billed_period_invoice": _billed_periods,
 }
 """Check name (the ``check`` of its violations) -> the check."""
 

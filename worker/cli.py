@@ -60,6 +60,10 @@ def get(object_id: str, expand: tuple[str, ...]) -> None:
             "coupons",
             "tax_rates",
             "task_failures",
+            "products",
+            "prices",
+            "subscriptions",
+            "test_clocks",
         ]
     ),
 )
@@ -67,6 +71,8 @@ def get(object_id: str, expand: tuple[str, ...]) -> None:
 @click.option("--pending", is_flag=True, default=None, help="invoice_items: only those not on an invoice")
 @click.option("--currency")
 @click.option("--status")
+@click.option("--overdue", is_flag=True, default=None, help="invoices: open ones past due (marked by beat)")
+@click.option("--subscription", help="invoices: those of one subscription")
 @click.option("--limit", type=click.IntRange(1, 1000), default=100)
 @click.option("--starting-after")
 def list_(resource: str, **filters: Any) -> None:
@@ -159,6 +165,110 @@ def soak(minutes: float, seed: int, workers: int) -> None:
     from worker.soak import run_soak
 
     sys.exit(run_soak(minutes, seed, workers, click.echo))
+
+
+def _timestamp(value: str) -> int:
+    """Unix seconds, or an ISO 8601 time (UTC unless it names its offset)."""
+    from datetime import UTC, datetime
+
+    if value.isdigit():
+        return int(value)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither Unix seconds nor ISO 8601") from None
+    return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp())
+
+
+@main.group()
+def clock() -> None:
+    """Test clocks: customers created with ``test_clock`` live at the clock's time.
+
+    These commands run the operation in this process, on BILLING_DATABASE_URL, with the
+    same services a worker runs (and run what it asks for next, such as chained invoices).
+    """
+
+
+def _run_here(operation: str, payload: dict[str, Any]) -> None:
+    from worker.services.registry import run as run_operation
+
+    queue = list(run_operation(operation, payload).follow_ups)
+    while queue:
+        follow_up = queue.pop(0)
+        queue.extend(run_operation(follow_up.task_name, dict(follow_up.payload)).follow_ups)
+
+
+@clock.command("create")
+@click.option("--frozen-time", required=True, help="Unix seconds or ISO 8601, e.g. 2026-01-31T10:00:00")
+@click.option("--name")
+def clock_create(frozen_time: str, name: str | None) -> None:
+    """Create a test clock; prints its id (pass it as ``test_clock`` when creating customers)."""
+    from tasks.ids import new_id
+
+    clock_id = new_id("clock")
+    payload: dict[str, Any] = {
+        "id": clock_id,
+        "frozen_time": _timestamp(frozen_time),
+        "idempotency_key": clock_id,
+    }
+    if name:
+        payload["name"] = name
+    _run_here("billing.test_clocks.create", payload)
+    click.echo(clock_id)
+
+
+@clock.command("advance")
+@click.argument("clock_id")
+@click.option("--months", type=click.IntRange(0, 120), default=0)
+@click.option("--days", type=click.IntRange(0, 3660), default=0)
+@click.option("--hours", type=click.IntRange(0, 87_840), default=0)
+@click.option("--to", "to", help="Unix seconds or ISO 8601 (instead of --months/--days/--hours)")
+def clock_advance(clock_id: str, months: int, days: int, hours: int, to: str | None) -> None:
+    """Move CLOCK_ID forward: every period boundary in between is billed, drafts are finalized an
+    hour after they were made, overdue invoices are marked. Prints the invoices that appeared."""
+    from sqlalchemy import select
+
+    from domain.periods import add_months
+    from worker.db import read_session
+    from worker.tables import Customer, Invoice, SandboxClock
+    from worker.views import get_object
+
+    with read_session() as session:
+        row = session.get(SandboxClock, clock_id)
+        if row is None:
+            raise click.BadParameter(f"no such test clock: {clock_id!r}", param_hint="CLOCK_ID")
+        before = row.frozen_time
+    target = _timestamp(to) if to else add_months(before, months) + days * 86_400 + hours * 3600
+    payload = {"test_clock": clock_id, "frozen_time": target, "idempotency_key": f"cli:{clock_id}:{target}"}
+    _run_here("billing.test_clocks.advance", payload)
+    with read_session() as session:
+        ids = list(
+            session.execute(
+                select(Invoice.id)
+                .join(Customer, Customer.id == Invoice.customer_id)  # type: ignore[arg-type]
+                .where(Customer.test_clock_id == clock_id, Invoice.created > before)  # type: ignore[arg-type]
+                .order_by(Invoice.created, Invoice.id)
+            ).scalars()
+        )
+        invoices = [get_object(session, i, now=target) for i in ids]
+    fields = (
+        "id",
+        "customer",
+        "number",
+        "billing_reason",
+        "currency",
+        "total",
+        "amount_due",
+        "status",
+        "created",
+    )
+    _print_json(
+        {
+            "test_clock": clock_id,
+            "frozen_time": target,
+            "invoices": [{name: invoice[name] for name in fields} for invoice in invoices],
+        }
+    )
 
 
 @main.command()

@@ -60,6 +60,22 @@ class Settings(BaseSettings):
     redelivery_cap: int = Field(
         default=5, ge=1, description="A message redelivered this often without finishing is parked"
     )
+    renew_interval_s: float = Field(
+        default=60.0, gt=0, description="Beat: how often due subscriptions are asked to renew"
+    )
+    finalize_drafts_interval_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="Beat: how often auto_advance drafts older than an hour are finalized",
+    )
+    mark_overdue_interval_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Beat: how often open send_invoice invoices past due are marked overdue",
+    )
+    beat_chunk_size: int = Field(
+        default=500, ge=1, description="Beat jobs read and publish due work in chunks of this many rows"
+    )
     log_level: str = "INFO"
 
 

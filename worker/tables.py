@@ -72,6 +72,8 @@ class Customer(SQLModel, table=True):
     invoice_prefix: str = Field(unique=True, sa_type=String(12))
     next_invoice_sequence: int = 1
     default_payment_method: str | None = Field(default=None, sa_type=String(64))
+    test_clock_id: str | None = ref("test_clocks.id", index=True)
+    """Customers on a test clock live at the clock's time and are billed when it advances."""
     deleted: bool = False
     created: int = time_field()
 
@@ -214,6 +216,9 @@ class Invoice(SQLModel, table=True):
     default_tax_rates: list[str] | None = json_column("default_tax_rates")
     discounts: list[str] | None = json_column("discounts")
     chain_part: int = 1
+    subscription_id: str | None = ref("subscriptions.id", index=True)
+    overdue_at: int | None = time_field(nullable=True)
+    """When the overdue job found this send_invoice invoice open past its due date."""
 
     subtotal: int = Field(default=0, sa_type=BigInteger)
     total_discount_amounts: list[dict[str, Any]] | None = json_column("total_discount_amounts")
@@ -379,3 +384,131 @@ class MessageDelivery(SQLModel, table=True):
     redeliveries: int = 0
     first_seen: int = time_field()
     last_seen: int = time_field(index=True)
+
+
+class SandboxClock(SQLModel, table=True):
+    """A test clock (Stripe's name; not ``TestClock`` so pytest does not collect it): its
+    customers live at ``frozen_time``."""
+
+    __tablename__ = "test_clocks"
+
+    id: str = Field(primary_key=True, sa_type=String(64))
+    name: str | None = Field(default=None, sa_type=String(300))
+    frozen_time: int = time_field()
+    created: int = time_field()
+
+
+class Product(SQLModel, table=True):
+    __tablename__ = "products"
+
+    id: str = Field(primary_key=True, sa_type=String(64))
+    name: str = Field(sa_type=String(250))
+    description: str | None = None
+    active: bool = True
+    metadata_: dict[str, str] | None = json_column("metadata")
+    created: int = time_field()
+
+
+class Price(SQLModel, table=True):
+    """A unit amount in ``currency`` and optionally in others (``currency_options``); immutable."""
+
+    __tablename__ = "prices"
+    __table_args__ = (
+        CheckConstraint("unit_amount >= 0", name="unit_amount_nonneg"),
+        CheckConstraint(
+            "recurring_interval IS NULL OR recurring_interval IN ('day', 'week', 'month', 'year')",
+            name="interval_valid",
+        ),
+        CheckConstraint(
+            "(recurring_interval IS NULL) = (recurring_interval_count IS NULL)", name="interval_count"
+        ),
+    )
+
+    id: str = Field(primary_key=True, sa_type=String(64))
+    product_id: str = ref("products.id", nullable=False, index=True)
+    currency: str = Field(sa_type=String(3))
+    unit_amount: int = Field(sa_type=BigInteger)
+    currency_options: dict[str, int] | None = json_column("currency_options")
+    """Currency -> unit amount."""
+    recurring_interval: str | None = Field(default=None, sa_type=String(8))
+    recurring_interval_count: int | None = None
+    nickname: str | None = Field(default=None, sa_type=String(500))
+    active: bool = True
+    metadata_: dict[str, str] | None = json_column("metadata")
+    created: int = time_field()
+
+
+class Subscription(SQLModel, table=True):
+    """One currency, one interval, periods computed from ``billing_cycle_anchor``."""
+
+    __tablename__ = "subscriptions"
+    __table_args__ = (
+        CheckConstraint("status IN ('active', 'canceled')", name="status_valid"),
+        CheckConstraint(
+            "collection_method IN ('charge_automatically', 'send_invoice')", name="collection_method_valid"
+        ),
+        CheckConstraint("interval IN ('day', 'week', 'month', 'year')", name="interval_valid"),
+        CheckConstraint("current_period_end > current_period_start", name="period_ordered"),
+        Index(
+            "ix_subscriptions_due",
+            "current_period_end",
+            "id",
+            postgresql_where=text("status = 'active'"),
+            sqlite_where=text("status = 'active'"),
+        ),
+    )
+
+    id: str = Field(primary_key=True, sa_type=String(64))
+    customer_id: str = ref("customers.id", nullable=False, index=True)
+    currency: str = Field(sa_type=String(3))
+    pending_currency: str | None = Field(default=None, sa_type=String(3))
+    """Set by a currency change; becomes ``currency`` at the next period boundary."""
+    status: str = Field(default="active", sa_type=String(16))
+    interval: str = Field(sa_type=String(8))
+    interval_count: int = 1
+    billing_cycle_anchor: int = time_field()
+    current_period_start: int = time_field()
+    current_period_end: int = time_field()
+    collection_method: str = Field(default="charge_automatically", sa_type=String(24))
+    days_until_due: int | None = None
+    auto_advance: bool = True
+    coupon_id: str | None = ref("coupons.id")
+    discount_start: int | None = time_field(nullable=True)
+    discount_end: int | None = time_field(nullable=True)
+    cancel_at_period_end: bool = False
+    canceled_at: int | None = time_field(nullable=True)
+    ended_at: int | None = time_field(nullable=True)
+    renewal_requested_at: int | None = time_field(nullable=True)
+    """When beat last asked for this subscription's next renewal (asked again only after a while)."""
+    metadata_: dict[str, str] | None = json_column("metadata")
+    created: int = time_field()
+
+
+class SubscriptionItem(SQLModel, table=True):
+    __tablename__ = "subscription_items"
+    __table_args__ = (
+        UniqueConstraint("subscription_id", "price_id", name="uq_subscription_item_price"),
+        CheckConstraint("quantity >= 1", name="quantity_positive"),
+    )
+
+    id: str = Field(primary_key=True, sa_type=String(64))
+    subscription_id: str = ref("subscriptions.id", nullable=False, index=True)
+    price_id: str = ref("prices.id", nullable=False)
+    quantity: int = 1
+    created: int = time_field()
+
+
+class SubscriptionPeriod(SQLModel, table=True):
+    """One row per billed (subscription, period): the primary key makes a second bill impossible."""
+
+    __tablename__ = "subscription_periods"
+
+    subscription_id: str = Field(
+        primary_key=True, sa_column_args=[ForeignKey("subscriptions.id")], sa_type=String(64)
+    )
+    period_start: int = Field(primary_key=True, sa_type=BigInteger)
+    period_end: int = Field(sa_type=BigInteger)
+    currency: str = Field(sa_type=String(3))
+    invoice_id: str | None = ref("invoices.id")
+    billing_reason: str = Field(sa_type=String(32))
+    created: int = time_field()

@@ -41,6 +41,12 @@ from worker.tables import (
     DiscountRow,
     Invoice,
     InvoiceItem,
+    Price,
+    Product,
+    SandboxClock,
+    Subscription,
+    SubscriptionItem,
+    SubscriptionPeriod,
     TaskFailure,
     TaxRateRow,
 )
@@ -51,6 +57,7 @@ EXPANDABLE: dict[str, frozenset[str]] = {"customer": frozenset({"invoice_credit_
 """Fields left out unless named in ``expand``, per object type."""
 
 INVOICE_STATUSES = frozenset({"draft", "open", "paid", "void", "uncollectible"})
+SUBSCRIPTION_STATUSES = frozenset({"active", "canceled"})
 CREDIT_NOTE_STATUSES = frozenset({"issued", "void"})
 
 
@@ -155,6 +162,8 @@ def _customer(
         data["invoice_credit_balance"] = {
             currency: credit_available(balance) for currency, balance in balances.items() if balance
         }
+    if row.test_clock_id is not None:
+        data["test_clock"] = row.test_clock_id
     if row.deleted:
         data["deleted"] = True
     return data
@@ -188,9 +197,12 @@ def _invoice(row: Invoice, lines: list[InvoiceItem]) -> dict[str, Any]:
         "status": row.status,
         "number": row.number,
         "billing_reason": row.billing_reason,
+        "subscription": row.subscription_id,
         "collection_method": row.collection_method,
         "days_until_due": row.days_until_due,
         "due_date": row.due_date,
+        "overdue": row.status == "open" and row.overdue_at is not None,
+        "overdue_at": row.overdue_at,
         "auto_advance": row.auto_advance,
         "description": row.description,
         "footer": row.footer,
@@ -308,6 +320,51 @@ def _tax_rate(row: TaxRateRow) -> dict[str, Any]:
     }
 
 
+def _product(row: Product) -> dict[str, Any]:
+    return {
+        "object": "product",
+        "id": row.id,
+        "name": row.name,
+        "description": row.description,
+        "active": row.active,
+        "metadata": row.metadata_ or {},
+        "created": row.created,
+    }
+
+
+def _price(row: Price) -> dict[str, Any]:
+    recurring = None
+    if row.recurring_interval is not None:
+        recurring = {"interval": row.recurring_interval, "interval_count": row.recurring_interval_count}
+    return {
+        "object": "price",
+        "id": row.id,
+        "product": row.product_id,
+        "currency": row.currency,
+        "unit_amount": row.unit_amount,
+        "currency_options": {
+            currency: {"unit_amount": amount} for currency, amount in (row.currency_options or {}).items()
+        },
+        "recurring": recurring,
+        "type": "recurring" if recurring else "one_time",
+        "nickname": row.nickname,
+        "active": row.active,
+        "metadata": row.metadata_ or {},
+        "created": row.created,
+    }
+
+
+def _test_clock(row: SandboxClock) -> dict[str, Any]:
+    return {
+        "object": "test_helpers.test_clock",
+        "id": row.id,
+        "name": row.name,
+        "frozen_time": row.frozen_time,
+        "status": "ready",
+        "created": row.created,
+    }
+
+
 def _task_failure(row: TaskFailure) -> dict[str, Any]:
     return {
         "object": "task_failure",
@@ -397,6 +454,72 @@ def _render_invoices(view: _View, rows: Sequence[Invoice]) -> list[dict[str, Any
     return [_invoice(row, lines[row.id]) for row in rows]
 
 
+def _render_subscriptions(view: _View, rows: Sequence[Subscription]) -> list[dict[str, Any]]:
+    ids = [row.id for row in rows]
+    items = _grouped(
+        view.session.exec(
+            select(SubscriptionItem)
+            .where(col(SubscriptionItem.subscription_id).in_(ids))
+            .order_by(col(SubscriptionItem.created), col(SubscriptionItem.id))
+        ),
+        "subscription_id",
+    )
+    price_ids = {item.price_id for group in items.values() for item in group}
+    prices = {p.id: _price(p) for p in view.session.exec(select(Price).where(col(Price.id).in_(price_ids)))}
+    latest: dict[str, str | None] = {}
+    for period in view.session.exec(
+        select(SubscriptionPeriod)
+        .where(col(SubscriptionPeriod.subscription_id).in_(ids))
+        .order_by(col(SubscriptionPeriod.period_start))
+    ):
+        latest[period.subscription_id] = period.invoice_id
+    coupon_ids = {row.coupon_id for row in rows if row.coupon_id}
+    coupons = {c.id: c for c in view.session.exec(select(CouponRow).where(col(CouponRow.id).in_(coupon_ids)))}
+    return [
+        {
+            "object": "subscription",
+            "id": row.id,
+            "customer": row.customer_id,
+            "currency": row.currency,
+            "pending_currency": row.pending_currency,
+            "status": row.status,
+            "items": _list_of(
+                [
+                    {
+                        "object": "subscription_item",
+                        "id": item.id,
+                        "price": prices[item.price_id],
+                        "quantity": item.quantity,
+                    }
+                    for item in items[row.id]
+                ]
+            ),
+            "billing_cycle_anchor": row.billing_cycle_anchor,
+            "current_period_start": row.current_period_start,
+            "current_period_end": row.current_period_end,
+            "collection_method": row.collection_method,
+            "days_until_due": row.days_until_due,
+            "auto_advance": row.auto_advance,
+            "discount": None
+            if row.coupon_id is None
+            else {
+                "object": "discount",
+                "coupon": _coupon(coupons[row.coupon_id], view.now),
+                "subscription": row.id,
+                "start": row.discount_start,
+                "end": row.discount_end,
+            },
+            "cancel_at_period_end": row.cancel_at_period_end,
+            "canceled_at": row.canceled_at,
+            "ended_at": row.ended_at,
+            "latest_invoice": latest.get(row.id),
+            "metadata": row.metadata_ or {},
+            "created": row.created,
+        }
+        for row in rows
+    ]
+
+
 @dataclass(frozen=True, slots=True)
 class _Kind:
     table: type[SQLModel]
@@ -418,6 +541,10 @@ OBJECTS: dict[str, _Kind] = {
     "tax_rate": _Kind(TaxRateRow, "tax_rate", _each(_tax_rate)),
     "tax_id": _Kind(CustomerTaxId, "tax_id", _each(_tax_id)),
     "task_failure": _Kind(TaskFailure, "task_failure", _each(_task_failure)),
+    "product": _Kind(Product, "product", _each(_product)),
+    "price": _Kind(Price, "price", _each(_price)),
+    "subscription": _Kind(Subscription, "subscription", _render_subscriptions),
+    "test_clock": _Kind(SandboxClock, "test_helpers.test_clock", _each(_test_clock)),
 }
 """Object type (``tasks.ids.object_type`` names) -> table, Stripe name and renderer."""
 
@@ -431,7 +558,9 @@ class _Listing:
 
 LISTINGS: dict[str, _Listing] = {
     "customers": _Listing("customer"),
-    "invoices": _Listing("invoice", frozenset({"customer", "currency", "status"}), INVOICE_STATUSES),
+    "invoices": _Listing(
+        "invoice", frozenset({"customer", "currency", "status", "overdue", "subscription"}), INVOICE_STATUSES
+    ),
     "invoice_items": _Listing("invoice_item", frozenset({"customer", "currency", "pending"})),
     "credit_notes": _Listing(
         "credit_note", frozenset({"customer", "currency", "status"}), CREDIT_NOTE_STATUSES
@@ -440,6 +569,12 @@ LISTINGS: dict[str, _Listing] = {
     "coupons": _Listing("coupon"),
     "tax_rates": _Listing("tax_rate"),
     "task_failures": _Listing("task_failure"),
+    "products": _Listing("product"),
+    "prices": _Listing("price", frozenset({"currency"})),
+    "subscriptions": _Listing(
+        "subscription", frozenset({"customer", "currency", "status"}), SUBSCRIPTION_STATUSES
+    ),
+    "test_clocks": _Listing("test_clock"),
 }
 """List resource -> object type and the filters it accepts."""
 
@@ -496,6 +631,8 @@ def list_objects(
     pending: bool | None = None,
     currency: str | None = None,
     status: str | None = None,
+    overdue: bool | None = None,
+    subscription: str | None = None,
     limit: int = MAX_LIMIT,
     starting_after: str | None = None,
     now: int | None = None,
@@ -506,7 +643,14 @@ def list_objects(
         raise BadRequest(f"unknown resource {resource!r}", field="resource")
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
         raise BadRequest(f"must be an integer between 1 and {MAX_LIMIT} (got {limit!r})", field="limit")
-    given = {"customer": customer, "pending": pending, "currency": currency, "status": status}
+    given = {
+        "customer": customer,
+        "pending": pending,
+        "currency": currency,
+        "status": status,
+        "overdue": overdue,
+        "subscription": subscription,
+    }
     for name, value in given.items():
         if value is not None and name not in listing.filters:
             raise BadRequest(f"{resource} cannot be filtered by {name}", field=name)
@@ -528,6 +672,11 @@ def list_objects(
         stmt = stmt.where(table.invoice_id.is_(None) if pending else table.invoice_id.is_not(None))
     if status is not None:
         stmt = stmt.where(table.status == status)
+    if overdue is not None:  # marked by the overdue beat job and still open
+        marked = (table.status == "open") & table.overdue_at.is_not(None)
+        stmt = stmt.where(marked if overdue else ~marked)
+    if subscription is not None:
+        stmt = stmt.where(table.subscription_id == subscription)
     if table is Customer:
         stmt = stmt.where(col(Customer.deleted).is_(False))
 

@@ -36,6 +36,7 @@ from domain.errors import (
     IdempotencyConflict,
     NotFound,
     NothingToInvoice,
+    SubscriptionCurrencyConflict,
     WrongState,
 )
 from tasks.contracts import CONTRACTS
@@ -1316,7 +1317,307 @@ def cases() -> list[Case]:
     return rows
 
 
-CASES = cases()
+# -- products, prices, subscriptions, test clocks ---------------------------------------------------
+
+PRODUCT = "billing.products.create"
+PRICE = "billing.prices.create"
+SUBSCRIBE = "billing.subscriptions.create"
+CANCEL = "billing.subscriptions.cancel"
+CHANGE_CURRENCY = "billing.subscriptions.change_currency"
+RENEW = "billing.subscriptions.renew"
+CLOCK = "billing.test_clocks.create"
+ADVANCE = "billing.test_clocks.advance"
+MONTH = 31 * 86_400
+IN_FLIGHT = ("product", "price", "subscription", "test_clock")
+
+
+def product() -> str:
+    outcome = call(PRODUCT, name="Pro")
+    assert outcome.id
+    return outcome.id
+
+
+def price(currency: str = "usd", unit_amount: int = 1000, **fields: Any) -> str:
+    fields.setdefault("recurring", {"interval": "month"})
+    outcome = call(PRICE, product=product(), currency=currency, unit_amount=unit_amount, **fields)
+    assert outcome.id
+    return outcome.id
+
+
+def product_create(**fields: Any) -> dict[str, Any]:
+    return {"id": new_id("prod"), "name": "Pro", "idempotency_key": key(), **fields}
+
+
+def price_create(**fields: Any) -> dict[str, Any]:
+    base = {"id": new_id("price"), "product": product(), "currency": "usd", "unit_amount": 1000}
+    return {**base, "recurring": {"interval": "month"}, "idempotency_key": key(), **fields}
+
+
+def subscribe(customer_id: str | None = None, *prices: str, **fields: Any) -> dict[str, Any]:
+    lines = [{"price": p, "quantity": 1} for p in prices or (price(),)]
+    base = {"id": new_id("sub"), "customer": customer_id or customer("usd"), "items": lines}
+    return {**base, "idempotency_key": key(), **fields}
+
+
+def subscription(customer_id: str | None = None, *prices: str) -> str:
+    payload = subscribe(customer_id, *prices)
+    call(SUBSCRIBE, **payload)
+    return payload["id"]
+
+
+def canceled_subscription() -> str:
+    sub = subscription()
+    call(CANCEL, subscription=sub)
+    return sub
+
+
+def renew(subscription_id: str, period_start: int) -> dict[str, Any]:
+    return {"subscription": subscription_id, "period_start": period_start, "idempotency_key": key()}
+
+
+def sandbox_clock(frozen_time: int = NOW) -> str:
+    outcome = call(CLOCK, frozen_time=frozen_time)
+    assert outcome.id
+    return outcome.id
+
+
+def subscription_cases() -> list[Case]:
+    rows: list[Case] = []
+
+    def row(label: str, task: str, build: Build, error: type[BillingError], field: str | None) -> None:
+        # a product, price, subscription or test clock may be in flight too: retried like a customer
+        retried = error is NotFound and field is not None and field.rpartition(".")[2] in IN_FLIGHT
+        rows.append(
+            Case(f"{task.removeprefix('billing.')}:{label}", task, build, error, field, retried or None)
+        )
+
+    row("missing-name", PRODUCT, lambda: without(product_create(), "name"), BadRequest, "name")
+    row("name-empty", PRODUCT, lambda: product_create(name=""), BadRequest, "name")
+    row("id-of-a-price", PRODUCT, lambda: product_create(id=new_id("price")), BadRequest, "id")
+    row("extra-field", PRODUCT, lambda: product_create(url="https://x"), BadRequest, "url")
+    row("id-taken", PRODUCT, lambda: product_create(id=product()), BadRequest, "id")
+
+    row("unknown-product", PRICE, lambda: price_create(product=unknown("prod")), NotFound, "product")
+    row("unit-amount-float", PRICE, lambda: price_create(unit_amount=10.5), BadRequest, "unit_amount")
+    row("unit-amount-negative", PRICE, lambda: price_create(unit_amount=-1), BadRequest, "unit_amount")
+    row(
+        "unit-amount-off-step",
+        PRICE,
+        lambda: price_create(currency="kwd", unit_amount=15),
+        BadRequest,
+        "unit_amount",
+    )
+    row("currency-uppercase", PRICE, lambda: price_create(currency="USD"), BadRequest, "currency")
+    row(
+        "option-in-own-currency",
+        PRICE,
+        lambda: price_create(currency_options={"usd": {"unit_amount": 900}}),
+        BadRequest,
+        "currency_options",
+    )
+    row(
+        "option-amount-negative",
+        PRICE,
+        lambda: price_create(currency_options={"eur": {"unit_amount": -5}}),
+        BadRequest,
+        "currency_options.eur.unit_amount",
+    )
+    row(
+        "option-unknown-currency",
+        PRICE,
+        lambda: price_create(currency_options={"xyz": {"unit_amount": 5}}),
+        BadRequest,
+        "currency_options.xyz",
+    )
+    row(
+        "interval-fortnight",
+        PRICE,
+        lambda: price_create(recurring={"interval": "fortnight"}),
+        BadRequest,
+        "recurring.interval",
+    )
+    row(
+        "interval-13-months",
+        PRICE,
+        lambda: price_create(recurring={"interval": "month", "interval_count": 13}),
+        BadRequest,
+        "recurring.interval_count",
+    )
+    row(
+        "interval-count-zero",
+        PRICE,
+        lambda: price_create(recurring={"interval": "week", "interval_count": 0}),
+        BadRequest,
+        "recurring.interval_count",
+    )
+    row("id-taken", PRICE, lambda: price_create(id=price()), BadRequest, "id")
+
+    row("unknown-customer", SUBSCRIBE, lambda: subscribe(unknown("cus")), NotFound, "customer")
+    row("deleted-customer", SUBSCRIBE, lambda: subscribe(deleted_customer()), NotFound, "customer")
+    row("no-items", SUBSCRIBE, lambda: {**subscribe(), "items": []}, BadRequest, "items")
+    row("unknown-price", SUBSCRIBE, lambda: subscribe(None, unknown("price")), NotFound, "items[0].price")
+    row(
+        "one-time-price",
+        SUBSCRIBE,
+        lambda: subscribe(None, price(recurring=None)),
+        BadRequest,
+        "items[0].price",
+    )
+    row("same-price-twice", SUBSCRIBE, lambda: subscribe(None, *[price()] * 2), BadRequest, "items[1].price")
+    row(
+        "intervals-differ",
+        SUBSCRIBE,
+        lambda: subscribe(None, price(), price(recurring={"interval": "year"})),
+        BadRequest,
+        "items[1].price",
+    )
+    row(
+        "price-without-the-currency",
+        SUBSCRIBE,
+        lambda: subscribe(
+            None, price(currency_options={"eur": {"unit_amount": 900}}), price(), currency="eur"
+        ),
+        BadRequest,
+        "items[1].price",
+    )
+    row(
+        "quantity-zero",
+        SUBSCRIBE,
+        lambda: {**subscribe(), "items": [{"price": price(), "quantity": 0}]},
+        BadRequest,
+        "items[0].quantity",
+    )
+    row(
+        "quantity-float",
+        SUBSCRIBE,
+        lambda: {**subscribe(), "items": [{"price": price(), "quantity": 1.5}]},
+        BadRequest,
+        "items[0].quantity",
+    )
+    row(
+        "quantity-overflows",
+        SUBSCRIBE,
+        lambda: {**subscribe(), "items": [{"price": price(unit_amount=50_000_000), "quantity": 2}]},
+        BadRequest,
+        "items[0].quantity",
+    )
+    row(
+        "second-currency",
+        SUBSCRIBE,
+        lambda: subscribe(
+            _held_usd(),
+            price(currency_options={"eur": {"unit_amount": 900}}),
+            currency="eur",
+        ),
+        SubscriptionCurrencyConflict,
+        "currency",
+    )
+    row(
+        "send-invoice-without-days",
+        SUBSCRIBE,
+        lambda: subscribe(collection_method="send_invoice"),
+        BadRequest,
+        "days_until_due",
+    )
+    row("days-when-charged", SUBSCRIBE, lambda: subscribe(days_until_due=7), BadRequest, "days_until_due")
+    row(
+        "anchor-in-the-future",
+        SUBSCRIBE,
+        lambda: subscribe(billing_cycle_anchor=NOW + 1),
+        BadRequest,
+        "billing_cycle_anchor",
+    )
+    row("unknown-coupon", SUBSCRIBE, lambda: subscribe(coupon="NOPE"), NotFound, "coupon")
+    row(
+        "coupon-used-up",
+        SUBSCRIBE,
+        lambda: subscribe(coupon=coupon_at_max_redemptions()),
+        BadRequest,
+        "coupon",
+    )
+    row("extra-field", SUBSCRIBE, lambda: subscribe(plan="gold"), BadRequest, "plan")
+    row("id-taken", SUBSCRIBE, lambda: subscribe(id=subscription()), BadRequest, "id")
+
+    row(
+        "unknown-subscription",
+        CANCEL,
+        lambda: {"subscription": unknown("sub"), "idempotency_key": key()},
+        NotFound,
+        "subscription",
+    )
+    row(
+        "already-canceled",
+        CANCEL,
+        lambda: {"subscription": canceled_subscription(), "idempotency_key": key()},
+        WrongState,
+        "subscription",
+    )
+    row(
+        "at-period-end-maybe",
+        CANCEL,
+        lambda: {"subscription": subscription(), "at_period_end": "maybe", "idempotency_key": key()},
+        BadRequest,
+        "at_period_end",
+    )
+
+    def change(customer_id: str, currency: str = "eur") -> dict[str, Any]:
+        return {"customer": customer_id, "currency": currency, "idempotency_key": key()}
+
+    row("unknown-customer", CHANGE_CURRENCY, lambda: change(unknown("cus")), NotFound, "customer")
+    row("no-subscriptions", CHANGE_CURRENCY, lambda: change(customer("usd")), WrongState, "customer")
+    row("price-without-it", CHANGE_CURRENCY, lambda: change(_held_usd()), BadRequest, "currency")
+    row("currency-unknown", CHANGE_CURRENCY, lambda: change(_held_usd(), "xyz"), BadRequest, "currency")
+
+    row("unknown-subscription", RENEW, lambda: renew(unknown("sub"), NOW), NotFound, "subscription")
+    row("not-a-boundary", RENEW, lambda: renew(subscription(), NOW - 86_400), BadRequest, "period_start")
+    row("not-due", RENEW, lambda: renew(subscription(), NOW + MONTH), WrongState, "period_start")
+    row(
+        "period-in-year-9999",
+        RENEW,
+        lambda: renew(subscription(), 253_402_300_799),
+        WrongState,
+        "period_start",
+    )
+    row("period-negative", RENEW, lambda: renew(subscription(), -1), BadRequest, "period_start")
+
+    def clock_create(**fields: Any) -> dict[str, Any]:
+        return {"id": new_id("clock"), "frozen_time": NOW, "idempotency_key": key(), **fields}
+
+    row(
+        "missing-frozen-time",
+        CLOCK,
+        lambda: without(clock_create(), "frozen_time"),
+        BadRequest,
+        "frozen_time",
+    )
+    row("frozen-time-float", CLOCK, lambda: clock_create(frozen_time=1.5), BadRequest, "frozen_time")
+    row("name-301", CLOCK, lambda: clock_create(name="x" * 301), BadRequest, "name")
+    row("id-taken", CLOCK, lambda: clock_create(id=sandbox_clock()), BadRequest, "id")
+
+    def advance(clock_id: str, frozen_time: int) -> dict[str, Any]:
+        return {"test_clock": clock_id, "frozen_time": frozen_time, "idempotency_key": key()}
+
+    row("unknown-clock", ADVANCE, lambda: advance(unknown("clock"), NOW + 1), NotFound, "test_clock")
+    row("backwards", ADVANCE, lambda: advance(sandbox_clock(), NOW - 1), BadRequest, "frozen_time")
+    row("standing-still", ADVANCE, lambda: advance(sandbox_clock(), NOW), BadRequest, "frozen_time")
+    row(
+        "customer-on-unknown-clock",
+        CUSTOMERS_CREATE,
+        lambda: customer_create(test_clock=unknown("clock")),
+        NotFound,
+        "test_clock",
+    )
+    return rows
+
+
+def _held_usd() -> str:
+    """A customer with an active USD subscription whose price has no EUR amount."""
+    cus = customer("usd")
+    subscription(cus)
+    return cus
+
+
+CASES = cases() + subscription_cases()
 
 
 # -- how a row is checked -----------------------------------------------------------------------

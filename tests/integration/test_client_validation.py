@@ -220,3 +220,33 @@ def test_a_big_batch_is_split_into_messages_of_1000(client: BillingClient, sent:
     assert len(ids) == len(set(ids)) == 1001
     assert [len(payload["items"]) for _, payload in sent] == [1000, 1]
     assert [item["id"] for _, payload in sent for item in payload["items"]] == ids
+
+
+def test_subscription_calls_return_prefixed_ids_that_the_worker_then_creates(
+    client: BillingClient, sent: Sent
+) -> None:
+    clock_id = client.create_test_clock(frozen_time=1_800_000_000, name="sandbox")
+    cus = client.create_customer(name="Ada", currency="usd", test_clock=clock_id)
+    pro = client.create_product(name="Pro")
+    monthly = client.create_price(
+        product=pro,
+        currency="usd",
+        unit_amount=2000,
+        currency_options={"eur": {"unit_amount": 1800}},
+        recurring={"interval": "month"},
+    )
+    sub = client.create_subscription(customer=cus, items=[{"price": monthly, "quantity": 2}])
+    client.change_subscription_currency(cus, "eur")
+    client.advance_test_clock(clock_id, 1_800_000_000 + 40 * 86_400)
+    client.cancel_subscription(sub, at_period_end=True)
+    with pytest.raises(BadRequest) as error:
+        client.create_subscription(customer=cus, items=[{"price": monthly, "quantity": 0}])
+    assert error.value.field == "items[0].quantity"
+
+    for prefix, object_id in {"clock": clock_id, "prod": pro, "price": monthly, "sub": sub}.items():
+        assert re.fullmatch(rf"{prefix}_[0-9A-Z]{{26}}", object_id), (prefix, object_id)
+    for name, payload in sent:
+        result = deliver(name, payload)
+        assert result.successful(), (name, result.result)
+    counts = row_counts()
+    assert (counts["subscriptions"], counts["invoices"], counts["task_failures"]) == (1, 2, 0)

@@ -444,7 +444,7 @@ def test_deleted_customers_are_not_listed(session: Session) -> None:
         ("invoices", {"limit": 0}, "limit"),
         ("invoices", {"limit": 101}, "limit"),
         ("task_failures", {"starting_after": "tf_1"}, "starting_after"),
-        ("subscriptions", {}, "resource"),
+        ("payment_intents", {}, "resource"),
     ],
 )
 def test_list_refuses_filters_that_do_not_apply(

@@ -18,7 +18,7 @@ from tasks.contracts import Contract
 from worker import clock
 from worker.db import UnitOfWork
 from worker.failpoints import failpoint
-from worker.tables import Customer, IdempotencyKey, OutboxMessage
+from worker.tables import Customer, IdempotencyKey, OutboxMessage, SandboxClock
 
 Row = TypeVar("Row", bound=SQLModel)
 
@@ -68,6 +68,12 @@ class Request:
     redelivery_cap: int = 0
     customer_id: str | None = None
     """The customer whose lock this operation holds, once it holds it."""
+    received: int = 0
+    """The real time of the request. ``now`` is the billing time: the same, except for a
+    customer on a test clock, whose operations run at the clock's time (``lock_customer``)."""
+
+    def __post_init__(self) -> None:
+        self.received = self.received or self.now
 
     def replayed(self) -> Outcome | None:
         """The earlier outcome for this key, or None. Same key, other parameters: an error.
@@ -99,7 +105,7 @@ class Request:
                 operation=self.operation,
                 request_hash=self.fingerprint,
                 resource_id=resource_id,
-                created=self.now,
+                created=self.received,
             )
         )
         return Outcome(resource_id, **extra)
@@ -114,13 +120,18 @@ class Request:
         """Serialise every change to one customer's books (row lock; SQLite: BEGIN IMMEDIATE).
 
         A deleted customer cannot be billed, except that a request already done before
-        the deletion still replays its result.
+        the deletion still replays its result. A customer on a test clock is billed at the
+        clock's time: from here on ``now`` is the clock's ``frozen_time``.
         """
         stmt = select(Customer).where(Customer.id == customer_id).with_for_update()  # type: ignore[arg-type]
         customer = self.session.execute(stmt).scalar_one_or_none()
         if customer is None or (customer.deleted and self.session.get(IdempotencyKey, self.key) is None):
             raise NotFound("customer", customer_id, field=field)
         self.customer_id = customer.id
+        if customer.test_clock_id is not None:
+            test_clock = self.session.get(SandboxClock, customer.test_clock_id)
+            if test_clock is not None:
+                self.now = test_clock.frozen_time
         return customer
 
 
@@ -183,8 +194,8 @@ def execute(
                     uow.session, operation, key, fingerprint, clock.now(), redeliveries, redelivery_cap
                 )
                 outcome = service(request, command)
-                close_outbox(uow.session, key, request.now)
-                outcome.follow_ups = write_outbox(uow.session, outcome.follow_ups, request.now)
+                close_outbox(uow.session, key, request.received)
+                outcome.follow_ups = write_outbox(uow.session, outcome.follow_ups, request.received)
                 failpoint("before_commit", operation)
                 uow.commit()
             failpoint("after_commit", operation)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 
 from domain.errors import BadRequest, CurrencyLocked
 from tasks.contracts import CustomerCreate, CustomerDelete, CustomerFields, CustomerUpdate
 from tasks.ids import PREFIXES, derived_id
 from worker.services.base import Outcome, Request
-from worker.tables import Customer, CustomerTaxId, DiscountRow
+from worker.tables import Customer, CustomerTaxId, DiscountRow, SandboxClock, Subscription
 
 _PREFIX_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 
@@ -77,7 +77,17 @@ def create_customer(request: Request, command: CustomerCreate) -> Outcome:
         seen.add((tax_id.type, tax_id.value))
     prefix = command.invoice_prefix or generated_invoice_prefix(command.id)
     _check_prefix_free(request, prefix, command.id)
-    customer = Customer(id=command.id, invoice_prefix=prefix, currency=command.currency, created=request.now)
+    created = request.now
+    if command.test_clock is not None:
+        test_clock = request.get(SandboxClock, command.test_clock, resource="test clock", field="test_clock")
+        created = test_clock.frozen_time
+    customer = Customer(
+        id=command.id,
+        invoice_prefix=prefix,
+        currency=command.currency,
+        test_clock_id=command.test_clock,
+        created=created,
+    )
     _apply_profile(customer, command)
     request.session.add(customer)
     request.session.flush()
@@ -110,10 +120,17 @@ def update_customer(request: Request, command: CustomerUpdate) -> Outcome:
 
 
 def delete_customer(request: Request, command: CustomerDelete) -> Outcome:
-    """Permanent: the customer can no longer be billed; invoices and credit notes stay."""
+    """Permanent: the customer can no longer be billed and its active subscriptions are
+    canceled; invoices and credit notes stay."""
     customer = request.lock_customer(command.customer)
     if prior := request.replayed():
         return prior
     customer.deleted = True
+    request.session.execute(
+        update(Subscription)
+        .where(Subscription.customer_id == customer.id, Subscription.status == "active")  # type: ignore[arg-type]
+        .values(status="canceled", canceled_at=request.now, ended_at=request.now)
+        .execution_options(synchronize_session=False)
+    )
     request.session.execute(delete(DiscountRow).where(DiscountRow.customer_id == customer.id))  # type: ignore[arg-type]
     return request.done(customer.id)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, select, update
+from sqlalchemy import and_, case, delete, exists, func, select, update
 
 from domain import invoices as lifecycle
 from domain.credit import apply_credit_balance
@@ -44,12 +44,26 @@ def _pending_of(customer_id: str, currency: str) -> Any:
     return and_(InvoiceItem.customer_id == customer_id, InvoiceItem.currency == currency, _PENDING)
 
 
-def claim_pending_items(request: Request, invoice_id: str, customer_id: str, currency: str) -> list[Any]:
-    """Attach the oldest ≤ 250 pending items of (customer, currency) to the invoice: one UPDATE."""
+def claim_pending_items(
+    request: Request,
+    invoice_id: str,
+    customer_id: str,
+    currency: str,
+    *,
+    subscription_first: str | None = None,
+) -> list[Any]:
+    """Attach the oldest ≤ 250 pending items of (customer, currency) to the invoice: one UPDATE.
+
+    ``subscription_first``: that subscription's items come first, so a period's own lines
+    are on its invoice even behind a backlog of older pending items.
+    """
+    order: list[Any] = [InvoiceItem.created, InvoiceItem.id]
+    if subscription_first is not None:
+        order.insert(0, case((InvoiceItem.subscription_id == subscription_first, 0), else_=1))
     oldest = (
         select(InvoiceItem.id)
         .where(_pending_of(customer_id, currency))
-        .order_by(InvoiceItem.created, InvoiceItem.id)
+        .order_by(*order)
         .limit(lifecycle.MAX_LINES_PER_INVOICE)
     )
     claimed = request.session.execute(
@@ -278,13 +292,37 @@ def create_invoice(request: Request, command: InvoiceCreate) -> Outcome:
             f"customer {customer.id} has no default currency; name the invoice's currency", field="currency"
         )
     set_default_currency(customer, currency, field="customer")
+    invoice, follow_ups = generate_invoice(request, customer, command, currency)
+    outcome = request.done(invoice.id if invoice else None)
+    outcome.follow_ups.extend(follow_ups)
+    return outcome
+
+
+def generate_invoice(
+    request: Request,
+    customer: Customer,
+    command: InvoiceCreate,
+    currency: str,
+    *,
+    coupons: Sequence[CouponRow] | None = None,
+    billing_reason: str = "manual",
+    subscription_id: str | None = None,
+) -> tuple[Invoice | None, list[FollowUp]]:
+    """Make one invoice of a chain under the customer's lock; the caller records the key.
+
+    Returns the invoice (None: a later part found the backlog gone) and the follow-up for
+    the next part when pending items of the currency remain. ``coupons`` replaces the
+    request's or customer's discounts (a subscription's coupon); ``subscription_id``
+    puts that subscription's pending lines first.
+    """
     if request.session.get(Invoice, command.id) is not None:
         raise BadRequest(f"invoice {command.id} already exists", field="id")
     invoice = Invoice(
         id=command.id,
         customer_id=customer.id,
         currency=currency,
-        billing_reason="manual",
+        billing_reason=billing_reason,
+        subscription_id=subscription_id,
         collection_method=command.collection_method,
         days_until_due=command.days_until_due,
         due_date=command.due_date,
@@ -300,21 +338,25 @@ def create_invoice(request: Request, command: InvoiceCreate) -> Outcome:
     request.session.flush()
     lines: list[Any] = []
     if command.pending_invoice_items_behavior == "include":
-        lines = claim_pending_items(request, invoice.id, customer.id, currency)
+        lines = claim_pending_items(
+            request, invoice.id, customer.id, currency, subscription_first=subscription_id
+        )
         if not lines:
             if command.part > 1:  # the chain's backlog is gone (another run took it): the chain ends
                 request.session.delete(invoice)
-                return request.done(None)
+                return None, []
             raise NothingToInvoice(
                 f"customer {customer.id} has no pending {currency} invoice items", field="customer"
             )
-    price(request, invoice, lines, customer, _coupons(request, customer, command))
+    if coupons is None:
+        coupons = _coupons(request, customer, command)
+    price(request, invoice, lines, customer, coupons)
     if command.finalize:
         finalize_invoice(request, invoice, customer)
-    outcome = request.done(invoice.id)
+    follow_ups = []
     if command.pending_invoice_items_behavior == "include" and pending_remain(request, customer.id, currency):
-        outcome.follow_ups.append(_next_part(command))
-    return outcome
+        follow_ups.append(_next_part(command))
+    return invoice, follow_ups
 
 
 def create_invoices_for_pending(request: Request, command: InvoicePendingCreate) -> Outcome:

@@ -11,7 +11,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from tasks.contracts import CONTRACTS, InvoiceCreate, parse
-from worker.services import catalog, credit_notes, customers, invoice_items, invoices
+from worker.services import (
+    catalog,
+    credit_notes,
+    customers,
+    invoice_items,
+    invoices,
+    products,
+    subscriptions,
+    test_clocks,
+)
 from worker.services.base import Outcome, Service, execute
 
 
@@ -46,6 +55,14 @@ OPERATIONS: dict[str, Operation] = {
     "billing.discounts.create": Operation(catalog.attach_discount),
     "billing.discounts.delete": Operation(catalog.remove_discount),
     "billing.tax_rates.create": Operation(catalog.create_tax_rate),
+    "billing.products.create": Operation(products.create_product),
+    "billing.prices.create": Operation(products.create_price),
+    "billing.subscriptions.create": Operation(subscriptions.create_subscription),
+    "billing.subscriptions.cancel": Operation(subscriptions.cancel_subscription),
+    "billing.subscriptions.change_currency": Operation(subscriptions.change_currency),
+    "billing.subscriptions.renew": Operation(subscriptions.renew_subscription),
+    "billing.test_clocks.create": Operation(test_clocks.create_test_clock),
+    "billing.test_clocks.advance": Operation(test_clocks.advance_test_clock),
 }
 assert OPERATIONS.keys() == CONTRACTS.keys(), "every contract needs a service and vice versa"
 

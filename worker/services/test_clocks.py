@@ -1,0 +1,115 @@
+"""Test clocks: a sandbox in which a customer's time moves only when the clock advances.
+
+A customer created with ``test_clock`` lives at the clock's ``frozen_time`` (see
+``Request.lock_customer``); beat leaves such customers alone. Advancing the clock plays
+what would have happened in between, in time order, in one transaction: each period
+boundary bills its period (``bill_period``, the same code beat's renewals run) at the
+boundary's time, each ``auto_advance`` draft is finalized an hour after it was made,
+and ``send_invoice`` invoices past due at the new time are marked overdue.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select, update
+
+from domain.errors import BadRequest, NotFound
+from domain.invoices import AUTO_ADVANCE_AFTER_S
+from tasks.contracts import TestClockAdvance, TestClockCreate
+from worker.services.base import FollowUp, Outcome, Request
+from worker.services.invoices import finalize_invoice
+from worker.services.maintenance import overdue
+from worker.services.subscriptions import ACTIVE, bill_period, next_period
+from worker.tables import Customer, Invoice, SandboxClock, Subscription
+
+MAX_EVENTS_PER_ADVANCE = 2000
+
+
+def create_test_clock(request: Request, command: TestClockCreate) -> Outcome:
+    if prior := request.replayed():
+        return prior
+    if request.session.get(SandboxClock, command.id) is not None:
+        raise BadRequest(f"test clock {command.id} already exists", field="id")
+    request.session.add(
+        SandboxClock(id=command.id, name=command.name, frozen_time=command.frozen_time, created=request.now)
+    )
+    return request.done(command.id)
+
+
+def _next_event(request: Request, clock_id: str, until: int) -> tuple[int, str, str, str] | None:
+    """The earliest (time, kind, object id, customer id) due by ``until``; a draft's
+    finalization comes before a renewal at the same instant (the draft is older)."""
+    on_clock = (Customer.test_clock_id == clock_id, Customer.deleted.is_(False))  # type: ignore[attr-defined]
+    finalize_at = Invoice.created + AUTO_ADVANCE_AFTER_S
+    draft = request.session.execute(
+        select(finalize_at, Invoice.id, Invoice.customer_id)
+        .join(Customer, Customer.id == Invoice.customer_id)  # type: ignore[arg-type]
+        .where(*on_clock, Invoice.status == "draft", Invoice.auto_advance, finalize_at <= until)  # type: ignore[arg-type]
+        .order_by(Invoice.created, Invoice.id)
+        .limit(1)
+    ).first()
+    renewal = request.session.execute(
+        select(Subscription.current_period_end, Subscription.id, Subscription.customer_id)
+        .join(Customer, Customer.id == Subscription.customer_id)  # type: ignore[arg-type]
+        .where(*on_clock, Subscription.status == ACTIVE, Subscription.current_period_end <= until)  # type: ignore[arg-type]
+        .order_by(Subscription.current_period_end, Subscription.id)
+        .limit(1)
+    ).first()
+    events = [
+        (row[0], kind, row[1], row[2]) for kind, row in (("finalize", draft), ("renew", renewal)) if row
+    ]
+    return min(events, key=lambda event: (event[0], event[1])) if events else None
+
+
+def advance_test_clock(request: Request, command: TestClockAdvance) -> Outcome:
+    clock = request.session.execute(
+        select(SandboxClock).where(SandboxClock.id == command.test_clock).with_for_update()  # type: ignore[arg-type]
+    ).scalar_one_or_none()
+    if clock is None:
+        raise NotFound("test clock", command.test_clock, field="test_clock")
+    if prior := request.replayed():
+        return prior
+    if command.frozen_time <= clock.frozen_time:
+        raise BadRequest(
+            f"must be after the clock's current time {clock.frozen_time} (clocks only move forward)",
+            field="frozen_time",
+        )
+    follow_ups: list[FollowUp] = []
+    for _ in range(MAX_EVENTS_PER_ADVANCE):
+        event = _next_event(request, clock.id, command.frozen_time)
+        if event is None:
+            break
+        at, kind, object_id, customer_id = event
+        customer = request.lock_customer(customer_id, field="test_clock")
+        request.now = at
+        if kind == "finalize":
+            invoice = request.session.get(Invoice, object_id)
+            assert invoice is not None
+            finalize_invoice(request, invoice, customer)
+        else:
+            subscription = request.session.get(Subscription, object_id)
+            assert subscription is not None
+            _, more = bill_period(
+                request, customer, subscription, next_period(subscription), "subscription_cycle"
+            )
+            follow_ups.extend(more)
+        request.session.flush()
+    else:
+        raise BadRequest(
+            f"more than {MAX_EVENTS_PER_ADVANCE} billing events before that time; advance in smaller steps",
+            field="frozen_time",
+        )
+    customers = select(Customer.id).where(Customer.test_clock_id == clock.id)  # type: ignore[arg-type]
+    request.session.execute(
+        update(Invoice)
+        .where(
+            Invoice.customer_id.in_(customers.scalar_subquery()),  # type: ignore[attr-defined]
+            *overdue(command.frozen_time),
+        )
+        .values(overdue_at=command.frozen_time)
+        .execution_options(synchronize_session=False)
+    )
+    clock.frozen_time = command.frozen_time
+    request.now = request.received
+    outcome = request.done(clock.id)
+    outcome.follow_ups.extend(follow_ups)
+    return outcome
