@@ -316,3 +316,42 @@ def test_two_beat_processes_finish_a_chain_once(cluster: Cluster, client: Billin
     ] == [250, 250, 20]
     assert count(TaskFailure) == 0
     assert_books_clean()
+
+
+@pytest.mark.parametrize("point", ["before_commit", "after_commit"])
+def test_a_worker_killed_mid_renewal_bills_the_period_once(
+    cluster: Cluster, redis_url: str, point: str
+) -> None:
+    from worker.tables import SubscriptionPeriod
+
+    renew = "billing.subscriptions.renew"
+    cus = customer("usd")
+    pro = call("billing.products.create", name="Pro").id
+    daily = call(
+        "billing.prices.create", product=pro, currency="usd", unit_amount=700, recurring={"interval": "day"}
+    ).id
+    boundary = int(time.time()) + 4
+    sub = call(
+        "billing.subscriptions.create", customer=cus, items=[{"price": daily, "quantity": 3}],
+        billing_cycle_anchor=boundary - 86_400,
+    ).id  # fmt: skip
+    assert count(SubscriptionPeriod) == 1
+    worker = cluster.spawn(BILLING_FAILPOINTS=f"{renew}@{point}=kill_worker:once")
+    beat = BeatProcess({**cluster.base_env, "BILLING_RENEW_INTERVAL_S": "1"}, cluster.tmp_path, "beat")
+    try:
+        worker.wait_dead(timeout=40)
+        assert count(SubscriptionPeriod) == (2 if point == "after_commit" else 1)
+        cluster.spawn(concurrency=2)
+        cycle = Invoice.billing_reason == "subscription_cycle"
+        wait_for(
+            lambda: count(Invoice, cycle) == 1 and broker_empty(redis_url), timeout=40, what="the renewal"
+        )
+        time.sleep(3)  # more beat ticks and any redelivery: nothing more may happen
+    finally:
+        beat.stop()
+    assert count(Invoice, cycle) == 1 and count(SubscriptionPeriod) == 2
+    view = get(sub)
+    assert (view["current_period_start"], view["current_period_end"]) == (boundary, boundary + 86_400)
+    assert get(view["latest_invoice"])["total"] == 2100
+    assert count(TaskFailure) == 0
+    assert audit_database() == []
