@@ -16,7 +16,7 @@ from kombu import Exchange, Queue
 
 from tasks.routing import ALL_QUEUES, QUEUE_DEFAULT, queue_for
 from worker import failpoints
-from worker.db import dispose_engines
+from worker.db import forget_inherited_engines
 from worker.settings import get_settings
 
 TASK_MODULES = [
@@ -140,7 +140,7 @@ app = create_app()
 
 @worker_process_init.connect
 def _fresh_connections_in_child(**_: Any) -> None:
-    dispose_engines(close=False)
+    forget_inherited_engines()
 
 
 @worker_init.connect

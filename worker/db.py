@@ -69,10 +69,21 @@ def get_engine(url: str | None = None) -> Engine:
 
 
 def dispose_engines(*, close: bool = True) -> None:
-    """Drop every engine. In a forked child pass ``close=False``: the sockets are the parent's."""
+    """Drop every engine, closing its connections."""
     for _, engine in _engines.values():
         engine.dispose(close=close)
     _engines.clear()
+
+
+def forget_inherited_engines() -> None:
+    """In a forked child: drop the engines the parent made, without closing the parent's
+    sockets. Engines of this process are kept (Celery's in-process test worker sends
+    ``worker_process_init`` too, in the process that owns them)."""
+    pid = os.getpid()
+    for url, (owner, engine) in list(_engines.items()):
+        if owner != pid:
+            engine.dispose(close=False)
+            del _engines[url]
 
 
 class UnitOfWork:

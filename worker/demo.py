@@ -1,14 +1,16 @@
 """``billing demo``: one billing run end to end, through the real client, broker and worker.
 
-Three customers (USD, CAD, EUR). Bea, billed in CAD, has 260 pending CAD items, so
+Four customers (USD, CAD, EUR, and Dan on a test clock). Bea, billed in CAD, has 260 pending CAD items, so
 her CAD invoice chain shows (250 items, then 10), and 3 USD items invoiced apart.
 Same-currency credit is applied at finalization; a 10.00 USD amount-off coupon is
 ignored on Bea's CAD invoices and used on her USD one; a credit note on a paid CAD
-invoice credits her CAD balance.
+invoice credits her CAD balance. Dan subscribes on a test clock: four months of
+renewals go by, with a 3-month coupon and a switch from USD to EUR.
 """
 
 from __future__ import annotations
 
+import calendar
 import time
 from collections.abc import Callable
 from typing import Any
@@ -128,11 +130,49 @@ def enqueue_and_run(
         invoice=second_cad, amount=750, credit_amount=750, reason="product_unsatisfactory"
     )
     _wait(worker, "credit note issued", echo)
+
+    echo("5. Dan, on a test clock from 31 Jan 2026: 3 seats of Pro (20.00 USD or 18.00 EUR a month),")
+    echo("   25 % off for 3 months; the clock moves to 31 Mar, he switches to EUR, the clock moves to 31 May")
+    clock = client.create_test_clock(frozen_time=_utc(2026, 1, 31, 10), name=f"demo-{tag}")
+    dan = client.create_customer(
+        email="dan@example.com",
+        name="Dan Brown",
+        currency="usd",
+        test_clock=clock,
+        metadata={"user_id": f"dan-{tag}"},
+    )
+    pro = client.create_product(name="Pro")
+    monthly = client.create_price(
+        product=pro,
+        currency="usd",
+        unit_amount=2000,
+        currency_options={"eur": {"unit_amount": 1800}},
+        recurring={"interval": "month"},
+    )
+    quarter = client.create_coupon(
+        id=f"QUARTER25-{tag}",
+        name="25 % off, 3 months",
+        percent_off="25",
+        duration="repeating",
+        duration_in_months=3,
+    )
+    _wait(worker, "clock, customer, product, price and coupon created", echo)
+    client.create_subscription(customer=dan, items=[{"price": monthly, "quantity": 3}], coupon=quarter)
+    _wait(worker, "subscribed: the first period is invoiced at once", echo)
+    client.advance_test_clock(clock, _utc(2026, 3, 31, 12))
+    _wait(worker, "clock at 31 Mar: February and March renewed, their drafts finalized an hour later", echo)
+    client.change_subscription_currency(dan, "eur")
+    client.advance_test_clock(clock, _utc(2026, 5, 31, 12))
+    _wait(worker, "clock at 31 May: April and May billed in EUR, the coupon over", echo)
     return {
-        "customers": {"Ada": ada, "Bea": bea, "Chloé": chloe},
+        "customers": {"Ada": ada, "Bea": bea, "Chloé": chloe, "Dan": dan},
         "first_cad": first_cad,
         "second_cad": second_cad,
     }
+
+
+def _utc(year: int, month: int, day: int, hour: int) -> int:
+    return calendar.timegm((year, month, day, hour, 0, 0))
 
 
 def report(run: dict[str, Any], echo: Callable[[str], None]) -> None:

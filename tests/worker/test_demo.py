@@ -1,0 +1,54 @@
+"""``billing demo``, the README's first command, prints the figures its story promises."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support import count, get
+from worker.db import read_session
+from worker.demo import run_demo
+from worker.tables import TaskFailure
+from worker.views import list_objects
+
+pytestmark = [pytest.mark.usefixtures("database"), pytest.mark.slow]
+
+
+def invoices_of(customer: str) -> list[dict]:
+    with read_session() as session:
+        found = list_objects(session, "invoices", customer=customer, limit=100)["data"]
+    return sorted(found, key=lambda inv: inv["number"])
+
+
+def test_the_demo_tells_its_story_with_exact_figures() -> None:
+    from worker.app import app
+    from worker.embedded import EmbeddedWorker
+
+    EmbeddedWorker(app).purge()
+    printed: list[str] = []
+    run = run_demo(printed.append)
+    people = run["customers"]
+
+    bea = [
+        (i["currency"], i["lines"]["total_count"], i["total"], i["amount_due"], i["status"])
+        for i in invoices_of(people["Bea"])
+    ]
+    assert bea == [
+        ("cad", 250, 237500, 232500, "open"),
+        ("usd", 3, 8000, 8000, "open"),
+        ("cad", 10, 9500, 9500, "paid"),
+    ]
+    assert get(people["Bea"], expand=["invoice_credit_balance"])["invoice_credit_balance"] == {"cad": 750}
+
+    dan = [
+        (i["currency"], i["billing_reason"], i["subtotal"], i["total"], i["status"])
+        for i in invoices_of(people["Dan"])
+    ]
+    assert dan == [
+        ("usd", "subscription_create", 6000, 4500, "open"),
+        ("usd", "subscription_cycle", 6000, 4500, "open"),
+        ("usd", "subscription_cycle", 6000, 4500, "open"),
+        ("eur", "subscription_cycle", 5400, 5400, "open"),
+        ("eur", "subscription_cycle", 5400, 5400, "open"),
+    ]
+    assert count(TaskFailure) == 0
+    assert printed[-1] == "Recorded task failures: 0"
