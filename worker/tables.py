@@ -56,6 +56,13 @@ class Customer(SQLModel, table=True):
     __table_args__ = (
         CheckConstraint("tax_exempt IN ('none', 'exempt', 'reverse')", name="tax_exempt_valid"),
         CheckConstraint("next_invoice_sequence >= 1", name="sequence_positive"),
+        # metadata search (find_customers) by JSONB containment; SQLite scans
+        Index(
+            "ix_customers_metadata",
+            "metadata",
+            postgresql_using="gin",
+            postgresql_ops={"metadata": "jsonb_path_ops"},
+        ).ddl_if(dialect="postgresql"),
     )
 
     id: str = Field(primary_key=True, sa_type=String(64))
@@ -294,7 +301,7 @@ class CreditNote(SQLModel, table=True):
 
     id: str = Field(primary_key=True, sa_type=String(64))
     invoice_id: str = ref("invoices.id", nullable=False, index=True)
-    customer_id: str = ref("customers.id", nullable=False)
+    customer_id: str = ref("customers.id", nullable=False, index=True)
     currency: str = Field(sa_type=String(3))
     number: str = Field(unique=True, sa_type=String(40))
     status: str = Field(default="issued", sa_type=String(8))

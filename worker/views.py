@@ -23,7 +23,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import tuple_
+from sqlalchemy import tuple_, type_coerce
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Session, SQLModel, col, select
 
 from domain.credit import credit_available
@@ -723,6 +724,7 @@ def find_customers(
     if email is None and not metadata:
         raise BadRequest("give an email or metadata to search by", field="email")
     stmt = select(Customer).where(col(Customer.deleted).is_(False))
+    postgres = session.get_bind().dialect.name == "postgresql"
     if email is not None:
         stmt = stmt.where(col(Customer.email) == email)
     for key, value in (metadata or {}).items():
@@ -730,7 +732,10 @@ def find_customers(
             raise BadRequest(
                 f"metadata values are strings (got {type(value).__name__})", field=f"metadata[{key}]"
             )
-        stmt = stmt.where(col(Customer.metadata_)[key].as_string() == value)
+        if postgres:  # containment, which the GIN index ix_customers_metadata serves
+            stmt = stmt.where(type_coerce(col(Customer.metadata_), JSONB).contains({key: value}))
+        else:
+            stmt = stmt.where(col(Customer.metadata_)[key].as_string() == value)
     rows = session.exec(stmt.order_by(col(Customer.id))).all()
     if not rows:
         return []

@@ -9,13 +9,25 @@ from sqlalchemy import inspect
 from sqlmodel import SQLModel
 
 from worker.db import get_engine
-from worker.migrate import downgrade, upgrade
+from worker.migrate import builds_here, downgrade, upgrade
 
 
 def test_migrated_schema_matches_the_models(database: str) -> None:
     with get_engine(database).connect() as connection:
-        diff = compare_metadata(MigrationContext.configure(connection), SQLModel.metadata)
+        context = MigrationContext.configure(
+            connection, opts={"include_object": builds_here(connection.dialect.name)}
+        )
+        diff = compare_metadata(context, SQLModel.metadata)
     assert diff == []
+
+
+def test_search_indexes(database: str) -> None:
+    inspector = inspect(get_engine(database))
+    assert "ix_credit_notes_customer_id" in {ix["name"] for ix in inspector.get_indexes("credit_notes")}
+    metadata_indexes = [
+        ix for ix in inspector.get_indexes("customers") if ix["name"] == "ix_customers_metadata"
+    ]
+    assert len(metadata_indexes) == (1 if inspector.dialect.name == "postgresql" else 0)
 
 
 def test_pending_items_have_their_partial_index(database: str) -> None:

@@ -7,6 +7,7 @@ from sqlmodel import SQLModel
 
 import worker.tables  # noqa: F401  (registers the tables)
 from worker.db import get_engine
+from worker.migrate import builds_here
 
 target_metadata = SQLModel.metadata
 
@@ -20,6 +21,7 @@ def run_migrations() -> None:
             target_metadata=target_metadata,
             render_as_batch=connection.dialect.name == "sqlite",
             compare_type=True,
+            include_object=builds_here(connection.dialect.name),
         )
         with context.begin_transaction():
             context.run_migrations()
