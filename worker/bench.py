@@ -324,9 +324,7 @@ class EmbeddedBenchWorker:
         wait_until(self.drained, 60, "the worker to warm up")
 
     def drained(self) -> bool:
-        with self.embedded._lock:
-            busy = self.embedded._in_flight
-        return busy == 0 and self.embedded.queued() == 0
+        return self.embedded.in_flight == 0 and self.embedded.queued() == 0
 
     def rss_mib(self) -> float:
         return tree_rss_mib(os.getpid())

@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     redelivery_cap: int = Field(
         default=5, ge=1, description="A message redelivered this often without finishing is parked"
     )
+    item_batch_size: int = Field(
+        default=100, ge=1, description="Single-item messages a worker writes in one transaction, at most"
+    )
+    item_batch_interval_s: float = Field(
+        default=0.05, gt=0, description="How long a worker waits to fill a batch of single-item messages"
+    )
     log_level: str = "INFO"
 
 
