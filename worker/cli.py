@@ -181,8 +181,11 @@ def soak(minutes: float, seed: int, workers: int) -> None:
     multiple=True,
     help="default: both (PostgreSQL + Redis when the settings name them)",
 )
+@click.option(
+    "--stage", "stages", type=click.Choice(["ingestion", "generation"]), multiple=True, help="default: both"
+)
 @click.option("--smoke", is_flag=True, help="tiny sizes, one run: checks that the benchmark works")
-def bench(smoke: bool, backends: tuple[str, ...], sizes: str, **values: Any) -> None:
+def bench(smoke: bool, backends: tuple[str, ...], sizes: str, stages: tuple[str, ...], **values: Any) -> None:
     """Throughput of ingestion, single-item messages and invoice generation against bare baselines."""
     from worker.bench import Options, run_bench
     from worker.settings import get_settings
@@ -192,8 +195,9 @@ def bench(smoke: bool, backends: tuple[str, ...], sizes: str, **values: Any) -> 
         real = settings.database_url.startswith("postgresql") and settings.broker_url.startswith("redis")
         backends = ("postgres", "sqlite") if real else ("sqlite",)
     parsed = tuple(int(s) for s in sizes.split(",") if s.strip())
+    values["stages"] = stages or ("ingestion", "generation")
     options = (
-        Options.smoke(**{k: values[k] for k in ("concurrency", "redis_db", "database")})
+        Options.smoke(**{k: values[k] for k in ("concurrency", "redis_db", "database", "stages")})
         if smoke
         else (Options(sizes=parsed, **values))
     )

@@ -8,11 +8,12 @@ the next part of the chain; the task publishes it after the commit.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, select, update
+from sqlalchemy import and_, delete, exists, func, select, text, update
 
 from domain import invoices as lifecycle
 from domain.credit import apply_credit_balance
@@ -99,7 +100,13 @@ def check_redeemable(coupon: CouponRow, now: int, *, field: str) -> None:
 
 
 def customer_discount(request: Request, customer_id: str) -> DiscountRow | None:
-    row = request.session.execute(select(DiscountRow).where(DiscountRow.customer_id == customer_id)).scalar()  # type: ignore[arg-type]
+    # Asked by pricing and again by finalization: read once per transaction (the customer is locked).
+    held = request.session.info.setdefault("discounts", {})
+    if customer_id not in held:
+        held[customer_id] = request.session.execute(
+            select(DiscountRow).where(DiscountRow.customer_id == customer_id)  # type: ignore[arg-type]
+        ).scalar()
+    row = held[customer_id]
     if row is None or (row.end is not None and row.end <= request.now):
         return None
     return row
@@ -156,7 +163,7 @@ def price(
         if p.discount_amounts or p.tax_amounts
     ]
     if updates:
-        request.session.execute(update(InvoiceItem), updates)
+        _write_line_amounts(request, updates)
     invoice.subtotal = priced.subtotal
     invoice.total_excluding_tax = priced.total_excluding_tax
     invoice.total = priced.total
@@ -167,6 +174,28 @@ def price(
     invoice.total_taxes = [_tax_dict(t) for t in priced.total_taxes]
     invoice.amount_due = invoice.amount_remaining = max(priced.total, 0)
     return priced
+
+
+_LINE_AMOUNTS = text(
+    "UPDATE invoice_items SET discount_amounts = u.discount_amounts, tax_amounts = u.tax_amounts"
+    " FROM unnest(CAST(:id AS varchar[]), CAST(:discount_amounts AS jsonb[]), CAST(:tax_amounts AS jsonb[]))"
+    " AS u(id, discount_amounts, tax_amounts) WHERE invoice_items.id = u.id"
+)
+
+
+def _write_line_amounts(request: Request, updates: list[dict[str, Any]]) -> None:
+    """PostgreSQL: one UPDATE … FROM unnest(arrays) for all lines, not one statement per line."""
+    if request.session.get_bind().dialect.name != "postgresql":
+        request.session.execute(update(InvoiceItem), updates)
+        return
+    request.session.execute(
+        _LINE_AMOUNTS,
+        {
+            "id": [u["id"] for u in updates],
+            "discount_amounts": [json.dumps(u["discount_amounts"]) for u in updates],
+            "tax_amounts": [json.dumps(u["tax_amounts"]) for u in updates],
+        },
+    )
 
 
 def _tax_dict(tax: Any) -> dict[str, Any]:
@@ -203,8 +232,12 @@ def finalize_invoice(request: Request, invoice: Invoice, customer: Customer) -> 
         "now": request.now,
         "invoice_id": invoice.id,
     }
-    ledger.append(request.session, amount=credit.applied, type="applied_to_invoice", **common)
-    ledger.append(request.session, amount=credit.too_small, type="invoice_too_small", **common)
+    ledger.append(
+        request.session, amount=credit.applied, type="applied_to_invoice", balance=balance, **common
+    )
+    ledger.append(
+        request.session, amount=credit.too_small, type="invoice_too_small", balance=balance, **common
+    )
     invoice.starting_balance = credit.starting_balance
     invoice.ending_balance = credit.ending_balance
     invoice.amount_due = invoice.amount_remaining = credit.amount_due
