@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, select, text, update
+from sqlalchemy import and_, delete, exists, func, select, text, tuple_, update
 
 from domain import invoices as lifecycle
 from domain.credit import apply_credit_balance
@@ -69,8 +69,23 @@ def claim_pending_items(request: Request, invoice_id: str, customer_id: str, cur
     return sorted(claimed, key=lambda row: (row.created, row.id))
 
 
-def pending_remain(request: Request, customer_id: str, currency: str) -> bool:
-    return bool(request.session.execute(select(exists().where(_pending_of(customer_id, currency)))).scalar())
+def pending_remain(request: Request, customer_id: str, currency: str, claimed: Sequence[Any] = ()) -> bool:
+    """Whether pending items of (customer, currency) are left for the chain's next part.
+
+    After a claim: fewer than 250 claimed means none were left when the claim ran (one
+    that commits later is like one that arrives after this invoice: it waits for the
+    next). After a full claim, look past the last item claimed, in the pending index's
+    order, instead of wading through the 250 entries this transaction has just claimed.
+    """
+    condition = _pending_of(customer_id, currency)
+    if claimed:
+        if len(claimed) < lifecycle.MAX_LINES_PER_INVOICE:
+            return False
+        last = claimed[-1]
+        condition = and_(
+            condition, tuple_(InvoiceItem.created, InvoiceItem.id) > tuple_(last.created, last.id)
+        )
+    return bool(request.session.execute(select(exists().where(condition))).scalar())
 
 
 def _tax_rates(request: Request, ids: set[str]) -> dict[str, TaxRate]:
@@ -311,7 +326,9 @@ def create_invoice(request: Request, command: InvoiceCreate) -> Outcome:
     if command.finalize:
         finalize_invoice(request, invoice, customer)
     outcome = request.done(invoice.id)
-    if command.pending_invoice_items_behavior == "include" and pending_remain(request, customer.id, currency):
+    if command.pending_invoice_items_behavior == "include" and pending_remain(
+        request, customer.id, currency, lines
+    ):
         outcome.follow_ups.append(_next_part(command))
     return outcome
 
