@@ -51,7 +51,7 @@ WARM_UP_CUSTOMERS = 12
 class Options:
     items: int = 100_000
     single: int = 5_000
-    naive: int = 2_000
+    naive: int = 1_000
     sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000)
     runs: int = 3
     concurrency: int = 2
