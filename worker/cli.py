@@ -165,7 +165,7 @@ def soak(minutes: float, seed: int, workers: int) -> None:
 @click.option("--items", type=click.IntRange(1), default=100_000, show_default=True, help="ingested per run")
 @click.option("--single", type=click.IntRange(1), default=5_000, show_default=True, help="messages per run")
 @click.option(
-    "--naive", type=click.IntRange(1), default=2_000, show_default=True, help="baseline items per run"
+    "--naive", type=click.IntRange(1), default=1_000, show_default=True, help="baseline items per run"
 )
 @click.option("--sizes", default="10000,100000,1000000", show_default=True, help="generation backlogs")
 @click.option("--runs", type=click.IntRange(1), default=3, show_default=True)
