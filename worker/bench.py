@@ -27,6 +27,7 @@ import os
 import platform
 import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -881,9 +882,15 @@ def run_bench(options: Options, backends: tuple[str, ...], echo: Callable[[str],
                 env.pop("BILLING_DATABASE_URL", None)
                 env["BILLING_BROKER_URL"] = "memory://localhost/"
             command = [sys.executable, "-m", "worker.bench", name, str(out), json.dumps(options.__dict__)]
-            completed = subprocess.run(command, env=env, check=False)
-            if completed.returncode != 0 or not out.exists():
-                echo(f"bench[{name}]: failed (exit {completed.returncode})")
+            child = subprocess.Popen(command, env=env)
+            try:
+                returncode = child.wait()
+            except BaseException:  # Ctrl-C: the child stops its workers and drops its databases
+                child.terminate()
+                child.wait(60)
+                raise
+            if returncode != 0 or not out.exists():
+                echo(f"bench[{name}]: failed (exit {returncode})")
                 return 1, ""
             data = json.loads(out.read_text())
             all_results.append(Results(data["backend"], data["figures"], data["notes"], data["violations"]))
@@ -892,7 +899,12 @@ def run_bench(options: Options, backends: tuple[str, ...], echo: Callable[[str],
     return (1 if any(r.violations for r in all_results) else 0), text
 
 
+def _stop(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 def _child(argv: list[str]) -> None:
+    signal.signal(signal.SIGTERM, _stop)  # run the finally blocks: workers stopped, databases dropped
     name, out, raw = argv
     values = json.loads(raw)
     values["sizes"] = tuple(values["sizes"])
