@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import logging
 import random
-import uuid
 from collections.abc import Callable
 from typing import Any
 
 from celery import Task, signals
 from celery.exceptions import Retry
-from celery.utils.nodenames import gethostname
 from celery_batches import Batches, SimpleRequest
 from celery_batches.trace import apply_batches_task
 from kombu.exceptions import OperationalError as BrokerError
@@ -192,21 +190,20 @@ class BillingBatchTask(Batches, BillingTask):
 
         return on_message
 
-    def apply(self, args: Any = None, kwargs: Any = None, *rest: Any, **options: Any) -> Any:
-        """Eager run (tests): a batch of one, carrying the retry count as a worker's message does."""
-        request = SimpleRequest(
-            id=options.get("task_id") or str(uuid.uuid4()),
-            name=self.name,
-            args=tuple(args or ()),
-            kwargs=dict(kwargs or {}),
-            delivery_info={"is_eager": True},
-            hostname=gethostname(),
-            ignore_result=True,
-            reply_to=None,
-            correlation_id=None,
-            request_dict={"retries": options.get("retries") or 0},
+    def apply(self, *args: Any, **options: Any) -> Any:
+        """Eager (tests, scripts): the one message runs as a task of its own would."""
+        return Task.apply(self, *args, **options)
+
+    @staticmethod
+    def is_batch(args: tuple[Any, ...], payload: dict[str, Any]) -> bool:
+        """Called by the batching strategy (a list of requests), not with a message's body:
+        a JSON message cannot carry ``SimpleRequest`` objects."""
+        return (
+            len(args) == 1
+            and not payload
+            and isinstance(args[0], list)
+            and all(isinstance(r, SimpleRequest) for r in args[0])
         )
-        return Task.apply(self, ([request],), {}, *rest, **options)
 
     def _release(self) -> None:
         if self._raised > 0 and self._consumer.qos is not None:

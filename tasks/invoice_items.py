@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery_batches import SimpleRequest
-
 from tasks.base import BillingBatchTask, BillingTask
 from worker.app import app
 
 
 @app.task(name="billing.invoice_items.create", base=BillingBatchTask, bind=True)
-def create_invoice_item(self: BillingBatchTask, requests: list[SimpleRequest]) -> bool:
-    """One item per message; the worker takes many messages together (see BillingBatchTask)."""
-    return self.run_batch(requests)
+def create_invoice_item(self: BillingBatchTask, /, *args: Any, **payload: Any) -> Any:
+    """One item per message; a worker takes many messages together (see BillingBatchTask)."""
+    if self.is_batch(args, payload):
+        return self.run_batch(args[0])
+    return self.perform(payload, args)
 
 
 @app.task(name="billing.invoice_items.create_many", base=BillingTask, bind=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from celery_batches import SimpleRequest
 from sqlalchemy import select
 
 from tests.support import count, row_counts
@@ -49,15 +50,28 @@ def test_a_single_item_message_taken_in_a_batch_keeps_its_retries(
     get_settings.cache_clear()
     app.loader.import_default_modules()
     before = row_counts()
-    app.tasks["billing.invoice_items.create"].apply(
+    task = app.tasks["billing.invoice_items.create"]
+    request = SimpleRequest(
+        id="late-1",
+        name=task.name,
+        args=(),
         kwargs={
             "id": "ii_LATE",
             "idempotency_key": "late",
             "customer": "cus_LATE",
             "currency": "usd",
             "amount": 5,
-        }
+        },
+        delivery_info={"is_eager": True},
+        hostname="test",
+        ignore_result=True,
+        reply_to=None,
+        correlation_id=None,
+        request_dict={},
     )
+
+    assert task.run_batch([request]) is True
+
     with read_session() as session:
         failure = session.execute(select(TaskFailure)).scalar_one()
     assert (failure.error_type, failure.error_field, failure.attempts) == ("NotFound", "customer", 1)
