@@ -19,12 +19,16 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from celery import Task
+from celery import Task, signals
+from celery.exceptions import Retry
+from celery_batches import Batches, SimpleRequest
+from celery_batches.trace import apply_batches_task
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session
 
 from domain.errors import BadRequest, BillingError, NotFound, NothingToInvoice, TransientError
+from tasks.contracts import CONTRACTS, parse
 from tasks.routing import queue_for
 from worker import clock
 from worker.db import UnitOfWork
@@ -32,7 +36,7 @@ from worker.failpoints import failpoint
 from worker.failures import count_redelivery, record_failure
 from worker.outbox import mark_published
 from worker.services.base import FollowUp, Outcome, write_outbox
-from worker.services.registry import run
+from worker.services.registry import run, run_together
 from worker.settings import Settings, get_settings
 
 log = logging.getLogger("billing.tasks")
@@ -189,3 +193,133 @@ class BillingTask(Task):
             log.exception(
                 "%s [%s]: could not record the failure; payload=%r", self.name, self.request.id, payload
             )
+
+
+class BillingBatchTask(Batches, BillingTask):
+    """Single-item messages taken together: one transaction for many messages.
+
+    The worker buffers up to ``BILLING_ITEM_BATCH_SIZE`` messages (or what arrived within
+    ``BILLING_ITEM_BATCH_INTERVAL_S``) and writes them in one transaction, each message
+    with its own idempotency key. A message that cannot be settled that way (bad input, a
+    replay with other parameters, a redelivery, a retry, a twin in flight) then runs alone
+    through ``perform``, exactly as a one-message task would: same retries, same failure
+    records. Messages are acknowledged only after that, so a worker killed mid-batch gets
+    them all redelivered (late ack); the idempotency keys make the redelivery harmless.
+
+    Prefetch: a buffered message is unacknowledged, so it would hold one of the worker's
+    prefetch slots (1 per pool process) and starve the pool. Like Celery does for ETA
+    tasks, each buffered message raises the prefetch by one until it is acknowledged, up to
+    two batches' worth, which also bounds what the worker holds in memory.
+    """
+
+    def Strategy(self, task: Any, app: Any, consumer: Any) -> Any:
+        settings = get_settings()
+        self.flush_every = settings.item_batch_size
+        self.flush_interval = settings.item_batch_interval_s
+        self._consumer = consumer
+        self._raised = 0
+        handler = super().Strategy(task, app, consumer)
+
+        def on_message(*args: Any, **kwargs: Any) -> None:
+            if consumer.qos is not None and self._raised < 2 * self.flush_every:
+                consumer.qos.increment_eventually()
+                self._raised += 1
+            handler(*args, **kwargs)
+
+        return on_message
+
+    def apply(self, *args: Any, **options: Any) -> Any:
+        """Eager (tests, scripts): the one message runs as a task of its own would."""
+        return Task.apply(self, *args, **options)
+
+    @staticmethod
+    def is_batch(args: tuple[Any, ...], payload: dict[str, Any]) -> bool:
+        """Called by the batching strategy (a list of requests), not with a message's body:
+        a JSON message cannot carry ``SimpleRequest`` objects."""
+        return (
+            len(args) == 1
+            and not payload
+            and isinstance(args[0], list)
+            and all(isinstance(r, SimpleRequest) for r in args[0])
+        )
+
+    def _release(self) -> None:
+        if self._raised > 0 and self._consumer.qos is not None:
+            self._consumer.qos.decrement_eventually()
+            self._raised -= 1
+
+    def flush(self, requests: Any) -> Any:
+        """Acknowledge after the batch returns True; requeue if it failed or its process died."""
+        requests = list(requests)
+
+        def on_return(result: Any) -> None:
+            for request in requests:
+                if result is True:
+                    request.acknowledge()
+                else:
+                    request.reject(requeue=True)
+                self._release()
+
+        def on_error(*_: Any) -> None:
+            on_return(None)
+
+        return self._pool.apply_async(
+            apply_batches_task,
+            (self, ([SimpleRequest.from_request(r) for r in requests],), 0, None),
+            callback=on_return,
+            error_callback=on_error,
+        )
+
+    def run_batch(self, requests: list[SimpleRequest]) -> bool:
+        alone: list[SimpleRequest] = []
+        together: list[tuple[SimpleRequest, Any]] = []
+        for request in requests:
+            info = request.delivery_info or {}
+            if request.args or info.get("redelivered") or (request.request_dict or {}).get("retries"):
+                alone.append(request)
+                continue
+            try:
+                together.append((request, parse(CONTRACTS[self.name], dict(request.kwargs))))
+            except BillingError:
+                alone.append(request)
+        if together:
+            try:
+                settled = run_together(self.name, [command for _, command in together])
+            except Exception as exc:
+                log.warning("%s: batch of %d failed (%s: %s); each runs alone", self.name, len(together),
+                            type(exc).__name__, exc)  # fmt: skip
+                settled = [False] * len(together)
+            alone.extend(request for (request, _), ok in zip(together, settled, strict=True) if not ok)
+        for request in alone:
+            self._perform_alone(request)
+        for request in requests:  # per message, as for a task of its own (the embedded worker counts them)
+            signals.task_postrun.send(
+                sender=self, task_id=request.id, task=self, args=request.args, kwargs=request.kwargs,
+                retval=None, state="SUCCESS",
+            )  # fmt: skip
+        return True
+
+    def _perform_alone(self, request: SimpleRequest) -> None:
+        self.push_request(
+            id=request.id,
+            args=list(request.args),
+            kwargs=dict(request.kwargs),
+            delivery_info=request.delivery_info,
+            retries=(request.request_dict or {}).get("retries") or 0,
+            hostname=request.hostname,
+            reply_to=request.reply_to,
+            correlation_id=request.correlation_id,
+            called_directly=False,
+            is_eager=bool((request.delivery_info or {}).get("is_eager")),
+        )
+        try:
+            self.perform(dict(request.kwargs), tuple(request.args))
+        except Retry as retry:  # sent again with a countdown, like any retried task
+            if self.request.is_eager and retry.sig is not None:
+                retry.sig.apply()  # eager (tests): Celery's apply() would run the retry now
+        except BillingError as exc:
+            log.info("%s [%s]: %s", self.name, request.id, exc)  # recorded in task_failures
+        except Exception:
+            log.exception("%s [%s] failed", self.name, request.id)  # recorded too; acked like a failed task
+        finally:
+            self.pop_request()

@@ -98,20 +98,28 @@ class BillingClient:
         prepared = []
         for index, item in enumerate(items):
             item_id, key = self._identity("invoice_item", f"{batch_key}:{index}" if idempotency_key else None)
-            prepared.append({**item, "id": item_id, "idempotency_key": key})
             try:
-                contracts.parse(contracts.InvoiceItemCreate, prepared[-1])
+                command = contracts.parse(
+                    contracts.InvoiceItemCreate, {**item, "id": item_id, "idempotency_key": key}
+                )
             except BadRequest as exc:
                 raise BadRequest(
                     exc.message, field=f"items[{index}].{exc.field}" if exc.field else f"items[{index}]"
                 ) from None
+            prepared.append(contracts.payload_of(command))
         size = contracts.MAX_ITEMS_PER_BATCH
-        for start in range(0, len(prepared), size):
-            chunk_key = batch_key if start == 0 else f"{batch_key}:from{start}"
-            self._send(
-                "billing.invoice_items.create_many",
-                {"items": prepared[start : start + size], "idempotency_key": chunk_key},
-            )
+        name = "billing.invoice_items.create_many"
+        chunks = [
+            {
+                "items": prepared[start : start + size],
+                "idempotency_key": f"{batch_key}:from{start}" if start else batch_key,
+            }
+            for start in range(0, max(len(prepared), 1), size)
+        ]
+        for chunk in chunks:  # the envelope's rules (not empty, key length); its items passed above
+            contracts.parse(contracts.InvoiceItemsCreate, {**chunk, "items": chunk["items"][:1]})
+        for chunk in chunks:
+            self.app.send_task(name, kwargs=chunk, queue=queue_for(name))
         return [item["id"] for item in prepared]
 
     # -- invoices ---------------------------------------------------------------------------

@@ -272,6 +272,50 @@ def clock_advance(clock_id: str, months: int, days: int, hours: int, to: str | N
 
 
 @main.command()
+@click.option("--items", type=click.IntRange(1), default=100_000, show_default=True, help="ingested per run")
+@click.option("--single", type=click.IntRange(1), default=5_000, show_default=True, help="messages per run")
+@click.option(
+    "--naive", type=click.IntRange(1), default=1_000, show_default=True, help="baseline items per run"
+)
+@click.option("--sizes", default="10000,100000,1000000", show_default=True, help="generation backlogs")
+@click.option("--runs", type=click.IntRange(1), default=3, show_default=True)
+@click.option(
+    "--concurrency", type=click.IntRange(1, 16), default=2, show_default=True, help="worker pool size"
+)
+@click.option("--redis-db", type=click.IntRange(0, 15), default=12, show_default=True, help="flushed first")
+@click.option("--database", default="billing_bench", show_default=True, help="PostgreSQL db name")
+@click.option(
+    "--backend",
+    "backends",
+    type=click.Choice(["postgres", "sqlite"]),
+    multiple=True,
+    help="default: both (PostgreSQL + Redis when the settings name them)",
+)
+@click.option(
+    "--stage", "stages", type=click.Choice(["ingestion", "generation"]), multiple=True, help="default: both"
+)
+@click.option("--smoke", is_flag=True, help="tiny sizes, one run: checks that the benchmark works")
+def bench(smoke: bool, backends: tuple[str, ...], sizes: str, stages: tuple[str, ...], **values: Any) -> None:
+    """Throughput of ingestion, single-item messages and invoice generation against bare baselines."""
+    from worker.bench import Options, run_bench
+    from worker.settings import get_settings
+
+    if not backends:
+        settings = get_settings()
+        real = settings.database_url.startswith("postgresql") and settings.broker_url.startswith("redis")
+        backends = ("postgres", "sqlite") if real else ("sqlite",)
+    parsed = tuple(int(s) for s in sizes.split(",") if s.strip())
+    values["stages"] = stages or ("ingestion", "generation")
+    options = (
+        Options.smoke(**{k: values[k] for k in ("concurrency", "redis_db", "database", "stages")})
+        if smoke
+        else (Options(sizes=parsed, **values))
+    )
+    code, _ = run_bench(options, backends, click.echo)
+    sys.exit(code)
+
+
+@main.command()
 def demo() -> None:
     """Run a demo billing run through the client, broker and an in-process worker."""
     from worker.demo import run_demo

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from contextlib import ExitStack, suppress
 from typing import Any
 
@@ -27,16 +28,27 @@ class EmbeddedWorker:
         self.app = app
         self.loglevel = loglevel
         self._lock = threading.Lock()
-        self._in_flight = 0
+        self._in_flight: Counter[str] = Counter()
         self._stack = ExitStack()
 
-    def _received(self, **_: Any) -> None:
+    # Counted by task id: a batch task (single-item messages) finishes its messages one by
+    # one, and its own run (under an id of its own) must not count.
+    def _received(self, request: Any = None, **_: Any) -> None:
         with self._lock:
-            self._in_flight += 1
+            self._in_flight[request.id] += 1
 
-    def _finished(self, **_: Any) -> None:
+    def _finished(self, task_id: str | None = None, request: Any = None, **_: Any) -> None:
+        task_id = task_id or (request.id if request is not None else None)
         with self._lock:
-            self._in_flight -= 1
+            if self._in_flight.get(task_id or "", 0) > 0:
+                self._in_flight[task_id or ""] -= 1
+                if not self._in_flight[task_id or ""]:
+                    del self._in_flight[task_id or ""]
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return sum(self._in_flight.values())
 
     def __enter__(self) -> EmbeddedWorker:
         task_received.connect(self._received, weak=False)
@@ -82,8 +94,7 @@ class EmbeddedWorker:
         deadline = time.monotonic() + timeout
         quiet_since: float | None = None
         while time.monotonic() < deadline:
-            with self._lock:
-                busy = self._in_flight
+            busy = self.in_flight
             if busy == 0 and self.queued() == 0:
                 quiet_since = quiet_since or time.monotonic()
                 if time.monotonic() - quiet_since >= settle:
@@ -92,5 +103,5 @@ class EmbeddedWorker:
                 quiet_since = None
             time.sleep(0.05)
         raise TimeoutError(
-            f"worker still busy after {timeout}s ({self._in_flight} in flight, {self.queued()} queued)"
+            f"worker still busy after {timeout}s ({self.in_flight} in flight, {self.queued()} queued)"
         )

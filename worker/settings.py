@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     beat_chunk_size: int = Field(
         default=500, ge=1, description="Beat jobs read and publish due work in chunks of this many rows"
     )
+    item_batch_size: int = Field(
+        default=100, ge=1, description="Single-item messages a worker writes in one transaction, at most"
+    )
+    item_batch_interval_s: float = Field(
+        default=0.05, gt=0, description="How long a worker waits to fill a batch of single-item messages"
+    )
     log_level: str = "INFO"
 
 

@@ -45,8 +45,11 @@ def wait_for(condition: Callable[[], bool], timeout: float = 45.0, what: str = "
 class WorkerProcess:
     """``celery -A worker.app worker`` in its own process group."""
 
-    def __init__(self, name: str, env: dict[str, str], log_dir: Path, concurrency: int = 1) -> None:
+    def __init__(
+        self, name: str, env: dict[str, str], log_dir: Path, concurrency: int = 1, app: str = "worker.app"
+    ) -> None:
         self.name = name
+        self.app = app
         self.env = env
         self.log_path = log_dir / f"{name}.log"
         self.concurrency = concurrency
@@ -55,7 +58,7 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--loglevel=INFO",
+            [sys.executable, "-m", "celery", "-A", self.app, "worker", "--loglevel=INFO",
              f"--concurrency={self.concurrency}", "-Q", QUEUES, "--without-mingle", "--without-gossip",
              "-n", f"{self.name}-{os.getpid()}@%h"],
             env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from celery_batches import SimpleRequest
+from sqlalchemy import select
 
 from tests.support import count, row_counts
 from worker.app import app
+from worker.db import read_session
 from worker.settings import get_settings
 from worker.tables import TaskFailure
 
@@ -18,17 +21,60 @@ def test_a_missing_customer_is_retried_then_recorded(retries: int, monkeypatch: 
     get_settings.cache_clear()
     app.loader.import_default_modules()
     before = row_counts()
-    result = app.tasks["billing.invoice_items.create"].apply(
+    result = app.tasks["billing.invoice_items.create_many"].apply(
+        kwargs={
+            "idempotency_key": "late",
+            "items": [
+                {
+                    "id": "ii_LATE",
+                    "idempotency_key": "ii_LATE",
+                    "customer": "cus_LATE",
+                    "currency": "usd",
+                    "amount": 5,
+                }
+            ],
+        }
+    )
+    assert result.failed()
+    assert count(TaskFailure) == 1
+    assert row_counts() == {**before, "task_failures": 1}
+
+
+@pytest.mark.parametrize("retries", [0, 4])
+def test_a_single_item_message_taken_in_a_batch_keeps_its_retries(
+    retries: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The single-item task runs messages together; one that cannot be settled so runs alone,
+    with the same retry budget, and its failure is recorded once (the batch itself succeeds)."""
+    monkeypatch.setenv("BILLING_MISSING_REFERENCE_RETRIES", str(retries))
+    get_settings.cache_clear()
+    app.loader.import_default_modules()
+    before = row_counts()
+    task = app.tasks["billing.invoice_items.create"]
+    request = SimpleRequest(
+        id="late-1",
+        name=task.name,
+        args=(),
         kwargs={
             "id": "ii_LATE",
             "idempotency_key": "late",
             "customer": "cus_LATE",
             "currency": "usd",
             "amount": 5,
-        }
+        },
+        delivery_info={"is_eager": True},
+        hostname="test",
+        ignore_result=True,
+        reply_to=None,
+        correlation_id=None,
+        request_dict={},
     )
-    assert result.failed()
-    assert count(TaskFailure) == 1
+
+    assert task.run_batch([request]) is True
+
+    with read_session() as session:
+        failure = session.execute(select(TaskFailure)).scalar_one()
+    assert (failure.error_type, failure.error_field, failure.attempts) == ("NotFound", "customer", 1)
     assert row_counts() == {**before, "task_failures": 1}
 
 

@@ -204,3 +204,34 @@ def execute(
             if attempt == 2:
                 raise
     raise AssertionError("unreachable")
+
+
+TogetherService = Callable[[Session, str, list[tuple[str, str, Any]], int], list[bool]]
+
+
+def execute_together(operation: str, commands: list[Contract], service: TogetherService) -> list[bool]:
+    """Run many commands of one operation in one transaction (single-item messages that a
+    worker took together) and commit it; returns, per command, whether it is settled.
+
+    Each command keeps its own idempotency key, fingerprint and outbox row; the service
+    settles only what it can do exactly as ``execute`` would, and the caller runs the rest
+    alone. Any error rolls the whole transaction back: then every command runs alone.
+    """
+    entries = []
+    for command in commands:
+        payload = command.model_dump(mode="json", exclude_unset=True)
+        entries.append((payload["idempotency_key"], request_hash(operation, payload), command))
+    with UnitOfWork() as uow:
+        now = clock.now()
+        settled = service(uow.session, operation, entries, now)
+        keys = [key for (key, _, _), ok in zip(entries, settled, strict=True) if ok]
+        if keys:
+            uow.session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.key.in_(keys), OutboxMessage.done_at.is_(None))  # type: ignore[attr-defined,union-attr]
+                .values(done_at=now, failed=False)
+            )
+        failpoint("before_commit", operation)
+        uow.commit()
+    failpoint("after_commit", operation)
+    return settled

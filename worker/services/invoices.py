@@ -8,11 +8,12 @@ the next part of the chain; the task publishes it after the commit.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, case, delete, exists, func, select, update
+from sqlalchemy import and_, case, delete, exists, func, select, text, tuple_, update
 
 from domain import invoices as lifecycle
 from domain.credit import apply_credit_balance
@@ -82,8 +83,23 @@ def claim_pending_items(
     return sorted(claimed, key=lambda row: (row.created, row.id))
 
 
-def pending_remain(request: Request, customer_id: str, currency: str) -> bool:
-    return bool(request.session.execute(select(exists().where(_pending_of(customer_id, currency)))).scalar())
+def pending_remain(request: Request, customer_id: str, currency: str, claimed: Sequence[Any] = ()) -> bool:
+    """Whether pending items of (customer, currency) are left for the chain's next part.
+
+    After a claim: fewer than 250 claimed means none were left when the claim ran (one
+    that commits later is like one that arrives after this invoice: it waits for the
+    next). After a full claim, look past the last item claimed, in the pending index's
+    order, instead of wading through the 250 entries this transaction has just claimed.
+    """
+    condition = _pending_of(customer_id, currency)
+    if claimed:
+        if len(claimed) < lifecycle.MAX_LINES_PER_INVOICE:
+            return False
+        last = claimed[-1]
+        condition = and_(
+            condition, tuple_(InvoiceItem.created, InvoiceItem.id) > tuple_(last.created, last.id)
+        )
+    return bool(request.session.execute(select(exists().where(condition))).scalar())
 
 
 def _tax_rates(request: Request, ids: set[str]) -> dict[str, TaxRate]:
@@ -113,7 +129,13 @@ def check_redeemable(coupon: CouponRow, now: int, *, field: str) -> None:
 
 
 def customer_discount(request: Request, customer_id: str) -> DiscountRow | None:
-    row = request.session.execute(select(DiscountRow).where(DiscountRow.customer_id == customer_id)).scalar()  # type: ignore[arg-type]
+    # Asked by pricing and again by finalization: read once per transaction (the customer is locked).
+    held = request.session.info.setdefault("discounts", {})
+    if customer_id not in held:
+        held[customer_id] = request.session.execute(
+            select(DiscountRow).where(DiscountRow.customer_id == customer_id)  # type: ignore[arg-type]
+        ).scalar()
+    row = held[customer_id]
     if row is None or (row.end is not None and row.end <= request.now):
         return None
     return row
@@ -182,7 +204,7 @@ def price(
         if repricing or p.discount_amounts or p.tax_amounts
     ]
     if updates:
-        request.session.execute(update(InvoiceItem), updates)
+        _write_line_amounts(request, updates)
     invoice.subtotal = priced.subtotal
     invoice.total_excluding_tax = priced.total_excluding_tax
     invoice.total = priced.total
@@ -217,6 +239,28 @@ def reprice_for_tax_status(request: Request, invoice: Invoice, customer: Custome
     price(request, invoice, lines, customer, coupons, repricing=True)
 
 
+_LINE_AMOUNTS = text(
+    "UPDATE invoice_items SET discount_amounts = u.discount_amounts, tax_amounts = u.tax_amounts"
+    " FROM unnest(CAST(:id AS varchar[]), CAST(:discount_amounts AS jsonb[]), CAST(:tax_amounts AS jsonb[]))"
+    " AS u(id, discount_amounts, tax_amounts) WHERE invoice_items.id = u.id"
+)
+
+
+def _write_line_amounts(request: Request, updates: list[dict[str, Any]]) -> None:
+    """PostgreSQL: one UPDATE … FROM unnest(arrays) for all lines, not one statement per line."""
+    if request.session.get_bind().dialect.name != "postgresql":
+        request.session.execute(update(InvoiceItem), updates)
+        return
+    request.session.execute(
+        _LINE_AMOUNTS,
+        {
+            "id": [u["id"] for u in updates],
+            "discount_amounts": [json.dumps(u["discount_amounts"]) for u in updates],
+            "tax_amounts": [json.dumps(u["tax_amounts"]) for u in updates],
+        },
+    )
+
+
 def _tax_dict(tax: Any) -> dict[str, Any]:
     return {
         "amount": tax.amount,
@@ -226,10 +270,29 @@ def _tax_dict(tax: Any) -> dict[str, Any]:
     }
 
 
-def finalize_invoice(request: Request, invoice: Invoice, customer: Customer) -> None:
+def finalize_reads(request: Request, customer: Customer, currency: str) -> tuple[list[dict[str, str]], Any]:
+    """What finalization reads: the customer's tax ids and its balance row (locked).
+
+    Read before the invoice changes, so that its changes reach the database in one UPDATE
+    at the next flush instead of one per query in between.
+    """
+    tax_ids = request.session.execute(
+        select(CustomerTaxId).where(CustomerTaxId.customer_id == customer.id).order_by(CustomerTaxId.created)  # type: ignore[arg-type]
+    ).scalars()
+    snapshot = [{"type": t.type, "value": t.value} for t in tax_ids]
+    return snapshot, ledger.lock_balance(request.session, customer.id, currency)
+
+
+def finalize_invoice(
+    request: Request,
+    invoice: Invoice,
+    customer: Customer,
+    reads: tuple[list[dict[str, str]], Any] | None = None,
+) -> None:
     """Number, snapshot, apply the same-currency balance, write the ledger rows."""
     lifecycle.check_transition(invoice.id, invoice.status, "finalize")
     reprice_for_tax_status(request, invoice, customer)
+    tax_ids, balance = reads or finalize_reads(request, customer, invoice.currency)
     invoice.number = lifecycle.invoice_number(customer.invoice_prefix, customer.next_invoice_sequence)
     customer.next_invoice_sequence += 1
     invoice.customer_email = customer.email
@@ -237,13 +300,9 @@ def finalize_invoice(request: Request, invoice: Invoice, customer: Customer) -> 
     invoice.customer_phone = customer.phone
     invoice.customer_address = customer.address
     invoice.customer_shipping = customer.shipping
-    tax_ids = request.session.execute(
-        select(CustomerTaxId).where(CustomerTaxId.customer_id == customer.id).order_by(CustomerTaxId.created)  # type: ignore[arg-type]
-    ).scalars()
-    invoice.customer_tax_ids = [{"type": t.type, "value": t.value} for t in tax_ids]
+    invoice.customer_tax_ids = tax_ids
 
     info = currency_info(invoice.currency)
-    balance = ledger.lock_balance(request.session, customer.id, invoice.currency)
     credit = apply_credit_balance(invoice.total, balance.balance, info.minimum_charge if info else 0)
     common = {
         "customer_id": customer.id,
@@ -251,8 +310,12 @@ def finalize_invoice(request: Request, invoice: Invoice, customer: Customer) -> 
         "now": request.now,
         "invoice_id": invoice.id,
     }
-    ledger.append(request.session, amount=credit.applied, type="applied_to_invoice", **common)
-    ledger.append(request.session, amount=credit.too_small, type="invoice_too_small", **common)
+    ledger.append(
+        request.session, amount=credit.applied, type="applied_to_invoice", balance=balance, **common
+    )
+    ledger.append(
+        request.session, amount=credit.too_small, type="invoice_too_small", balance=balance, **common
+    )
     invoice.starting_balance = credit.starting_balance
     invoice.ending_balance = credit.ending_balance
     invoice.amount_due = invoice.amount_remaining = credit.amount_due
@@ -267,6 +330,9 @@ def finalize_invoice(request: Request, invoice: Invoice, customer: Customer) -> 
         coupon = request.session.get(CouponRow, held.coupon_id)
         if coupon is not None and coupon.duration == "once":
             request.session.delete(held)
+            request.session.info["discounts"][customer.id] = (
+                None  # used up: not for later invoices of this transaction
+            )
 
 
 def _next_part(command: InvoiceCreate) -> FollowUp:
@@ -348,13 +414,18 @@ def generate_invoice(
             raise NothingToInvoice(
                 f"customer {customer.id} has no pending {currency} invoice items", field="customer"
             )
+    reads = finalize_reads(request, customer, currency) if command.finalize else None
     if coupons is None:
         coupons = _coupons(request, customer, command)
     price(request, invoice, lines, customer, coupons)
     if command.finalize:
-        finalize_invoice(request, invoice, customer)
+        finalize_invoice(request, invoice, customer, reads)
     follow_ups = []
-    if command.pending_invoice_items_behavior == "include" and pending_remain(request, customer.id, currency):
+    # a period's own lines jump the queue, so its claim is not the oldest 250: probe it all
+    claimed = lines if subscription_id is None else ()
+    if command.pending_invoice_items_behavior == "include" and pending_remain(
+        request, customer.id, currency, claimed
+    ):
         follow_ups.append(_next_part(command))
     return invoice, follow_ups
 

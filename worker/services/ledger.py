@@ -42,11 +42,16 @@ def append(
     description: str | None = None,
     metadata: dict[str, str] | None = None,
     transaction_id: str | None = None,
+    balance: CustomerBalance | None = None,
 ) -> BalanceTransaction | None:
-    """Append one transaction (negative amount = credit to the customer); 0 appends nothing."""
+    """Append one transaction (negative amount = credit to the customer); 0 appends nothing.
+
+    ``balance``: the (customer, currency) row the caller has locked already in this transaction.
+    """
     if amount == 0:
         return None
-    balance = lock_balance(session, customer_id, currency)
+    if balance is None:
+        balance = lock_balance(session, customer_id, currency)
     balance.balance += amount
     balance.transaction_count += 1
     txn = BalanceTransaction(

@@ -21,7 +21,7 @@ from worker.services import (
     subscriptions,
     test_clocks,
 )
-from worker.services.base import Outcome, Service, execute
+from worker.services.base import Outcome, Service, TogetherService, execute, execute_together
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,3 +78,15 @@ def run(name: str, payload: dict[str, Any], *, redeliveries: int = 0, redelivery
         redeliveries=redeliveries,
         redelivery_cap=redelivery_cap,
     )
+
+
+TOGETHER: dict[str, TogetherService] = {
+    "billing.invoice_items.create": invoice_items.create_invoice_items_together,
+}
+"""Operations whose single-item messages a worker may take together (see ``run_together``)."""
+
+
+def run_together(name: str, commands: list[Any]) -> list[bool]:
+    """Parsed commands of one operation in one transaction; per command, whether it is settled
+    (the others must run alone with ``run``)."""
+    return execute_together(name, commands, TOGETHER[name])
