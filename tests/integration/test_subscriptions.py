@@ -524,3 +524,29 @@ def test_a_period_invoice_keeps_its_own_lines_and_chains_a_backlog_past_250(now:
     assert (second["billing_reason"], second["lines"]["total_count"], second["total"]) == ("manual", 11, 1100)
     assert second["id"] == derived_id("in", f"renew:{sub}:{now[0]}:part2")
     assert count(Invoice) == 2 and get(cus)["currency"] == "usd"
+
+
+def test_a_once_discount_is_used_by_one_period_even_when_one_advance_bills_several() -> None:
+    """One clock advance renews and finalizes several periods in one transaction; the
+    customer's `once` discount, used up by the first finalization, is not priced again."""
+    start = ts("2026-01-31 10:00:00")
+    test_clock = call("billing.test_clocks.create", frozen_time=start, name="once").id
+    assert test_clock
+    cus = customer("usd", test_clock=test_clock)
+    subscribe(cus, price(1500))
+    once = call("billing.coupons.create", id="ONCE5", amount_off=500, currency="usd", duration="once").id
+    call("billing.discounts.create", customer=cus, coupon=once)
+
+    outcome = call(
+        "billing.test_clocks.advance", test_clock=test_clock, frozen_time=ts("2026-04-30 12:00:00")
+    )
+    deliver(outcome.follow_ups)
+
+    assert [(day(i["created"]), i["total"], i["status"]) for i in invoices_of(cus)] == [
+        ("2026-01-31", 1500, "open"),
+        ("2026-02-28", 1000, "open"),
+        ("2026-03-31", 1500, "open"),
+        ("2026-04-30", 1500, "open"),
+    ]
+    assert get(cus)["discount"] is None
+    assert audit_database() == []
