@@ -355,3 +355,30 @@ def test_a_worker_killed_mid_renewal_bills_the_period_once(
     assert get(view["latest_invoice"])["total"] == 2100
     assert count(TaskFailure) == 0
     assert audit_database() == []
+
+
+@pytest.mark.parametrize(
+    "fault", ["before_commit=kill_worker", "after_commit=kill_worker", "before_commit=kill_child"]
+)
+def test_a_worker_killed_mid_batch_of_single_item_messages_loses_and_doubles_nothing(
+    cluster: Cluster, client: BillingClient, redis_url: str, fault: str
+) -> None:
+    """Single-item messages are written together (one transaction per batch) and acknowledged
+    after the commit: a crash at either side of it redelivers the batch, and the keys make
+    the second write a replay."""
+    cus = customer("usd")
+    worker = cluster.spawn(BILLING_FAILPOINTS=f"billing.invoice_items.create@{fault}:once")
+    sent = [client.create_invoice_item(customer=cus, amount=100 + n) for n in range(30)]
+    if fault.endswith("kill_worker"):
+        worker.wait_dead()
+        cluster.spawn(concurrency=2)
+    wait_for(
+        lambda: count(InvoiceItem) == 30 and broker_empty(redis_url), timeout=45, what="every item, once"
+    )
+    point = fault.partition("=")[0]
+    assert (cluster.tmp_path / f"failpoint-billing.invoice_items.create-{point}.fired").exists()
+    with read_session() as session:
+        stored = session.execute(select(InvoiceItem.id, InvoiceItem.amount)).all()
+    assert sorted(stored) == sorted(zip(sent, range(100, 130), strict=True))
+    assert count(TaskFailure) == 0
+    assert audit_database() == []
