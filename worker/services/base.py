@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel
 
-from domain.errors import IdempotencyConflict, NotFound, Parked
+from domain.errors import BadRequest, IdempotencyConflict, NotFound, Parked
 from tasks.contracts import Contract
 from worker import clock
 from worker.db import UnitOfWork
@@ -116,6 +116,11 @@ class Request:
             raise NotFound(resource, object_id, field=field)
         return row
 
+    def ensure_new(self, model: type[SQLModel], object_id: str, *, resource: str) -> None:
+        """A create's id must not be taken (by another request: a replay returned earlier)."""
+        if self.session.get(model, object_id) is not None:
+            raise BadRequest(f"{resource} {object_id} already exists", field="id")
+
     def lock_customer(self, customer_id: str, *, field: str = "customer") -> Customer:
         """Serialise every change to one customer's books (row lock; SQLite: BEGIN IMMEDIATE).
 
@@ -138,11 +143,11 @@ class Request:
 Service = Callable[[Request, Any], Outcome]
 
 
-def close_outbox(session: Session, key: str, now: int, *, failed: bool = False) -> None:
-    """The follow-up with this key has happened (or failed for good): stop re-publishing it."""
+def close_outbox(session: Session, keys: Collection[str], now: int, *, failed: bool = False) -> None:
+    """The follow-ups with these keys have happened (or failed for good): stop re-publishing them."""
     session.execute(
         update(OutboxMessage)
-        .where(OutboxMessage.key == key, OutboxMessage.done_at.is_(None))  # type: ignore[arg-type,union-attr]
+        .where(OutboxMessage.key.in_(keys), OutboxMessage.done_at.is_(None))  # type: ignore[attr-defined,union-attr]
         .values(done_at=now, failed=failed)
     )
 
@@ -194,7 +199,7 @@ def execute(
                     uow.session, operation, key, fingerprint, clock.now(), redeliveries, redelivery_cap
                 )
                 outcome = service(request, command)
-                close_outbox(uow.session, key, request.received)
+                close_outbox(uow.session, [key], request.received)
                 outcome.follow_ups = write_outbox(uow.session, outcome.follow_ups, request.received)
                 failpoint("before_commit", operation)
                 uow.commit()
@@ -226,11 +231,7 @@ def execute_together(operation: str, commands: list[Contract], service: Together
         settled = service(uow.session, operation, entries, now)
         keys = [key for (key, _, _), ok in zip(entries, settled, strict=True) if ok]
         if keys:
-            uow.session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.key.in_(keys), OutboxMessage.done_at.is_(None))  # type: ignore[attr-defined,union-attr]
-                .values(done_at=now, failed=False)
-            )
+            close_outbox(uow.session, keys, now)
         failpoint("before_commit", operation)
         uow.commit()
     failpoint("after_commit", operation)

@@ -31,8 +31,7 @@ def create_balance_transaction(request: Request, command: BalanceTransactionCrea
     if currency is None:
         raise BadRequest(f"customer {customer.id} has no default currency; name one", field="currency")
     check_amount(command.amount, currency=currency)
-    if request.session.get(BalanceTransaction, command.id) is not None:
-        raise BadRequest(f"balance transaction {command.id} already exists", field="id")
+    request.ensure_new(BalanceTransaction, command.id, resource="balance transaction")
     set_default_currency(customer, currency, field="customer")
     ledger.append(
         request.session,
@@ -51,8 +50,7 @@ def create_balance_transaction(request: Request, command: BalanceTransactionCrea
 def create_coupon(request: Request, command: CouponCreate) -> Outcome:
     if prior := request.replayed():
         return prior
-    if request.session.get(CouponRow, command.id) is not None:
-        raise BadRequest(f"coupon {command.id} already exists", field="id")
+    request.ensure_new(CouponRow, command.id, resource="coupon")
     if command.amount_off is not None:
         check_amount(command.amount_off, "amount_off", currency=command.currency)
     options = {cur: opt.amount_off for cur, opt in (command.currency_options or {}).items()}
@@ -115,8 +113,7 @@ def remove_discount(request: Request, command: CustomerDiscountDelete) -> Outcom
 def create_tax_rate(request: Request, command: TaxRateCreate) -> Outcome:
     if prior := request.replayed():
         return prior
-    if request.session.get(TaxRateRow, command.id) is not None:
-        raise BadRequest(f"tax rate {command.id} already exists", field="id")
+    request.ensure_new(TaxRateRow, command.id, resource="tax rate")
     request.session.add(
         TaxRateRow(
             id=command.id,

@@ -57,8 +57,7 @@ def create_credit_note(request: Request, command: CreditNoteCreate) -> Outcome:
     invoice, _ = lock_invoice(request, command.invoice)
     if prior := request.replayed():
         return prior
-    if request.session.get(CreditNote, command.id) is not None:
-        raise BadRequest(f"credit note {command.id} already exists", field="id")
+    request.ensure_new(CreditNote, command.id, resource="credit note")
     _check_amounts(command, invoice.currency)
     notes = list(
         request.session.execute(select(CreditNote).where(CreditNote.invoice_id == invoice.id)).scalars()  # type: ignore[arg-type]

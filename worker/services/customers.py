@@ -68,8 +68,7 @@ def _apply_profile(customer: Customer, fields: CustomerFields) -> None:
 def create_customer(request: Request, command: CustomerCreate) -> Outcome:
     if prior := request.replayed():
         return prior
-    if request.session.get(Customer, command.id) is not None:
-        raise BadRequest(f"customer {command.id} already exists", field="id")
+    request.ensure_new(Customer, command.id, resource="customer")
     seen: set[tuple[str, str]] = set()
     for index, tax_id in enumerate(command.tax_id_data or ()):
         if (tax_id.type, tax_id.value) in seen:

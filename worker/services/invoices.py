@@ -45,6 +45,16 @@ def _pending_of(customer_id: str, currency: str) -> Any:
     return and_(InvoiceItem.customer_id == customer_id, InvoiceItem.currency == currency, _PENDING)
 
 
+_PRICED_COLUMNS = (
+    InvoiceItem.id,
+    InvoiceItem.amount,
+    InvoiceItem.discountable,
+    InvoiceItem.tax_rates,
+    InvoiceItem.created,
+)
+"""What pricing reads of a line (and claim order needs: created, id)."""
+
+
 def claim_pending_items(
     request: Request,
     invoice_id: str,
@@ -71,13 +81,7 @@ def claim_pending_items(
         update(InvoiceItem)
         .where(InvoiceItem.id.in_(oldest.scalar_subquery()))  # type: ignore[attr-defined]
         .values(invoice_id=invoice_id)
-        .returning(
-            InvoiceItem.id,
-            InvoiceItem.amount,
-            InvoiceItem.discountable,
-            InvoiceItem.tax_rates,
-            InvoiceItem.created,
-        )
+        .returning(*_PRICED_COLUMNS)
         .execution_options(synchronize_session=False)
     ).all()
     return sorted(claimed, key=lambda row: (row.created, row.id))
@@ -225,13 +229,7 @@ def reprice_for_tax_status(request: Request, invoice: Invoice, customer: Custome
     if invoice.customer_tax_exempt == customer.tax_exempt:
         return
     lines = request.session.execute(
-        select(
-            InvoiceItem.id,
-            InvoiceItem.amount,
-            InvoiceItem.discountable,
-            InvoiceItem.tax_rates,
-            InvoiceItem.created,
-        )
+        select(*_PRICED_COLUMNS)
         .where(InvoiceItem.invoice_id == invoice.id)
         .order_by(InvoiceItem.created, InvoiceItem.id)
     ).all()
@@ -381,8 +379,7 @@ def generate_invoice(
     request's or customer's discounts (a subscription's coupon); ``subscription_id``
     puts that subscription's pending lines first.
     """
-    if request.session.get(Invoice, command.id) is not None:
-        raise BadRequest(f"invoice {command.id} already exists", field="id")
+    request.ensure_new(Invoice, command.id, resource="invoice")
     invoice = Invoice(
         id=command.id,
         customer_id=customer.id,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from domain.errors import BadRequest
 from domain.money import check_amount
 from tasks.contracts import PriceCreate, ProductCreate
 from worker.services.base import Outcome, Request
@@ -12,8 +11,7 @@ from worker.tables import Price, Product
 def create_product(request: Request, command: ProductCreate) -> Outcome:
     if prior := request.replayed():
         return prior
-    if request.session.get(Product, command.id) is not None:
-        raise BadRequest(f"product {command.id} already exists", field="id")
+    request.ensure_new(Product, command.id, resource="product")
     request.session.add(
         Product(
             id=command.id,
@@ -30,8 +28,7 @@ def create_price(request: Request, command: PriceCreate) -> Outcome:
     """Prices are immutable once made, so what a period is billed never changes under it."""
     if prior := request.replayed():
         return prior
-    if request.session.get(Price, command.id) is not None:
-        raise BadRequest(f"price {command.id} already exists", field="id")
+    request.ensure_new(Price, command.id, resource="price")
     request.get(Product, command.product, resource="product", field="product")
     check_amount(command.unit_amount, "unit_amount", currency=command.currency, minimum=0)
     options = {currency: option.unit_amount for currency, option in (command.currency_options or {}).items()}

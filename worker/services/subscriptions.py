@@ -182,8 +182,7 @@ def create_subscription(request: Request, command: SubscriptionCreate) -> Outcom
     customer = request.lock_customer(command.customer)
     if prior := request.replayed():
         return prior
-    if request.session.get(Subscription, command.id) is not None:
-        raise BadRequest(f"subscription {command.id} already exists", field="id")
+    request.ensure_new(Subscription, command.id, resource="subscription")
     prices: list[Price] = []
     for index, item in enumerate(command.items):
         field = f"items[{index}].price"

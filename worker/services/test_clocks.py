@@ -27,8 +27,7 @@ MAX_EVENTS_PER_ADVANCE = 2000
 def create_test_clock(request: Request, command: TestClockCreate) -> Outcome:
     if prior := request.replayed():
         return prior
-    if request.session.get(SandboxClock, command.id) is not None:
-        raise BadRequest(f"test clock {command.id} already exists", field="id")
+    request.ensure_new(SandboxClock, command.id, resource="test clock")
     request.session.add(
         SandboxClock(id=command.id, name=command.name, frozen_time=command.frozen_time, created=request.now)
     )
