@@ -78,7 +78,6 @@ class Channel(kombu_redis.Channel):
         self._no_ack_queues: set[str] = set()
         self._waiting = False
         """True when the next poll waits on the doorbells instead of taking."""
-        self._sent = "EVAL"
 
     # -- consuming ---------------------------------------------------------
 
@@ -95,12 +94,12 @@ class Channel(kombu_redis.Channel):
         queues = self._queue_cycle.consume(len(self.active_queues))
         if not queues:
             return
-        ordered = [(queue, self._q_for_pri(queue, pri)) for pri in self.priority_steps for queue in queues]
         if self._waiting:
-            keys = list(dict.fromkeys(doorbell(queue) for queue in queues))
-            command: list[Any] = ["BRPOP", *keys, timeout or 0]
-            self._sent = "BRPOP"
+            command: list[Any] = ["BRPOP", *(doorbell(queue) for queue in queues), timeout or 0]
         else:
+            ordered = [
+                (queue, self._q_for_pri(queue, pri)) for pri in self.priority_steps for queue in queues
+            ]
             flags = ["1" if queue in self._no_ack_queues else "0" for queue, _ in ordered]
             command = [
                 "EVAL",
@@ -112,7 +111,6 @@ class Channel(kombu_redis.Channel):
                 repr(time()),
                 *flags,
             ]
-            self._sent = "EVAL"
         self._in_poll = self.client.connection
         self._brpop_sent_at = kombu_redis.monotonic()
         self.client.connection.send_command(*command)
@@ -120,11 +118,13 @@ class Channel(kombu_redis.Channel):
     def _brpop_read(self, **options: Any) -> bool:
         try:
             try:
-                reply = self.client.parse_response(self.client.connection, self._sent, **options)
+                # ``_waiting`` only changes here, so it still tells what _brpop_start sent
+                sent = "BRPOP" if self._waiting else "EVAL"
+                reply = self.client.parse_response(self.client.connection, sent, **options)
             except self.connection_errors:
                 self.client.connection.disconnect()
                 raise
-            if self._sent == "BRPOP":
+            if sent == "BRPOP":
                 # woken by a token, or the wait timed out: either way, look again
                 self._waiting = False
                 raise kombu_redis.Empty()
