@@ -126,12 +126,10 @@ class PeakSampler:
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.02) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(interval)
-    raise TimeoutError(f"bench: timed out after {timeout:.0f}s waiting for {what}")
+    """Polls finely: completion time is what the bench measures."""
+    from worker.soak import wait_for
+
+    wait_for(condition, timeout, what, interval=interval)
 
 
 # -- backends --------------------------------------------------------------------------------

@@ -33,12 +33,14 @@ FAULT_POINTS = (
 )
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 45.0, what: str = "condition") -> None:
+def wait_for(
+    condition: Callable[[], bool], timeout: float = 45.0, what: str = "condition", interval: float = 0.1
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return
-        time.sleep(0.1)
+        time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
