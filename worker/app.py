@@ -14,6 +14,7 @@ from celery import Celery
 from celery.signals import worker_init, worker_process_init
 from kombu import Exchange, Queue
 
+from tasks.broker import transport_for
 from tasks.routing import ALL_QUEUES, QUEUE_DEFAULT, queue_for
 from worker import failpoints
 from worker.db import forget_inherited_engines
@@ -78,13 +79,14 @@ def _route(name: str, *_: Any, **__: Any) -> dict[str, str]:
     return {"queue": queue_for(name)}
 
 
-def celery_config(broker_url: str, visibility_timeout_s: int, restore_interval_s: int = 10) -> dict[str, Any]:
+def celery_config(
+    broker_url: str, visibility_timeout_s: int, restore_interval_s: int = 10, poll_interval_s: float = 1.0
+) -> dict[str, Any]:
     """Broker and serialisation settings of the worker."""
-    redis = broker_url.split("://", 1)[0] in ("redis", "rediss")
     return {
         "broker_url": broker_url,
-        # Takes a message and records it as unacked atomically (see worker.broker).
-        "broker_transport": "worker.broker:Transport" if redis else None,
+        # Takes a message and records it as unacked atomically (see tasks.broker).
+        "broker_transport": transport_for(broker_url),
         "task_serializer": "json",
         "result_serializer": "json",
         "event_serializer": "json",
@@ -97,7 +99,7 @@ def celery_config(broker_url: str, visibility_timeout_s: int, restore_interval_s
             "unacked_restore_throttle": 1,
             # the in-process broker is polled; on Redis this is how long an idle consumer
             # blocks before looking again (producers' doorbells wake it sooner)
-            "polling_interval": 0.05 if broker_url.startswith("memory") else 1.0,
+            "polling_interval": 0.05 if broker_url.startswith("memory") else poll_interval_s,
         },
         "broker_connection_retry_on_startup": True,
         "task_default_queue": QUEUE_DEFAULT,
@@ -111,7 +113,10 @@ def create_app() -> Celery:
     celery = Celery("billing", include=TASK_MODULES)
     celery.conf.update(
         celery_config(
-            settings.broker_url, settings.visibility_timeout_s, settings.unacked_restore_interval_s
+            settings.broker_url,
+            settings.visibility_timeout_s,
+            settings.unacked_restore_interval_s,
+            settings.broker_poll_interval_s,
         ),
         task_queues=[Queue(name, Exchange(name, type="direct"), routing_key=name) for name in ALL_QUEUES],
         task_routes=(_route,),

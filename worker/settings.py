@@ -42,6 +42,13 @@ class Settings(BaseSettings):
         ge=1,
         description="Redis broker: how often a worker looks for unacked messages to redeliver",
     )
+    broker_poll_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="Redis broker: how long an idle worker blocks before looking at its queues again."
+        " Producers on this project's transport (BillingClient, beat, follow-ups) wake it at once;"
+        " a message from any other producer waits at most this long",
+    )
     reconcile_interval_s: float = Field(default=30.0, gt=0, description="Beat: how often the reconciler runs")
     outbox_grace_s: int = Field(
         default=10, description="Reconciler: publish outbox rows still unpublished after this long"

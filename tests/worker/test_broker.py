@@ -1,4 +1,4 @@
-"""worker.broker: a message taken from Redis is never only in the worker's hands.
+"""tasks.broker: a message taken from Redis is never only in the worker's hands.
 
 The decisive test kills the consumer at the worst moment (the reply read, the message
 not yet handed to kombu's QoS) and shows kombu's plain transport losing the message
@@ -18,12 +18,12 @@ import pytest
 import redis
 from kombu import Connection, Consumer, Exchange, Producer, Queue
 
-from worker.broker import DOORBELL_TOKENS, doorbell
+from tasks.broker import DOORBELL_TOKENS, doorbell
 
 pytestmark = pytest.mark.slow
 
 QUEUE = Queue("broker-test", Exchange("broker-test", type="direct"), routing_key="broker-test")
-RELIABLE = "worker.broker:Transport"
+RELIABLE = "tasks.broker:Transport"
 PLAIN = "redis"
 
 
@@ -189,3 +189,23 @@ def test_messages_from_a_plain_kombu_producer_are_taken_too(redis_url: str, clie
     with connect(redis_url, RELIABLE) as connection:
         assert consume(connection, 2) == [{"n": 6}, {"n": 7}]
     assert client.hlen("unacked") == 0
+
+
+def test_the_billing_client_rings_the_doorbell(redis_url: str, client: redis.Redis) -> None:
+    """Producers' messages must wake idle workers at once: ``BillingClient`` sends with this
+    transport on Redis (a plain Celery producer would leave an idle worker asleep for up to
+    its polling interval), and so does the worker's app for follow-ups and beat."""
+    from tasks.client import BillingClient
+    from tasks.routing import queue_for
+    from worker.app import celery_config
+
+    billing = BillingClient(broker_url=redis_url)
+    try:
+        billing.create_customer(email="ada@example.com")
+    finally:
+        billing.app.close()
+    queue = queue_for("billing.customers.create")
+    assert client.llen(queue) == 1
+    assert client.llen(doorbell(queue)) == 1
+    assert celery_config(redis_url, 60)["broker_transport"] == RELIABLE
+    assert celery_config("memory://localhost/", 60)["broker_transport"] is None

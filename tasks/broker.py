@@ -21,8 +21,10 @@ most that timeout, and messages sent by producers on kombu's plain transport are
 taken the same way, only up to a timeout later. The wire format is kombu's, so
 plain kombu producers and consumers interoperate.
 
-Selected by ``broker_transport`` in ``worker.app`` whenever the broker URL is
-``redis://`` or ``rediss://``.
+Both sides use it: the worker app (``worker.app``) and the producer client
+(``tasks.client.BillingClient``) select it with ``transport_for`` whenever the broker URL
+is ``redis://`` or ``rediss://``. It needs only kombu, so producers still need nothing
+but Celery.
 """
 
 from __future__ import annotations
@@ -64,6 +66,12 @@ return false
 """
 
 
+def transport_for(broker_url: str) -> str | None:
+    """The ``broker_transport`` setting for a broker URL: this transport for Redis, else
+    Celery's choice from the URL's scheme."""
+    return "tasks.broker:Transport" if broker_url.split("://", 1)[0] in ("redis", "rediss") else None
+
+
 def doorbell(queue: str) -> str:
     return DOORBELL_PREFIX + queue
 
@@ -74,7 +82,7 @@ class Channel(kombu_redis.Channel):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if self.global_keyprefix:
-            raise ValueError("broker_transport_options.global_keyprefix: not supported by worker.broker")
+            raise ValueError("broker_transport_options.global_keyprefix: not supported by tasks.broker")
         self._no_ack_queues: set[str] = set()
         self._waiting = False
         """True when the next poll waits on the doorbells instead of taking."""
