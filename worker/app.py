@@ -1,7 +1,8 @@
 """The Celery app: ``celery -A worker.app worker`` (and ``beat``, ``flower``).
 
-JSON only, late acknowledgement, one message prefetched at a time, task events on for
-Flower. Producers send by task name (``billing.<resource>.<verb>``) with
+JSON only, late acknowledgement, one message prefetched at a time; task events as soon
+as a monitor asks for them (Flower does), or always with ``BILLING_TASK_EVENTS``.
+Producers send by task name (``billing.<resource>.<verb>``) with
 ``tasks.client.BillingClient``; nothing here is needed to enqueue.
 """
 
@@ -126,7 +127,7 @@ def create_app() -> Celery:
         worker_prefetch_multiplier=1,
         task_ignore_result=True,
         task_track_started=True,
-        worker_send_task_events=True,
+        worker_send_task_events=settings.task_events,
         task_send_sent_event=True,
         worker_hijack_root_logger=False,
         beat_schedule=beat_schedule(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -80,3 +82,42 @@ def test_260_items_become_a_chain_of_two_invoices(worker_process: str) -> None:
     assert second["subtotal"] == sum(250 + i for i in range(250, 260))
     assert (first["number"][-4:], second["number"][-4:]) == ("0001", "0002")
     assert count(InvoiceItem, InvoiceItem.invoice_id.is_(None)) == 3  # type: ignore[union-attr]
+
+
+def test_a_monitor_turns_task_events_on_as_flower_does(worker_process: str) -> None:
+    """Events are off by default (they cost CPU on every task); ``enable_events``, which
+    Flower broadcasts every few seconds, turns them on, and a task then reports its outcome."""
+    import threading
+
+    from celery import Celery
+
+    from tasks.broker import transport_for
+
+    monitor = Celery("monitor", broker=worker_process, set_as_current=False)
+    monitor.conf.broker_transport = transport_for(worker_process)
+    seen: list[dict[str, object]] = []
+    ready = threading.Event()
+
+    def capture() -> None:
+        with monitor.connection_for_read() as connection:
+            receiver = monitor.events.Receiver(connection, handlers={"*": seen.append})
+            ready.set()
+            with contextlib.suppress(TimeoutError):
+                receiver.capture(limit=None, timeout=20, wakeup=False)
+
+    listener = threading.Thread(target=capture, daemon=True)
+    listener.start()
+    ready.wait(10)
+    time.sleep(1.0)  # the receiver subscribes once capture() runs
+    client = BillingClient(broker_url=worker_process)
+    client.create_customer(email="quiet@example.com")
+    wait_for(lambda: count(Customer) == 1, what="the first customer")
+    assert not [e for e in seen if e.get("type") == "task-succeeded"], "events were on before anyone asked"
+
+    def watched() -> bool:  # as Flower does: ask every worker again and again
+        monitor.control.enable_events()
+        client.create_customer(email="watched@example.com")
+        return any(e.get("type") == "task-succeeded" for e in seen)
+
+    wait_for(watched, timeout=20, interval=1.0, what="a task-succeeded event once events are asked for")
+    assert any(e.get("type") == "task-received" and e.get("name") == "billing.customers.create" for e in seen)
