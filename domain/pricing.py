@@ -160,6 +160,8 @@ def _line_taxes(amount: int, rates: Sequence[TaxRate], tax_exempt: bool) -> tupl
     For an exempt (or reverse-charge) customer every tax is 0 and inclusive tax is
     backed out of the amount, reported as inclusive tax so the caller can remove it.
     """
+    if not rates:  # most lines: no Decimal arithmetic for them
+        return [], 0, 0
     inclusive = [r for r in rates if r.inclusive]
     inclusive_pct = sum((r.percentage for r in inclusive), Decimal(0))
     net = Decimal(amount) / (1 + inclusive_pct / HUNDRED)

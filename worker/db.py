@@ -49,10 +49,12 @@ def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         return _sqlite_engine(url)
     settings = get_settings()
+    # No pre-ping (a round trip before every transaction): a connection that died with its
+    # server fails its first statement, SQLAlchemy then discards the whole pool, and the
+    # task retries as after any transient error (the PostgreSQL-restart fault test).
     return create_engine(
         url,
         pool_size=settings.database_pool_size,
-        pool_pre_ping=True,
         connect_args={"options": f"-c lock_timeout={settings.lock_timeout_ms}"},
     )
 

@@ -20,6 +20,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import relationship
 from sqlmodel import Field, SQLModel
 
 SQLModel.metadata.naming_convention = {
@@ -519,3 +520,12 @@ class SubscriptionPeriod(SQLModel, table=True):
     invoice_id: str | None = ref("invoices.id")
     billing_reason: str = Field(sa_type=String(32))
     created: int = time_field()
+
+
+# Flush order: the unit of work orders INSERTs between tables by relationship(), not by
+# foreign key alone. A ledger row may be added in the same flush as the invoice it points
+# at (generation writes a finalized invoice with one INSERT): the invoice goes first.
+BalanceTransaction.__mapper__.add_property(  # type: ignore[attr-defined]
+    "invoice",
+    relationship(Invoice, foreign_keys=[BalanceTransaction.__table__.c.invoice_id], lazy="raise"),  # type: ignore[attr-defined]
+)

@@ -86,3 +86,22 @@ def test_a_chain_redeems_its_named_coupon_once() -> None:
     assert (get(first)["total"], get(second)["total"]) == (225000, 9000)
     with read_session() as session:
         assert get_object(session, "ONCEONLY", kind="coupon")["times_redeemed"] == 1
+
+
+def test_a_claim_refuses_items_that_are_no_longer_pending() -> None:
+    """Every claim holds the customer's lock, so the items one run read as pending are still
+    pending when it attaches them; should something change them without that lock, the
+    claim rolls back (and the task retries) instead of moving them to a second invoice."""
+    from worker.db import UnitOfWork
+    from worker.services.base import Request
+    from worker.services.invoices import ConcurrentClaim, write_lines
+
+    cus = customer("usd")
+    (billed,) = items(cus, "usd", [100])
+    taken = invoice(cus).id
+    (pending,) = items(cus, "usd", [200])
+    with UnitOfWork() as uow:
+        request = Request(uow.session, "test", "k", "h", 0)
+        with pytest.raises(ConcurrentClaim, match="1 of 2 items"):
+            write_lines(request, [{"id": billed}, {"id": pending}], claim_for=taken)
+    assert (get(billed)["invoice"], get(pending)["invoice"]) == (taken, None)

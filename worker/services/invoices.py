@@ -1,8 +1,9 @@
 """Invoices: generation from pending items, pricing, finalization and the lifecycle (SPEC §4-6).
 
 Generation claims at most 250 of a customer's oldest pending items in the invoice's
-currency, in the same transaction that writes the invoice, prices it and (when asked)
-finalizes it. If items of that currency remain, the outcome carries a follow-up for
+currency (read with one SELECT under the customer's lock, priced, then attached with their
+amounts by one UPDATE), in the same transaction that writes the invoice, prices it and
+(when asked) finalizes it. If items of that currency remain, the outcome carries a follow-up for
 the next part of the chain; the task publishes it after the commit.
 """
 
@@ -13,12 +14,12 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, case, delete, exists, func, select, text, tuple_, update
+from sqlalchemy import and_, bindparam, case, delete, func, select, text, update
 
 from domain import invoices as lifecycle
 from domain.credit import apply_credit_balance
 from domain.currencies import currency_info
-from domain.errors import BadRequest, NotFound, NothingToInvoice
+from domain.errors import BadRequest, NotFound, NothingToInvoice, TransientError
 from domain.pricing import Coupon, Line, PricedInvoice, TaxRate, price_invoice
 from tasks.contracts import InvoiceAction, InvoiceCreate, InvoicePay, InvoicePendingCreate, payload_of
 from tasks.ids import PREFIXES, derived_id
@@ -55,55 +56,31 @@ _PRICED_COLUMNS = (
 """What pricing reads of a line (and claim order needs: created, id)."""
 
 
-def claim_pending_items(
-    request: Request,
-    invoice_id: str,
-    customer_id: str,
-    currency: str,
-    *,
-    subscription_first: str | None = None,
-) -> list[Any]:
-    """Attach the oldest ≤ 250 pending items of (customer, currency) to the invoice: one UPDATE.
+def pending_lines(
+    request: Request, customer_id: str, currency: str, *, subscription_first: str | None = None
+) -> tuple[list[Any], bool]:
+    """The oldest ≤ 250 pending items of (customer, currency), in claim order (created, id),
+    and whether more remain for the chain's next part: one SELECT of 251.
 
+    The caller holds the customer's lock, which every claim takes, so the items stay
+    pending until ``write_lines`` attaches them in this transaction; an item committed
+    after this read waits for the next invoice, like one that arrives after it.
     ``subscription_first``: that subscription's items come first, so a period's own lines
     are on its invoice even behind a backlog of older pending items.
     """
     order: list[Any] = [InvoiceItem.created, InvoiceItem.id]
     if subscription_first is not None:
         order.insert(0, case((InvoiceItem.subscription_id == subscription_first, 0), else_=1))
-    oldest = (
-        select(InvoiceItem.id)
+    rows = request.session.execute(
+        select(*_PRICED_COLUMNS)
         .where(_pending_of(customer_id, currency))
         .order_by(*order)
-        .limit(lifecycle.MAX_LINES_PER_INVOICE)
-    )
-    claimed = request.session.execute(
-        update(InvoiceItem)
-        .where(InvoiceItem.id.in_(oldest.scalar_subquery()))  # type: ignore[attr-defined]
-        .values(invoice_id=invoice_id)
-        .returning(*_PRICED_COLUMNS)
-        .execution_options(synchronize_session=False)
+        .limit(lifecycle.MAX_LINES_PER_INVOICE + 1)
     ).all()
-    return sorted(claimed, key=lambda row: (row.created, row.id))
-
-
-def pending_remain(request: Request, customer_id: str, currency: str, claimed: Sequence[Any] = ()) -> bool:
-    """Whether pending items of (customer, currency) are left for the chain's next part.
-
-    After a claim: fewer than 250 claimed means none were left when the claim ran (one
-    that commits later is like one that arrives after this invoice: it waits for the
-    next). After a full claim, look past the last item claimed, in the pending index's
-    order, instead of wading through the 250 entries this transaction has just claimed.
-    """
-    condition = _pending_of(customer_id, currency)
-    if claimed:
-        if len(claimed) < lifecycle.MAX_LINES_PER_INVOICE:
-            return False
-        last = claimed[-1]
-        condition = and_(
-            condition, tuple_(InvoiceItem.created, InvoiceItem.id) > tuple_(last.created, last.id)
-        )
-    return bool(request.session.execute(select(exists().where(condition))).scalar())
+    lines = rows[: lifecycle.MAX_LINES_PER_INVOICE]
+    if subscription_first is not None:
+        lines.sort(key=lambda row: (row.created, row.id))
+    return lines, len(rows) > lifecycle.MAX_LINES_PER_INVOICE
 
 
 def _tax_rates(request: Request, ids: set[str]) -> dict[str, TaxRate]:
@@ -170,14 +147,10 @@ def price(
     lines: Sequence[Any],
     customer: Customer,
     coupons: Sequence[CouponRow],
-    *,
-    repricing: bool = False,
 ) -> PricedInvoice:
     """Discounts and taxes of every line and the invoice's totals, for the customer's tax
-    status now (recorded on the invoice). Lines are in claim order: (created, id).
-
-    ``repricing`` rewrites every line, also those that no longer get discounts or taxes;
-    freshly claimed lines have none, so only those that get some are written.
+    status now (recorded on the invoice). Lines are in claim order: (created, id). The
+    lines' own amounts are the caller's to store (``line_amounts``, ``write_lines``).
     """
     default_ids = list(invoice.default_tax_rates or ())
     rates = _tax_rates(request, set(default_ids) | {r for line in lines for r in line.tax_rates or ()})
@@ -198,17 +171,6 @@ def price(
         default_tax_rates=[rates[r] for r in default_ids],
         tax_exempt=customer.tax_exempt in ("exempt", "reverse"),
     )
-    updates = [
-        {
-            "id": line.id,
-            "discount_amounts": [{"amount": d.amount, "discount": d.coupon} for d in p.discount_amounts],
-            "tax_amounts": [_tax_dict(t) for t in p.tax_amounts],
-        }
-        for line, p in zip(lines, priced.lines, strict=True)
-        if repricing or p.discount_amounts or p.tax_amounts
-    ]
-    if updates:
-        _write_line_amounts(request, updates)
     invoice.subtotal = priced.subtotal
     invoice.total_excluding_tax = priced.total_excluding_tax
     invoice.total = priced.total
@@ -220,6 +182,19 @@ def price(
     invoice.amount_due = invoice.amount_remaining = max(priced.total, 0)
     invoice.customer_tax_exempt = customer.tax_exempt
     return priced
+
+
+def line_amounts(lines: Sequence[Any], priced: PricedInvoice, *, every: bool) -> list[dict[str, Any]]:
+    """Per line: its discount and tax amounts as stored. ``every``: also lines that get
+    none ([] each); else those stay NULL, as freshly claimed lines are."""
+    out = []
+    for line, p in zip(lines, priced.lines, strict=True):
+        row: dict[str, Any] = {"id": line.id}
+        if every or p.discount_amounts or p.tax_amounts:
+            row["discount_amounts"] = [{"amount": d.amount, "discount": d.coupon} for d in p.discount_amounts]
+            row["tax_amounts"] = [_tax_dict(t) for t in p.tax_amounts]
+        out.append(row)
+    return out
 
 
 def reprice_for_tax_status(request: Request, invoice: Invoice, customer: Customer) -> None:
@@ -234,29 +209,68 @@ def reprice_for_tax_status(request: Request, invoice: Invoice, customer: Custome
         .order_by(InvoiceItem.created, InvoiceItem.id)
     ).all()
     coupons = [row for c in invoice.discounts or () if (row := request.session.get(CouponRow, c)) is not None]
-    price(request, invoice, lines, customer, coupons, repricing=True)
+    priced = price(request, invoice, lines, customer, coupons)
+    write_lines(request, line_amounts(lines, priced, every=True))
 
 
-_LINE_AMOUNTS = text(
-    "UPDATE invoice_items SET discount_amounts = u.discount_amounts, tax_amounts = u.tax_amounts"
-    " FROM unnest(CAST(:id AS varchar[]), CAST(:discount_amounts AS jsonb[]), CAST(:tax_amounts AS jsonb[]))"
-    " AS u(id, discount_amounts, tax_amounts) WHERE invoice_items.id = u.id"
+_WRITE_LINES = (
+    "UPDATE invoice_items SET discount_amounts = u.discount_amounts, tax_amounts = u.tax_amounts{claim}"
+    " FROM jsonb_to_recordset(CAST(:lines AS jsonb))"
+    " AS u(id varchar, discount_amounts jsonb, tax_amounts jsonb) WHERE invoice_items.id = u.id{pending}"
+)
+_LINE_AMOUNTS = text(_WRITE_LINES.format(claim="", pending=""))
+# The pending guard is spelt so that no index can serve it: with ``IS NULL`` the planner
+# scans every pending item through the invoice_id index (it assumes 100 rows from the JSON
+# document and few pending items) instead of looking up 250 by primary key, measured 15 ms
+# instead of 2 at 100k pending. PostgreSQL folds ``IS NOT DISTINCT FROM NULL`` into ``IS NULL``.
+_CLAIM_LINES = text(
+    _WRITE_LINES.format(
+        claim=", invoice_id = :invoice", pending=" AND coalesce(invoice_items.invoice_id, '') = ''"
+    )
 )
 
 
-def _write_line_amounts(request: Request, updates: list[dict[str, Any]]) -> None:
-    """PostgreSQL: one UPDATE … FROM unnest(arrays) for all lines, not one statement per line."""
-    if request.session.get_bind().dialect.name != "postgresql":
-        request.session.execute(update(InvoiceItem), updates)
+def write_lines(request: Request, lines: list[dict[str, Any]], *, claim_for: str | None = None) -> None:
+    """Store lines' discount and tax amounts (``line_amounts``) in one statement; with
+    ``claim_for``, also attach them, still pending, to that invoice.
+
+    PostgreSQL: one UPDATE … FROM jsonb_to_recordset(one JSON document), not one statement
+    per line. Elsewhere: one executemany.
+    """
+    if not lines:
         return
-    request.session.execute(
-        _LINE_AMOUNTS,
-        {
-            "id": [u["id"] for u in updates],
-            "discount_amounts": [json.dumps(u["discount_amounts"]) for u in updates],
-            "tax_amounts": [json.dumps(u["tax_amounts"]) for u in updates],
-        },
-    )
+    session = request.session
+    if session.get_bind().dialect.name == "postgresql":
+        if claim_for is None:
+            result = session.execute(_LINE_AMOUNTS, {"lines": json.dumps(lines)})
+        else:
+            result = session.execute(_CLAIM_LINES, {"lines": json.dumps(lines), "invoice": claim_for})
+    else:
+        table: Any = InvoiceItem.__table__  # type: ignore[attr-defined]
+        stmt = (
+            update(table)
+            .where(table.c.id == bindparam("line_id"))
+            .values(discount_amounts=bindparam("d"), tax_amounts=bindparam("t"))
+        )
+        if claim_for is not None:
+            stmt = stmt.where(table.c.invoice_id.is_(None)).values(invoice_id=claim_for)
+        result = session.execute(
+            stmt,
+            [
+                {"line_id": line["id"], "d": line.get("discount_amounts"), "t": line.get("tax_amounts")}
+                for line in lines
+            ],
+        )
+    if claim_for is not None and result.rowcount != len(lines):  # type: ignore[attr-defined]
+        # every claim holds the customer's lock: this would be a change made without it
+        raise ConcurrentClaim(
+            f"{len(lines) - result.rowcount} of {len(lines)} items read as pending were no longer"  # type: ignore[attr-defined]
+            f" pending when invoice {claim_for} claimed them"
+        )
+
+
+class ConcurrentClaim(TransientError):
+    """Items changed under a claim: the transaction rolls back and the task retries."""
 
 
 def _tax_dict(tax: Any) -> dict[str, Any]:
@@ -379,7 +393,7 @@ def generate_invoice(
     request's or customer's discounts (a subscription's coupon); ``subscription_id``
     puts that subscription's pending lines first.
     """
-    request.ensure_new(Invoice, command.id, resource="invoice")
+    request.ensure_new(Invoice, command.id, resource="invoice", on_conflict=True)
     invoice = Invoice(
         id=command.id,
         customer_id=customer.id,
@@ -397,16 +411,12 @@ def generate_invoice(
         chain_part=command.part,
         created=request.now,
     )
-    request.session.add(invoice)
-    request.session.flush()
     lines: list[Any] = []
+    more = False
     if command.pending_invoice_items_behavior == "include":
-        lines = claim_pending_items(
-            request, invoice.id, customer.id, currency, subscription_first=subscription_id
-        )
+        lines, more = pending_lines(request, customer.id, currency, subscription_first=subscription_id)
         if not lines:
             if command.part > 1:  # the chain's backlog is gone (another run took it): the chain ends
-                request.session.delete(invoice)
                 return None, []
             raise NothingToInvoice(
                 f"customer {customer.id} has no pending {currency} invoice items", field="customer"
@@ -414,17 +424,14 @@ def generate_invoice(
     reads = finalize_reads(request, customer, currency) if command.finalize else None
     if coupons is None:
         coupons = _coupons(request, customer, command)
-    price(request, invoice, lines, customer, coupons)
+    priced = price(request, invoice, lines, customer, coupons)
+    session = request.session
+    session.add(invoice)
     if command.finalize:
         finalize_invoice(request, invoice, customer, reads)
-    follow_ups = []
-    # a period's own lines jump the queue, so its claim is not the oldest 250: probe it all
-    claimed = lines if subscription_id is None else ()
-    if command.pending_invoice_items_behavior == "include" and pending_remain(
-        request, customer.id, currency, claimed
-    ):
-        follow_ups.append(_next_part(command))
-    return invoice, follow_ups
+    session.flush()  # one INSERT of the whole invoice, finalized or not, before its ledger rows
+    write_lines(request, line_amounts(lines, priced, every=False), claim_for=invoice.id)
+    return invoice, [_next_part(command)] if more else []
 
 
 def create_invoices_for_pending(request: Request, command: InvoicePendingCreate) -> Outcome:

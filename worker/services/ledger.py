@@ -23,9 +23,8 @@ def lock_balance(session: Session, customer_id: str, currency: str) -> CustomerB
         .with_for_update()
     )
     row = session.execute(stmt).scalar_one_or_none()
-    if row is None:
+    if row is None:  # stored by the first ``append``: a currency never credited keeps no row
         row = CustomerBalance(customer_id=customer_id, currency=currency, balance=0, transaction_count=0)
-        session.add(row)
     return row
 
 
@@ -52,6 +51,7 @@ def append(
         return None
     if balance is None:
         balance = lock_balance(session, customer_id, currency)
+    session.add(balance)
     balance.balance += amount
     balance.transaction_count += 1
     txn = BalanceTransaction(
