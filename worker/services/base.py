@@ -9,7 +9,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import bindparam, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel
 
@@ -52,6 +52,9 @@ def request_hash(operation: str, payload: dict[str, Any]) -> str:
     body = {k: v for k, v in payload.items() if k != "idempotency_key"}
     canonical = json.dumps([operation, body], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+_LOCK_CUSTOMER = select(Customer).where(Customer.id == bindparam("id")).with_for_update()  # type: ignore[arg-type]
 
 
 @dataclass(slots=True)
@@ -139,8 +142,7 @@ class Request:
         the deletion still replays its result. A customer on a test clock is billed at the
         clock's time: from here on ``now`` is the clock's ``frozen_time``.
         """
-        stmt = select(Customer).where(Customer.id == customer_id).with_for_update()  # type: ignore[arg-type]
-        customer = self.session.execute(stmt).scalar_one_or_none()
+        customer = self.session.execute(_LOCK_CUSTOMER, {"id": customer_id}).scalar_one_or_none()
         if customer is None or (customer.deleted and self.session.get(IdempotencyKey, self.key) is None):
             raise NotFound("customer", customer_id, field=field)
         self.customer_id = customer.id

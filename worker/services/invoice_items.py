@@ -99,33 +99,32 @@ _COLUMN_TYPES = {
     "tax_rates": "jsonb",
     "created": "bigint",
 }
-_JSON_COLUMNS = ("metadata", "tax_rates")
 _PG_INSERT = text(
-    f"INSERT INTO invoice_items ({', '.join(_COLUMN_TYPES)})"
-    f" SELECT * FROM unnest({', '.join(f'CAST(:{c} AS {t}[])' for c, t in _COLUMN_TYPES.items())})"
-    " ON CONFLICT (id) DO NOTHING RETURNING id"
+    "WITH rows AS (SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))"
+    f" AS r({', '.join(f'{c} {t}' for c, t in _COLUMN_TYPES.items())})),"
+    f" inserted AS (INSERT INTO invoice_items ({', '.join(_COLUMN_TYPES)}) SELECT * FROM rows"
+    " ON CONFLICT (id) DO NOTHING RETURNING id)"
+    " SELECT id FROM rows EXCEPT SELECT id FROM inserted"
 )
 
 
 def insert_new(session: Session, rows: list[dict[str, Any]]) -> set[str]:
     """Insert the rows whose id is free; returns the ids inserted.
 
-    PostgreSQL: one ``INSERT … SELECT FROM unnest(arrays) ON CONFLICT (id) DO NOTHING
-    RETURNING id`` for the whole batch: one statement with one parameter per column, so
-    neither the server nor the driver handles a statement per row (or 13,000 placeholders).
-    A row whose id another transaction holds waits for it to end, then counts as taken if
-    it committed. SQLite (one writer at a time): the ids already there, then executemany.
+    PostgreSQL: one ``INSERT … SELECT FROM jsonb_to_recordset(one JSON document) ON
+    CONFLICT (id) DO NOTHING`` for the whole batch, which answers with the ids it did not
+    insert (usually none): neither the server nor the driver handles a statement, a
+    placeholder or an array element per row (psycopg escapes text array elements one by
+    one; the JSON document is one ``json.dumps``). A row whose id another transaction holds
+    waits for it to end, then counts as taken if it committed. SQLite (one writer at a
+    time): the ids already there, then executemany.
     """
     if not rows:
         return set()
     if session.get_bind().dialect.name == "postgresql":
-        columns: dict[str, list[Any]] = {name: [] for name in _COLUMN_TYPES}
-        for row in rows:
-            for name, values in columns.items():
-                values.append(row[name])
-        for name in _JSON_COLUMNS:
-            columns[name] = [None if v is None else json.dumps(v) for v in columns[name]]
-        return set(session.execute(_PG_INSERT, columns).scalars())
+        document = json.dumps([{name: row[name] for name in _COLUMN_TYPES} for row in rows])
+        taken = set(session.execute(_PG_INSERT, {"rows": document}).scalars())
+        return {row["id"] for row in rows} - taken
     ids = [row["id"] for row in rows]
     taken = set(session.execute(select(InvoiceItem.id).where(InvoiceItem.id.in_(ids))).scalars())  # type: ignore[attr-defined]
     fresh = [row for row in rows if row["id"] not in taken]

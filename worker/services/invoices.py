@@ -42,7 +42,7 @@ CREATE_TASK = "billing.invoices.create"
 _PENDING = InvoiceItem.invoice_id.is_(None)  # type: ignore[union-attr]
 
 
-def _pending_of(customer_id: str, currency: str) -> Any:
+def _pending_of(customer_id: Any, currency: Any) -> Any:
     return and_(InvoiceItem.customer_id == customer_id, InvoiceItem.currency == currency, _PENDING)
 
 
@@ -54,6 +54,16 @@ _PRICED_COLUMNS = (
     InvoiceItem.created,
 )
 """What pricing reads of a line (and claim order needs: created, id)."""
+
+
+_PENDING_LINES = (
+    select(*_PRICED_COLUMNS)
+    .where(_pending_of(bindparam("customer"), bindparam("currency")))
+    .order_by(InvoiceItem.created, InvoiceItem.id)
+    .limit(lifecycle.MAX_LINES_PER_INVOICE + 1)
+)
+"""Built once: the hot path's statements are not rebuilt (and their cache keys not
+recomputed) for every invoice."""
 
 
 def pending_lines(
@@ -68,15 +78,11 @@ def pending_lines(
     ``subscription_first``: that subscription's items come first, so a period's own lines
     are on its invoice even behind a backlog of older pending items.
     """
-    order: list[Any] = [InvoiceItem.created, InvoiceItem.id]
+    stmt = _PENDING_LINES
     if subscription_first is not None:
-        order.insert(0, case((InvoiceItem.subscription_id == subscription_first, 0), else_=1))
-    rows = request.session.execute(
-        select(*_PRICED_COLUMNS)
-        .where(_pending_of(customer_id, currency))
-        .order_by(*order)
-        .limit(lifecycle.MAX_LINES_PER_INVOICE + 1)
-    ).all()
+        first = case((InvoiceItem.subscription_id == subscription_first, 0), else_=1)
+        stmt = stmt.order_by(None).order_by(first, InvoiceItem.created, InvoiceItem.id)
+    rows = request.session.execute(stmt, {"customer": customer_id, "currency": currency}).all()
     lines = rows[: lifecycle.MAX_LINES_PER_INVOICE]
     if subscription_first is not None:
         lines.sort(key=lambda row: (row.created, row.id))
@@ -109,13 +115,14 @@ def check_redeemable(coupon: CouponRow, now: int, *, field: str) -> None:
         )
 
 
+_DISCOUNT = select(DiscountRow).where(DiscountRow.customer_id == bindparam("customer"))  # type: ignore[arg-type]
+
+
 def customer_discount(request: Request, customer_id: str) -> DiscountRow | None:
     # Asked by pricing and again by finalization: read once per transaction (the customer is locked).
     held = request.session.info.setdefault("discounts", {})
     if customer_id not in held:
-        held[customer_id] = request.session.execute(
-            select(DiscountRow).where(DiscountRow.customer_id == customer_id)  # type: ignore[arg-type]
-        ).scalar()
+        held[customer_id] = request.session.execute(_DISCOUNT, {"customer": customer_id}).scalar()
     row = held[customer_id]
     if row is None or (row.end is not None and row.end <= request.now):
         return None
@@ -282,15 +289,20 @@ def _tax_dict(tax: Any) -> dict[str, Any]:
     }
 
 
+_TAX_IDS = (
+    select(CustomerTaxId)
+    .where(CustomerTaxId.customer_id == bindparam("customer"))  # type: ignore[arg-type]
+    .order_by(CustomerTaxId.created)
+)
+
+
 def finalize_reads(request: Request, customer: Customer, currency: str) -> tuple[list[dict[str, str]], Any]:
     """What finalization reads: the customer's tax ids and its balance row (locked).
 
     Read before the invoice changes, so that its changes reach the database in one UPDATE
     at the next flush instead of one per query in between.
     """
-    tax_ids = request.session.execute(
-        select(CustomerTaxId).where(CustomerTaxId.customer_id == customer.id).order_by(CustomerTaxId.created)  # type: ignore[arg-type]
-    ).scalars()
+    tax_ids = request.session.execute(_TAX_IDS, {"customer": customer.id}).scalars()
     snapshot = [{"type": t.type, "value": t.value} for t in tax_ids]
     return snapshot, ledger.lock_balance(request.session, customer.id, currency)
 

@@ -9,20 +9,24 @@ that forgot cannot race.
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlmodel import Session
 
 from tasks.ids import PREFIXES, new_id
 from worker.tables import BalanceTransaction, CustomerBalance
 
+_LOCK_BALANCE = (
+    select(CustomerBalance)
+    .where(
+        CustomerBalance.customer_id == bindparam("customer"),  # type: ignore[arg-type]
+        CustomerBalance.currency == bindparam("currency"),  # type: ignore[arg-type]
+    )
+    .with_for_update()
+)
+
 
 def lock_balance(session: Session, customer_id: str, currency: str) -> CustomerBalance:
-    stmt = (
-        select(CustomerBalance)
-        .where(CustomerBalance.customer_id == customer_id, CustomerBalance.currency == currency)  # type: ignore[arg-type]
-        .with_for_update()
-    )
-    row = session.execute(stmt).scalar_one_or_none()
+    row = session.execute(_LOCK_BALANCE, {"customer": customer_id, "currency": currency}).scalar_one_or_none()
     if row is None:  # stored by the first ``append``: a currency never credited keeps no row
         row = CustomerBalance(customer_id=customer_id, currency=currency, balance=0, transaction_count=0)
     return row
