@@ -83,3 +83,38 @@ def test_a_message_twice_in_one_batch_is_written_once_and_its_copy_replays_alone
 
     assert count(InvoiceItem) == 1
     assert run(OPERATION, payload).replayed
+
+
+def test_a_list_stores_every_field_of_every_item() -> None:
+    """PostgreSQL sends a batch as one JSON document whose keys name the columns: each
+    field must arrive in its column (and none be dropped as an unknown key)."""
+    from tests.support import get
+
+    cus = customer("eur")
+    rate = call("billing.tax_rates.create", id=new_id("txr"), idempotency_key=new_id("k"),
+                display_name="VAT", percentage="20", inclusive=False).id  # fmt: skip
+    first, second = new_id("ii"), new_id("ii")
+    run(
+        "billing.invoice_items.create_many",
+        {
+            "idempotency_key": new_id("k"),
+            "items": [
+                {"id": first, "idempotency_key": first, "customer": cus, "unit_amount": 250, "quantity": 3,
+                 "description": "seats", "discountable": False, "period": {"start": 100, "end": 200},
+                 "metadata": {"order": "42"}, "tax_rates": [rate]},
+                {"id": second, "idempotency_key": second, "customer": cus, "amount": -80},
+            ],
+        },
+    )  # fmt: skip
+    one, two = get(first), get(second)
+    assert (one["currency"], one["amount"], one["unit_amount"], one["quantity"]) == ("eur", 750, 250, 3)
+    assert (one["description"], one["discountable"], one["period"]) == (
+        "seats",
+        False,
+        {"start": 100, "end": 200},
+    )
+    assert (one["metadata"], [t["id"] if isinstance(t, dict) else t for t in one["tax_rates"]]) == (
+        {"order": "42"},
+        [rate],
+    )
+    assert (two["amount"], two["discountable"], two["metadata"], two["description"]) == (-80, False, {}, None)
