@@ -54,7 +54,11 @@ def request_hash(operation: str, payload: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-_LOCK_CUSTOMER = select(Customer).where(Customer.id == bindparam("id")).with_for_update()  # type: ignore[arg-type]
+# FOR NO KEY UPDATE on PostgreSQL: billing operations still queue up behind each other, but
+# rows that merely reference the customer (invoice items being added) do not wait for them.
+_LOCK_CUSTOMER = (
+    select(Customer).where(Customer.id == bindparam("id")).with_for_update(key_share=True)  # type: ignore[arg-type]
+)
 
 
 @dataclass(slots=True)
