@@ -92,7 +92,7 @@ class Request:
         Call it after taking the operation's lock, so that a concurrent duplicate
         waits for the first to commit and then sees its key.
         """
-        row = self.session.get(IdempotencyKey, self.key)
+        row = self.session.execute(_KEY_LOOKUP, {"key": self.key}).first()
         if row is None:
             if self.redelivery_cap and self.redeliveries >= self.redelivery_cap:
                 # Decided under the operation's lock: a copy that overlapped a slow first
@@ -172,6 +172,10 @@ def close_outbox(session: Session, keys: Collection[str], now: int, *, failed: b
         .values(done_at=now, failed=failed)
     )
 
+
+_KEY_LOOKUP = select(_KEYS.c.operation, _KEYS.c.request_hash, _KEYS.c.resource_id).where(
+    _KEYS.c.key == bindparam("key")
+)
 
 _SETTLE = text(
     "WITH closed AS (UPDATE outbox SET done_at = :now, failed = false WHERE key = :key AND done_at IS NULL)"
