@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -280,7 +281,11 @@ def clock_advance(clock_id: str, months: int, days: int, hours: int, to: str | N
 @click.option("--sizes", default="10000,100000,1000000", show_default=True, help="generation backlogs")
 @click.option("--runs", type=click.IntRange(1), default=3, show_default=True)
 @click.option(
-    "--concurrency", type=click.IntRange(1, 16), default=2, show_default=True, help="worker pool size"
+    "--concurrency",
+    type=click.IntRange(1, 16),
+    default=(os.cpu_count() or 1) + 1,
+    show_default="cores + 1",
+    help="worker pool size: one more than the cores, as each process waits on the database part of the time",
 )
 @click.option("--redis-db", type=click.IntRange(0, 15), default=12, show_default=True, help="flushed first")
 @click.option("--database", default="billing_bench", show_default=True, help="PostgreSQL db name")
