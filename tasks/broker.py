@@ -86,6 +86,9 @@ class Channel(kombu_redis.Channel):
         self._no_ack_queues: set[str] = set()
         self._waiting = False
         """True when the next poll waits on the doorbells instead of taking."""
+        self._put_client: Any = None
+        """Sends messages: a client over the channel's connection pool, not over the
+        connection the consumer polls on."""
 
     # -- consuming ---------------------------------------------------------
 
@@ -163,7 +166,10 @@ class Channel(kombu_redis.Channel):
             for name, *args in commands:
                 batch.add(name, *args)
             return
-        with self.conn_or_acquire() as client, client.pipeline() as pipe:
+        # kombu makes a client per message; one per channel (and connection pool) will do
+        if self._put_client is None or self._put_client.connection_pool is not self.pool:
+            self._put_client = self._create_client()
+        with self._put_client.pipeline() as pipe:
             for name, *args in commands:
                 getattr(pipe, name)(*args)
             pipe.execute()
