@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from typing import Any
 
@@ -283,7 +282,7 @@ def clock_advance(clock_id: str, months: int, days: int, hours: int, to: str | N
 @click.option(
     "--concurrency",
     type=click.IntRange(1, 16),
-    default=(os.cpu_count() or 1) + 1,
+    default=None,
     show_default="cores + 1",
     help="worker pool size: one more than the cores, as each process waits on the database part of the time",
 )
@@ -311,8 +310,11 @@ def bench(smoke: bool, backends: tuple[str, ...], sizes: str, stages: tuple[str,
         backends = ("postgres", "sqlite") if real else ("sqlite",)
     parsed = tuple(int(s) for s in sizes.split(",") if s.strip())
     values["stages"] = stages or ("ingestion", "generation")
+    values = {k: v for k, v in values.items() if v is not None}  # unset: the Options default
     options = (
-        Options.smoke(**{k: values[k] for k in ("concurrency", "redis_db", "database", "stages")})
+        Options.smoke(
+            **{k: values[k] for k in ("concurrency", "redis_db", "database", "stages") if k in values}
+        )
         if smoke
         else (Options(sizes=parsed, **values))
     )

@@ -54,6 +54,19 @@ def request_hash(operation: str, payload: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def key_row(
+    key: str, operation: str, fingerprint: str, resource_id: str | None, created: int
+) -> dict[str, Any]:
+    """An ``idempotency_keys`` row: the request's key, what it did and to which resource."""
+    return {
+        "key": key,
+        "operation": operation,
+        "request_hash": fingerprint,
+        "resource_id": resource_id,
+        "created": created,
+    }
+
+
 # FOR NO KEY UPDATE on PostgreSQL: billing operations still queue up behind each other, but
 # rows that merely reference the customer (invoice items being added) do not wait for them.
 _LOCK_CUSTOMER = (
@@ -111,13 +124,7 @@ class Request:
 
     def done(self, resource_id: str | None, **extra: Any) -> Outcome:
         """The operation's effect is made: its key is stored with it (``settle``)."""
-        self.key_row = {
-            "key": self.key,
-            "operation": self.operation,
-            "request_hash": self.fingerprint,
-            "resource_id": resource_id,
-            "created": self.received,
-        }
+        self.key_row = key_row(self.key, self.operation, self.fingerprint, resource_id, self.received)
         return Outcome(resource_id, **extra)
 
     def get(self, model: type[Row], object_id: str, *, resource: str, field: str) -> Row:

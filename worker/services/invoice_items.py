@@ -12,7 +12,7 @@ from sqlmodel import Session
 from domain.errors import BadRequest, BillingError, NotFound
 from domain.money import check_amount
 from tasks.contracts import InvoiceItemCreate, InvoiceItemsCreate
-from worker.services.base import Outcome, Request
+from worker.services.base import Outcome, Request, key_row
 from worker.tables import Customer, IdempotencyKey, InvoiceItem, TaxRateRow
 
 
@@ -204,16 +204,7 @@ def create_invoice_items_together(
     if done:
         session.execute(
             insert(IdempotencyKey.__table__),  # type: ignore[attr-defined]
-            [
-                {
-                    "key": entries[i][0],
-                    "operation": operation,
-                    "request_hash": entries[i][1],
-                    "resource_id": entries[i][2].id,
-                    "created": now,
-                }
-                for i in done
-            ],
+            [key_row(entries[i][0], operation, entries[i][1], entries[i][2].id, now) for i in done],
         )
     for index in done:
         settled[index] = True

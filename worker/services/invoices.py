@@ -3,8 +3,8 @@
 Generation claims at most 250 of a customer's oldest pending items in the invoice's
 currency (read with one SELECT under the customer's lock, priced, then attached with their
 amounts by one UPDATE), in the same transaction that writes the invoice, prices it and
-(when asked) finalizes it. If items of that currency remain, the outcome carries a follow-up for
-the next part of the chain; the task publishes it after the commit.
+(when asked) finalizes it. If items of that currency remain, the outcome carries a
+follow-up for the next part of the chain; the task publishes it after the commit.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, delete, func, select, text, update
+from sqlalchemy import bindparam, case, delete, func, select, text, update
 
 from domain import invoices as lifecycle
 from domain.credit import apply_credit_balance
@@ -42,10 +42,6 @@ CREATE_TASK = "billing.invoices.create"
 _PENDING = InvoiceItem.invoice_id.is_(None)  # type: ignore[union-attr]
 
 
-def _pending_of(customer_id: Any, currency: Any) -> Any:
-    return and_(InvoiceItem.customer_id == customer_id, InvoiceItem.currency == currency, _PENDING)
-
-
 _PRICED_COLUMNS = (
     InvoiceItem.id,
     InvoiceItem.amount,
@@ -58,7 +54,11 @@ _PRICED_COLUMNS = (
 
 _PENDING_LINES = (
     select(*_PRICED_COLUMNS)
-    .where(_pending_of(bindparam("customer"), bindparam("currency")))
+    .where(
+        InvoiceItem.customer_id == bindparam("customer"),  # type: ignore[arg-type]
+        InvoiceItem.currency == bindparam("currency"),  # type: ignore[arg-type]
+        _PENDING,
+    )
     .order_by(InvoiceItem.created, InvoiceItem.id)
     .limit(lifecycle.MAX_LINES_PER_INVOICE + 1)
 )
