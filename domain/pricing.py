@@ -195,9 +195,10 @@ def price_invoice(
     taxes: dict[str, list[int]] = {}
     tax_kind: dict[str, bool] = {}
     contained_total = added_total = 0
+    default_rates = tuple(default_tax_rates)
     for line, discounts in zip(lines, per_line_discounts, strict=True):
-        discounted = line.amount - sum(d.amount for d in discounts)
-        rates = line.tax_rates if line.tax_rates is not None else tuple(default_tax_rates)
+        discounted = line.amount - sum(d.amount for d in discounts) if discounts else line.amount
+        rates = line.tax_rates if line.tax_rates is not None else default_rates
         tax_amounts, contained, added = _line_taxes(discounted, rates, tax_exempt)
         contained_total += contained
         added_total += added

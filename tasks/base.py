@@ -124,23 +124,24 @@ class BillingTask(Task):
         asks for the same follow-ups again. Should this process die first, the message
         is redelivered (late ack), and failing that the reconciler publishes the rows.
         """
+        try:
+            self.send_follow_ups(outcome)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            raise self.retry(exc=exc, countdown=backoff(self.request.retries or 0)) from exc
+
+    def send_follow_ups(self, outcome: Outcome) -> None:
         failpoint("before_publish", self.name)
-        sent = []
         for follow_up in outcome.follow_ups:
-            try:
-                self.app.send_task(
-                    follow_up.task_name,
-                    kwargs=follow_up.payload,
-                    queue=queue_for(follow_up.task_name),
-                    task_id=follow_up.task_id,
-                )
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                raise self.retry(exc=exc, countdown=backoff(self.request.retries or 0)) from exc
-            sent.append(follow_up.key)
-        if sent:
-            mark_published(sent)
+            self.app.send_task(
+                follow_up.task_name,
+                kwargs=follow_up.payload,
+                queue=queue_for(follow_up.task_name),
+                task_id=follow_up.task_id,
+            )
+        if outcome.follow_ups:
+            mark_published([follow_up.key for follow_up in outcome.follow_ups])
 
     def _redeliveries(self) -> int:
         """How often this message came back without finishing (its worker was killed, or it
@@ -196,15 +197,17 @@ class BillingTask(Task):
 
 
 class BillingBatchTask(Batches, BillingTask):
-    """Single-item messages taken together: one transaction for many messages.
+    """Messages taken together: one transaction for many messages.
 
-    The worker buffers up to ``BILLING_ITEM_BATCH_SIZE`` messages (or what arrived within
-    ``BILLING_ITEM_BATCH_INTERVAL_S``) and writes them in one transaction, each message
-    with its own idempotency key. A message that cannot be settled that way (bad input, a
-    replay with other parameters, a redelivery, a retry, a twin in flight) then runs alone
-    through ``perform``, exactly as a one-message task would: same retries, same failure
-    records. Messages are acknowledged only after that, so a worker killed mid-batch gets
-    them all redelivered (late ack); the idempotency keys make the redelivery harmless.
+    The worker buffers up to ``batch_size`` messages (or what arrived within
+    ``batch_interval``; both name settings, per task) and settles them in one transaction,
+    each message with its own idempotency key. A message that cannot be settled that way
+    (bad input, a replay, a redelivery, a retry, a twin in flight, whatever its operation's
+    ``run_together`` leaves) then runs alone through ``perform``, exactly as a one-message
+    task would: same retries, same failure records. So does a message whose follow-ups
+    could not be published after the commit: its replay asks for them again. Messages are
+    acknowledged only after that, so a worker killed mid-batch gets them all redelivered
+    (late ack); the idempotency keys make the redelivery harmless.
 
     Prefetch: a buffered message is unacknowledged, so it would hold one of the worker's
     prefetch slots (1 per pool process) and starve the pool. Like Celery does for ETA
@@ -212,10 +215,13 @@ class BillingBatchTask(Batches, BillingTask):
     two batches' worth, which also bounds what the worker holds in memory.
     """
 
+    batch_size = "item_batch_size"
+    batch_interval = "item_batch_interval_s"
+
     def Strategy(self, task: Any, app: Any, consumer: Any) -> Any:
         settings = get_settings()
-        self.flush_every = settings.item_batch_size
-        self.flush_interval = settings.item_batch_interval_s
+        self.flush_every = getattr(settings, self.batch_size)
+        self.flush_interval = getattr(settings, self.batch_interval)
         self._consumer = consumer
         self._raised = 0
         handler = super().Strategy(task, app, consumer)
@@ -288,8 +294,10 @@ class BillingBatchTask(Batches, BillingTask):
             except Exception as exc:
                 log.warning("%s: batch of %d failed (%s: %s); each runs alone", self.name, len(together),
                             type(exc).__name__, exc)  # fmt: skip
-                settled = [False] * len(together)
-            alone.extend(request for (request, _), ok in zip(together, settled, strict=True) if not ok)
+                settled = [None] * len(together)
+            for (request, _), outcome in zip(together, settled, strict=True):
+                if outcome is None or not self._sent(request, outcome):
+                    alone.append(request)
         for request in alone:
             self._perform_alone(request)
         for request in requests:  # per message, as for a task of its own (the embedded worker counts them)
@@ -297,6 +305,18 @@ class BillingBatchTask(Batches, BillingTask):
                 sender=self, task_id=request.id, task=self, args=request.args, kwargs=request.kwargs,
                 retval=None, state="SUCCESS",
             )  # fmt: skip
+        return True
+
+    def _sent(self, request: SimpleRequest, outcome: Outcome) -> bool:
+        """Publish a settled message's follow-ups; False if the broker refused (it runs alone)."""
+        if not outcome.follow_ups:
+            return True
+        try:
+            self.send_follow_ups(outcome)
+        except Exception as exc:
+            log.warning("%s [%s]: follow-ups not sent (%s: %s); it runs alone", self.name, request.id,
+                        type(exc).__name__, exc)  # fmt: skip
+            return False
         return True
 
     def _perform_alone(self, request: SimpleRequest) -> None:

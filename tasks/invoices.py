@@ -1,16 +1,26 @@
 """Invoice tasks. Generation runs on ``billing.invoices``; the chain's next part is
-published by ``BillingTask.publish`` once this part has committed."""
+published once this part has committed."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from tasks.base import BillingTask
+from tasks.base import BillingBatchTask, BillingTask
 from worker.app import app
 
 
-@app.task(name="billing.invoices.create", base=BillingTask, bind=True)
-def create_invoice(self: BillingTask, /, *args: Any, **payload: Any) -> dict[str, Any]:
+@app.task(
+    name="billing.invoices.create",
+    base=BillingBatchTask,
+    bind=True,
+    batch_size="invoice_batch_size",
+    batch_interval="invoice_batch_interval_s",
+)
+def create_invoice(self: BillingBatchTask, /, *args: Any, **payload: Any) -> Any:
+    """A worker takes many requests together (see BillingBatchTask and
+    ``worker.services.invoices.create_invoices_together``)."""
+    if self.is_batch(args, payload):
+        return self.run_batch(args[0])
     return self.perform(payload, args)
 
 

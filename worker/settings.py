@@ -95,6 +95,14 @@ class Settings(BaseSettings):
     item_batch_interval_s: float = Field(
         default=0.05, gt=0, description="How long a worker waits to fill a batch of single-item messages"
     )
+    invoice_batch_size: int = Field(
+        default=10,
+        ge=1,
+        description="Invoice requests (billing.invoices.create) a worker makes in one transaction, at most",
+    )
+    invoice_batch_interval_s: float = Field(
+        default=0.02, gt=0, description="How long a worker waits to fill a batch of invoice requests"
+    )
     log_level: str = "INFO"
 
 

@@ -93,15 +93,13 @@ def test_a_claim_refuses_items_that_are_no_longer_pending() -> None:
     pending when it attaches them; should something change them without that lock, the
     claim rolls back (and the task retries) instead of moving them to a second invoice."""
     from worker.db import UnitOfWork
-    from worker.services.base import Request
     from worker.services.invoices import ConcurrentClaim, write_lines
 
     cus = customer("usd")
     (billed,) = items(cus, "usd", [100])
     taken = invoice(cus).id
     (pending,) = items(cus, "usd", [200])
-    with UnitOfWork() as uow:
-        request = Request(uow.session, "test", "k", "h", 0)
-        with pytest.raises(ConcurrentClaim, match="1 of 2 items"):
-            write_lines(request, [{"id": billed}, {"id": pending}], claim_for=taken)
+    with UnitOfWork() as uow, pytest.raises(ConcurrentClaim, match="1 of 2 items"):
+        claims = [{"id": billed, "invoice": taken}, {"id": pending, "invoice": taken}]
+        write_lines(uow.session, claims, claim=True)
     assert (get(billed)["invoice"], get(pending)["invoice"]) == (taken, None)

@@ -37,7 +37,9 @@ def grown(before: dict[str, int], n: int) -> dict[str, int]:
 
 
 def together(*payloads: dict[str, Any]) -> list[bool]:
-    return run_together(OPERATION, [parse(InvoiceItemCreate, p) for p in payloads])
+    """Per message, whether the batch settled it."""
+    settled = run_together(OPERATION, [parse(InvoiceItemCreate, p) for p in payloads])
+    return [outcome is not None for outcome in settled]
 
 
 def test_good_messages_are_written_in_one_go_each_with_its_key() -> None:

@@ -184,6 +184,29 @@ _KEY_LOOKUP = select(_KEYS.c.operation, _KEYS.c.request_hash, _KEYS.c.resource_i
     _KEYS.c.key == bindparam("key")
 )
 
+
+def known_keys(session: Session, keys: Collection[str]) -> dict[str, Any]:
+    """The stored idempotency keys among ``keys`` (operation, request_hash, resource_id each)."""
+    rows = session.execute(
+        select(_KEYS.c.key, _KEYS.c.operation, _KEYS.c.request_hash, _KEYS.c.resource_id).where(
+            _KEYS.c.key.in_(keys)
+        )
+    )
+    return {row.key: row for row in rows}
+
+
+def lock_customers(session: Session, customer_ids: Collection[str]) -> dict[str, Customer]:
+    """Lock many customers at once (as ``Request.lock_customer`` does one), in id order:
+    two transactions that lock overlapping sets this way cannot deadlock on them."""
+    stmt = (
+        select(Customer)
+        .where(Customer.id.in_(sorted(customer_ids)))  # type: ignore[attr-defined]
+        .order_by(Customer.id)
+        .with_for_update(key_share=True)
+    )
+    return {customer.id: customer for customer in session.execute(stmt).scalars()}
+
+
 _SETTLE = text(
     "WITH closed AS (UPDATE outbox SET done_at = :now, failed = false WHERE key = :key AND done_at IS NULL)"
     " INSERT INTO idempotency_keys (key, operation, request_hash, resource_id, created)"
@@ -270,16 +293,19 @@ def execute(
     raise AssertionError("unreachable")
 
 
-TogetherService = Callable[[Session, str, list[tuple[str, str, Any]], int], list[bool]]
+TogetherService = Callable[[Session, str, list[tuple[str, str, Any]], int], list[Outcome | None]]
 
 
-def execute_together(operation: str, commands: list[Contract], service: TogetherService) -> list[bool]:
-    """Run many commands of one operation in one transaction (single-item messages that a
-    worker took together) and commit it; returns, per command, whether it is settled.
+def execute_together(
+    operation: str, commands: list[Contract], service: TogetherService
+) -> list[Outcome | None]:
+    """Run many commands of one operation in one transaction (messages that a worker took
+    together) and commit it; returns, per command, its outcome, or None if it is not settled.
 
     Each command keeps its own idempotency key, fingerprint and outbox row; the service
     settles only what it can do exactly as ``execute`` would, and the caller runs the rest
-    alone. Any error rolls the whole transaction back: then every command runs alone.
+    alone. The follow-ups of settled commands are written to the outbox in the same
+    transaction. Any error rolls the whole transaction back: then every command runs alone.
     """
     entries = []
     for command in commands:
@@ -288,9 +314,12 @@ def execute_together(operation: str, commands: list[Contract], service: Together
     with UnitOfWork() as uow:
         now = clock.now()
         settled = service(uow.session, operation, entries, now)
-        keys = [key for (key, _, _), ok in zip(entries, settled, strict=True) if ok]
+        keys = [key for (key, _, _), outcome in zip(entries, settled, strict=True) if outcome is not None]
         if keys:
             close_outbox(uow.session, keys, now)
+        for outcome in settled:
+            if outcome is not None and outcome.follow_ups:
+                outcome.follow_ups = write_outbox(uow.session, outcome.follow_ups, now)
         failpoint("before_commit", operation)
         uow.commit()
     failpoint("after_commit", operation)

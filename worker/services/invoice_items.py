@@ -12,7 +12,7 @@ from sqlmodel import Session
 from domain.errors import BadRequest, BillingError, NotFound
 from domain.money import check_amount
 from tasks.contracts import InvoiceItemCreate, InvoiceItemsCreate
-from worker.services.base import Outcome, Request, key_row
+from worker.services.base import Outcome, Request, key_row, known_keys
 from worker.tables import Customer, IdempotencyKey, InvoiceItem, TaxRateRow
 
 
@@ -165,31 +165,27 @@ def create_invoice_items(request: Request, command: InvoiceItemsCreate) -> Outco
 
 def create_invoice_items_together(
     session: Session, operation: str, entries: Sequence[tuple[str, str, InvoiceItemCreate]], now: int
-) -> list[bool]:
+) -> list[Outcome | None]:
     """Single-item messages that a worker took together (``(key, fingerprint, command)``
     each), written in the caller's one transaction: their rows with one insert, their
     idempotency keys with another.
 
-    Returns, per entry, whether it is settled here: created now, or the replay of an
-    earlier success with the same key. Any other (a bad item, a key used for something
-    else, an id already taken, a twin of a message in this batch or in flight elsewhere)
-    is left to run alone afterwards, where it fails, retries or replays exactly as its
-    message would on its own.
+    Returns, per entry, its outcome if it is settled here (created now, or the replay of an
+    earlier success with the same key), else None. Any other (a bad item, a key used for
+    something else, an id already taken, a twin of a message in this batch or in flight
+    elsewhere) is left to run alone afterwards, where it fails, retries or replays exactly
+    as its message would on its own.
     """
-    known = {
-        row.key: row
-        for row in session.execute(
-            select(IdempotencyKey).where(IdempotencyKey.key.in_([key for key, _, _ in entries]))  # type: ignore[attr-defined]
-        ).scalars()
-    }
+    known = known_keys(session, [key for key, _, _ in entries])
     customers, active_rates = _lookups(session, [command for _, _, command in entries])
-    settled = [False] * len(entries)
+    settled: list[Outcome | None] = [None] * len(entries)
     rows: list[dict[str, Any]] = []
     owners: list[int] = []
     claimed: set[str] = set()
     for index, (key, fingerprint, command) in enumerate(entries):
         if (prior := known.get(key)) is not None:
-            settled[index] = prior.operation == operation and prior.request_hash == fingerprint
+            if prior.operation == operation and prior.request_hash == fingerprint:
+                settled[index] = Outcome(prior.resource_id, replayed=True)
             continue
         if key in claimed or command.id in claimed:
             continue
@@ -207,5 +203,5 @@ def create_invoice_items_together(
             [key_row(entries[i][0], operation, entries[i][1], entries[i][2].id, now) for i in done],
         )
     for index in done:
-        settled[index] = True
+        settled[index] = Outcome(entries[index][2].id)
     return settled

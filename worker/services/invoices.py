@@ -10,11 +10,12 @@ follow-up for the next part of the chain; the task publishes it after the commit
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, case, delete, func, select, text, update
+from sqlalchemy import bindparam, case, delete, func, insert, select, text, update
+from sqlmodel import Session
 
 from domain import invoices as lifecycle
 from domain.credit import apply_credit_balance
@@ -24,7 +25,7 @@ from domain.pricing import Coupon, Line, PricedInvoice, TaxRate, price_invoice
 from tasks.contracts import InvoiceAction, InvoiceCreate, InvoicePay, InvoicePendingCreate, payload_of
 from tasks.ids import PREFIXES, derived_id
 from worker.services import ledger
-from worker.services.base import FollowUp, Outcome, Request
+from worker.services.base import FollowUp, Outcome, Request, known_keys, lock_customers
 from worker.services.customers import set_default_currency
 from worker.tables import (
     BalanceTransaction,
@@ -32,6 +33,7 @@ from worker.tables import (
     Customer,
     CustomerTaxId,
     DiscountRow,
+    IdempotencyKey,
     Invoice,
     InvoiceItem,
     OutboxMessage,
@@ -78,22 +80,57 @@ def pending_lines(
     ``subscription_first``: that subscription's items come first, so a period's own lines
     are on its invoice even behind a backlog of older pending items.
     """
+    return _pending_lines(request.session, customer_id, currency, subscription_first)
+
+
+def _pending_lines(
+    session: Session, customer_id: str, currency: str, subscription_first: str | None = None
+) -> tuple[list[Any], bool]:
     stmt = _PENDING_LINES
     if subscription_first is not None:
         first = case((InvoiceItem.subscription_id == subscription_first, 0), else_=1)
         stmt = stmt.order_by(None).order_by(first, InvoiceItem.created, InvoiceItem.id)
-    rows = request.session.execute(stmt, {"customer": customer_id, "currency": currency}).all()
+    rows = session.execute(stmt, {"customer": customer_id, "currency": currency}).all()
     lines = rows[: lifecycle.MAX_LINES_PER_INVOICE]
     if subscription_first is not None:
         lines.sort(key=lambda row: (row.created, row.id))
     return lines, len(rows) > lifecycle.MAX_LINES_PER_INVOICE
 
 
-def _tax_rates(request: Request, ids: set[str]) -> dict[str, TaxRate]:
-    if not ids:
-        return {}
-    rows = request.session.execute(select(TaxRateRow).where(TaxRateRow.id.in_(ids))).scalars()  # type: ignore[attr-defined]
-    return {r.id: TaxRate(r.id, Decimal(r.percentage), r.inclusive) for r in rows}
+_PENDING_LINES_OF = text(
+    "SELECT t.at, i.id, i.amount, i.discountable, i.tax_rates, i.created"
+    " FROM jsonb_to_recordset(CAST(:pairs AS jsonb)) AS t(at integer, customer varchar, currency varchar)"
+    " CROSS JOIN LATERAL (SELECT id, amount, discountable, tax_rates, created FROM invoice_items"
+    " WHERE customer_id = t.customer AND currency = t.currency AND invoice_id IS NULL"
+    f" ORDER BY created, id LIMIT {lifecycle.MAX_LINES_PER_INVOICE + 1}) AS i"
+    " ORDER BY t.at, i.created, i.id"
+)
+
+
+def pending_lines_of(session: Session, pairs: Sequence[tuple[str, str]]) -> list[tuple[list[Any], bool]]:
+    """``pending_lines`` of many (customer, currency) pairs, in their order.
+
+    PostgreSQL: one statement (a LATERAL join runs the single-pair query once per pair,
+    on the pending-items index). Elsewhere: one query per pair.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return [_pending_lines(session, customer, currency) for customer, currency in pairs]
+    document = json.dumps([{"at": at, "customer": c, "currency": cur} for at, (c, cur) in enumerate(pairs)])
+    found: list[list[Any]] = [[] for _ in pairs]
+    for row in session.execute(_PENDING_LINES_OF, {"pairs": document}).all():  # one fetch, not one per row
+        found[row.at].append(row)
+    limit = lifecycle.MAX_LINES_PER_INVOICE
+    return [(rows[:limit], len(rows) > limit) for rows in found]
+
+
+def _tax_rates(session: Session, ids: set[str]) -> dict[str, TaxRate]:
+    """The tax rates with these ids (those that exist), each read once per transaction."""
+    held: dict[str, TaxRate] = session.info.setdefault("tax_rates", {})
+    missing = ids - held.keys()
+    if missing:
+        rows = session.execute(select(TaxRateRow).where(TaxRateRow.id.in_(missing))).scalars()  # type: ignore[attr-defined]
+        held.update({r.id: TaxRate(r.id, Decimal(r.percentage), r.inclusive) for r in rows})
+    return {i: held[i] for i in ids if i in held}
 
 
 def _as_coupon(row: CouponRow) -> Coupon:
@@ -129,6 +166,27 @@ def customer_discount(request: Request, customer_id: str) -> DiscountRow | None:
     return row
 
 
+def read_discounts(session: Session, customer_ids: Collection[str]) -> None:
+    """``customer_discount`` of many customers read with one query, and their coupons with
+    another: for invoices made together in one transaction."""
+    held = session.info.setdefault("discounts", {})
+    wanted = set(customer_ids) - held.keys()
+    if not wanted:
+        return
+    found = {
+        row.customer_id: row
+        for row in session.execute(
+            select(DiscountRow).where(DiscountRow.customer_id.in_(wanted))  # type: ignore[attr-defined]
+        ).scalars()
+    }
+    held.update({customer_id: found.get(customer_id) for customer_id in wanted})
+    coupons = {row.coupon_id for row in found.values()}
+    if coupons:  # into the session's identity map, where ``request.get`` finds them (held: it is weak)
+        session.info.setdefault("coupons", []).extend(
+            session.execute(select(CouponRow).where(CouponRow.id.in_(coupons))).scalars()  # type: ignore[attr-defined]
+        )
+
+
 def _coupons(request: Request, customer: Customer, command: InvoiceCreate) -> list[CouponRow]:
     """The request's discounts if it names any, else the customer's discount.
 
@@ -160,7 +218,9 @@ def price(
     lines' own amounts are the caller's to store (``line_amounts``, ``write_lines``).
     """
     default_ids = list(invoice.default_tax_rates or ())
-    rates = _tax_rates(request, set(default_ids) | {r for line in lines for r in line.tax_rates or ()})
+    rates = _tax_rates(
+        request.session, set(default_ids) | {r for line in lines for r in line.tax_rates or ()}
+    )
     for index, rate_id in enumerate(default_ids):
         if rate_id not in rates:
             raise NotFound("tax rate", rate_id, field=f"default_tax_rates[{index}]")
@@ -191,12 +251,15 @@ def price(
     return priced
 
 
-def line_amounts(lines: Sequence[Any], priced: PricedInvoice, *, every: bool) -> list[dict[str, Any]]:
+def line_amounts(
+    lines: Sequence[Any], priced: PricedInvoice, *, every: bool, invoice: str | None = None
+) -> list[dict[str, Any]]:
     """Per line: its discount and tax amounts as stored. ``every``: also lines that get
-    none ([] each); else those stay NULL, as freshly claimed lines are."""
+    none ([] each); else those stay NULL, as freshly claimed lines are. ``invoice``: the
+    invoice that claims the lines (``write_lines(claim=True)``)."""
     out = []
     for line, p in zip(lines, priced.lines, strict=True):
-        row: dict[str, Any] = {"id": line.id}
+        row: dict[str, Any] = {"id": line.id, "invoice": invoice} if invoice else {"id": line.id}
         if every or p.discount_amounts or p.tax_amounts:
             row["discount_amounts"] = [{"amount": d.amount, "discount": d.coupon} for d in p.discount_amounts]
             row["tax_amounts"] = [_tax_dict(t) for t in p.tax_amounts]
@@ -217,13 +280,14 @@ def reprice_for_tax_status(request: Request, invoice: Invoice, customer: Custome
     ).all()
     coupons = [row for c in invoice.discounts or () if (row := request.session.get(CouponRow, c)) is not None]
     priced = price(request, invoice, lines, customer, coupons)
-    write_lines(request, line_amounts(lines, priced, every=True))
+    write_lines(request.session, line_amounts(lines, priced, every=True))
 
 
 _WRITE_LINES = (
     "UPDATE invoice_items SET discount_amounts = u.discount_amounts, tax_amounts = u.tax_amounts{claim}"
     " FROM jsonb_to_recordset(CAST(:lines AS jsonb))"
-    " AS u(id varchar, discount_amounts jsonb, tax_amounts jsonb) WHERE invoice_items.id = u.id{pending}"
+    " AS u(id varchar, invoice varchar, discount_amounts jsonb, tax_amounts jsonb)"
+    " WHERE invoice_items.id = u.id{pending}"
 )
 _LINE_AMOUNTS = text(_WRITE_LINES.format(claim="", pending=""))
 # The pending guard is spelt so that no index can serve it: with ``IS NULL`` the planner
@@ -232,26 +296,22 @@ _LINE_AMOUNTS = text(_WRITE_LINES.format(claim="", pending=""))
 # instead of 2 at 100k pending. PostgreSQL folds ``IS NOT DISTINCT FROM NULL`` into ``IS NULL``.
 _CLAIM_LINES = text(
     _WRITE_LINES.format(
-        claim=", invoice_id = :invoice", pending=" AND coalesce(invoice_items.invoice_id, '') = ''"
+        claim=", invoice_id = u.invoice", pending=" AND coalesce(invoice_items.invoice_id, '') = ''"
     )
 )
 
 
-def write_lines(request: Request, lines: list[dict[str, Any]], *, claim_for: str | None = None) -> None:
+def write_lines(session: Session, lines: list[dict[str, Any]], *, claim: bool = False) -> None:
     """Store lines' discount and tax amounts (``line_amounts``) in one statement; with
-    ``claim_for``, also attach them, still pending, to that invoice.
+    ``claim``, also attach each, still pending, to its ``invoice``.
 
     PostgreSQL: one UPDATE … FROM jsonb_to_recordset(one JSON document), not one statement
-    per line. Elsewhere: one executemany.
+    per line, for the lines of one invoice or of many. Elsewhere: one executemany.
     """
     if not lines:
         return
-    session = request.session
     if session.get_bind().dialect.name == "postgresql":
-        if claim_for is None:
-            result = session.execute(_LINE_AMOUNTS, {"lines": json.dumps(lines)})
-        else:
-            result = session.execute(_CLAIM_LINES, {"lines": json.dumps(lines), "invoice": claim_for})
+        result = session.execute(_CLAIM_LINES if claim else _LINE_AMOUNTS, {"lines": json.dumps(lines)})
     else:
         table: Any = InvoiceItem.__table__  # type: ignore[attr-defined]
         stmt = (
@@ -259,20 +319,26 @@ def write_lines(request: Request, lines: list[dict[str, Any]], *, claim_for: str
             .where(table.c.id == bindparam("line_id"))
             .values(discount_amounts=bindparam("d"), tax_amounts=bindparam("t"))
         )
-        if claim_for is not None:
-            stmt = stmt.where(table.c.invoice_id.is_(None)).values(invoice_id=claim_for)
+        if claim:
+            stmt = stmt.where(table.c.invoice_id.is_(None)).values(invoice_id=bindparam("invoice"))
         result = session.execute(
             stmt,
             [
-                {"line_id": line["id"], "d": line.get("discount_amounts"), "t": line.get("tax_amounts")}
+                {
+                    "line_id": line["id"],
+                    "d": line.get("discount_amounts"),
+                    "t": line.get("tax_amounts"),
+                    **({"invoice": line["invoice"]} if claim else {}),
+                }
                 for line in lines
             ],
         )
-    if claim_for is not None and result.rowcount != len(lines):  # type: ignore[attr-defined]
+    if claim and result.rowcount != len(lines):  # type: ignore[attr-defined]
         # every claim holds the customer's lock: this would be a change made without it
+        invoices = sorted({line["invoice"] for line in lines})
         raise ConcurrentClaim(
             f"{len(lines) - result.rowcount} of {len(lines)} items read as pending were no longer"  # type: ignore[attr-defined]
-            f" pending when invoice {claim_for} claimed them"
+            f" pending when invoice {', '.join(invoices)} claimed them"
         )
 
 
@@ -296,6 +362,10 @@ _TAX_IDS = (
 )
 
 
+def _snapshot(tax_ids: Iterable[CustomerTaxId]) -> list[dict[str, str]]:
+    return [{"type": t.type, "value": t.value} for t in tax_ids]
+
+
 def finalize_reads(request: Request, customer: Customer, currency: str) -> tuple[list[dict[str, str]], Any]:
     """What finalization reads: the customer's tax ids and its balance row (locked).
 
@@ -303,8 +373,24 @@ def finalize_reads(request: Request, customer: Customer, currency: str) -> tuple
     at the next flush instead of one per query in between.
     """
     tax_ids = request.session.execute(_TAX_IDS, {"customer": customer.id}).scalars()
-    snapshot = [{"type": t.type, "value": t.value} for t in tax_ids]
-    return snapshot, ledger.lock_balance(request.session, customer.id, currency)
+    return _snapshot(tax_ids), ledger.lock_balance(request.session, customer.id, currency)
+
+
+def finalize_reads_of(
+    session: Session, pairs: Sequence[tuple[str, str]]
+) -> list[tuple[list[dict[str, str]], Any]]:
+    """``finalize_reads`` of many (customer, currency) pairs, with one query for the tax ids
+    and one for the balances, in the pairs' order."""
+    customer_ids = {customer for customer, _ in pairs}
+    tax_ids: dict[str, list[CustomerTaxId]] = {customer: [] for customer in customer_ids}
+    for row in session.execute(
+        select(CustomerTaxId)
+        .where(CustomerTaxId.customer_id.in_(customer_ids))  # type: ignore[attr-defined]
+        .order_by(CustomerTaxId.created)
+    ).scalars():
+        tax_ids[row.customer_id].append(row)
+    balances = ledger.lock_balances(session, pairs)
+    return [(_snapshot(tax_ids[customer]), balances[(customer, currency)]) for customer, currency in pairs]
 
 
 def finalize_invoice(
@@ -406,6 +492,45 @@ def generate_invoice(
     puts that subscription's pending lines first.
     """
     request.ensure_new(Invoice, command.id, resource="invoice", on_conflict=True)
+    lines: list[Any] = []
+    more = False
+    if command.pending_invoice_items_behavior == "include":
+        lines, more = pending_lines(request, customer.id, currency, subscription_first=subscription_id)
+        if not lines:
+            if command.part > 1:  # the chain's backlog is gone (another run took it): the chain ends
+                return None, []
+            raise NothingToInvoice(
+                f"customer {customer.id} has no pending {currency} invoice items", field="customer"
+            )
+    reads = finalize_reads(request, customer, currency) if command.finalize else None
+    invoice, claims = build_invoice(
+        request, customer, command, currency, lines, reads,
+        coupons=coupons, billing_reason=billing_reason, subscription_id=subscription_id,
+    )  # fmt: skip
+    request.session.flush()  # one INSERT of the whole invoice, finalized or not, before its ledger rows
+    write_lines(request.session, claims, claim=True)
+    return invoice, [_next_part(command)] if more else []
+
+
+def build_invoice(
+    request: Request,
+    customer: Customer,
+    command: InvoiceCreate,
+    currency: str,
+    lines: Sequence[Any],
+    reads: tuple[list[dict[str, str]], Any] | None,
+    *,
+    coupons: Sequence[CouponRow] | None = None,
+    billing_reason: str = "manual",
+    subscription_id: str | None = None,
+) -> tuple[Invoice, list[dict[str, Any]]]:
+    """The invoice of these pending lines, priced and (if asked) finalized, added to the
+    session but not yet flushed; and its lines' claims for ``write_lines(claim=True)``.
+
+    Everything it reads is read already (``reads``: ``finalize_reads`` when finalizing),
+    or once per transaction (discounts, coupons, tax rates), so that many invoices built
+    one after the other reach the database together at the next flush.
+    """
     invoice = Invoice(
         id=command.id,
         customer_id=customer.id,
@@ -423,27 +548,84 @@ def generate_invoice(
         chain_part=command.part,
         created=request.now,
     )
-    lines: list[Any] = []
-    more = False
-    if command.pending_invoice_items_behavior == "include":
-        lines, more = pending_lines(request, customer.id, currency, subscription_first=subscription_id)
-        if not lines:
-            if command.part > 1:  # the chain's backlog is gone (another run took it): the chain ends
-                return None, []
-            raise NothingToInvoice(
-                f"customer {customer.id} has no pending {currency} invoice items", field="customer"
-            )
-    reads = finalize_reads(request, customer, currency) if command.finalize else None
     if coupons is None:
         coupons = _coupons(request, customer, command)
     priced = price(request, invoice, lines, customer, coupons)
-    session = request.session
-    session.add(invoice)
+    request.session.add(invoice)
     if command.finalize:
         finalize_invoice(request, invoice, customer, reads)
-    session.flush()  # one INSERT of the whole invoice, finalized or not, before its ledger rows
-    write_lines(request, line_amounts(lines, priced, every=False), claim_for=invoice.id)
-    return invoice, [_next_part(command)] if more else []
+    return invoice, line_amounts(lines, priced, every=False, invoice=invoice.id)
+
+
+def create_invoices_together(
+    session: Session, operation: str, entries: Sequence[tuple[str, str, InvoiceCreate]], now: int
+) -> list[Outcome | None]:
+    """Invoice requests that a worker took together (``(key, fingerprint, command)`` each),
+    made in the caller's one transaction: every read, lock and write is one statement for
+    all of them, and each invoice is built by the same ``build_invoice`` as one alone.
+
+    Customers are locked in id order (``lock_customers``). Settled here, per request: the
+    common case, a first run that invoices the pending items of a customer's currency with
+    the customer's own discount. Left to run alone afterwards, where it is made, replays,
+    retries or fails exactly as its message would on its own: a key seen before, a second
+    request for a customer of the batch, a customer missing, deleted or on a test clock,
+    no currency, coupons named in the request, no pending items, or items excluded.
+    """
+    customers = lock_customers(session, {command.customer for _, _, command in entries})
+    known = known_keys(session, [key for key, _, _ in entries])  # under the locks, as ``replayed``
+    chosen: list[tuple[int, Customer, str]] = []
+    seen: set[str] = set()
+    for index, (key, _, command) in enumerate(entries):
+        customer = customers.get(command.customer)
+        currency = command.currency or (customer.currency if customer else None)
+        if (
+            key in known
+            or customer is None
+            or customer.deleted
+            or customer.test_clock_id is not None
+            or customer.id in seen
+            or currency is None
+            or command.discounts is not None
+            or command.pending_invoice_items_behavior != "include"
+        ):
+            continue
+        seen.add(customer.id)
+        chosen.append((index, customer, currency))
+    pending = pending_lines_of(session, [(customer.id, currency) for _, customer, currency in chosen])
+    ready = [(at, lines_more) for at, lines_more in zip(chosen, pending, strict=True) if lines_more[0]]
+    if not ready:
+        return [None] * len(entries)
+    read_discounts(session, {customer.id for (_, customer, _), _ in ready})
+    _tax_rates(
+        session,
+        {rate for (index, _, _), (lines, _) in ready for rate in entries[index][2].default_tax_rates or ()}
+        | {rate for _, (lines, _) in ready for line in lines for rate in line.tax_rates or ()},
+    )
+    finalizing = [
+        (customer.id, currency) for (index, customer, currency), _ in ready if entries[index][2].finalize
+    ]
+    reads = dict(zip(finalizing, finalize_reads_of(session, finalizing), strict=True))
+
+    settled: list[Outcome | None] = [None] * len(entries)
+    claims: list[dict[str, Any]] = []
+    keys: list[dict[str, Any]] = []
+    for (index, customer, currency), (lines, more) in ready:
+        key, fingerprint, command = entries[index]
+        request = Request(session, operation, key, fingerprint, now, customer_id=customer.id)
+        set_default_currency(customer, currency, field="customer")
+        invoice, invoice_claims = build_invoice(
+            request, customer, command, currency, lines, reads.get((customer.id, currency))
+        )
+        claims.extend(invoice_claims)
+        outcome = request.done(invoice.id)
+        if more:
+            outcome.follow_ups.append(_next_part(command))
+        keys.append(request.key_row)  # type: ignore[arg-type]
+        settled[index] = outcome
+    session.flush()  # the invoices (one INSERT), then the customers' and balances' changes and ledger rows
+    write_lines(session, claims, claim=True)
+    session.execute(insert(IdempotencyKey.__table__), keys)  # type: ignore[attr-defined]
+    return settled
 
 
 def create_invoices_for_pending(request: Request, command: InvoicePendingCreate) -> Outcome:

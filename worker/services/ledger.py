@@ -9,7 +9,9 @@ that forgot cannot race.
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, select
+from collections.abc import Collection
+
+from sqlalchemy import bindparam, select, tuple_
 from sqlmodel import Session
 
 from tasks.ids import PREFIXES, new_id
@@ -25,11 +27,30 @@ _LOCK_BALANCE = (
 )
 
 
+def _unstored(customer_id: str, currency: str) -> CustomerBalance:
+    """A balance never moved: stored by the first ``append`` (a currency never credited keeps no row)."""
+    return CustomerBalance(customer_id=customer_id, currency=currency, balance=0, transaction_count=0)
+
+
 def lock_balance(session: Session, customer_id: str, currency: str) -> CustomerBalance:
     row = session.execute(_LOCK_BALANCE, {"customer": customer_id, "currency": currency}).scalar_one_or_none()
-    if row is None:  # stored by the first ``append``: a currency never credited keeps no row
-        row = CustomerBalance(customer_id=customer_id, currency=currency, balance=0, transaction_count=0)
-    return row
+    return row if row is not None else _unstored(customer_id, currency)
+
+
+def lock_balances(
+    session: Session, pairs: Collection[tuple[str, str]]
+) -> dict[tuple[str, str], CustomerBalance]:
+    """``lock_balance`` of many (customer, currency) pairs with one query (locked in key order)."""
+    if not pairs:
+        return {}
+    stmt = (
+        select(CustomerBalance)
+        .where(tuple_(CustomerBalance.customer_id, CustomerBalance.currency).in_(sorted(pairs)))
+        .order_by(CustomerBalance.customer_id, CustomerBalance.currency)
+        .with_for_update()
+    )
+    found = {(row.customer_id, row.currency): row for row in session.execute(stmt).scalars()}
+    return {pair: found.get(pair) or _unstored(*pair) for pair in pairs}
 
 
 def append(

@@ -82,11 +82,12 @@ def run(name: str, payload: dict[str, Any], *, redeliveries: int = 0, redelivery
 
 TOGETHER: dict[str, TogetherService] = {
     "billing.invoice_items.create": invoice_items.create_invoice_items_together,
+    "billing.invoices.create": invoices.create_invoices_together,
 }
-"""Operations whose single-item messages a worker may take together (see ``run_together``)."""
+"""Operations whose messages a worker may take together (see ``run_together``)."""
 
 
-def run_together(name: str, commands: list[Any]) -> list[bool]:
-    """Parsed commands of one operation in one transaction; per command, whether it is settled
-    (the others must run alone with ``run``)."""
+def run_together(name: str, commands: list[Any]) -> list[Outcome | None]:
+    """Parsed commands of one operation in one transaction; per command, its outcome if it
+    is settled, else None (those must run alone with ``run``)."""
     return execute_together(name, commands, TOGETHER[name])
