@@ -28,7 +28,7 @@ from celery import Celery
 from domain.errors import BadRequest
 from tasks import contracts
 from tasks.broker import transport_for
-from tasks.ids import PREFIXES, derived_id, new_id
+from tasks.ids import PREFIXES, derived_id, new_id, new_ids
 from tasks.routing import QUEUE_DEFAULT, queue_for
 
 __all__ = ["BillingClient"]
@@ -99,9 +99,13 @@ class BillingClient:
         its index in ``items``.
         """
         batch_key = idempotency_key or f"batch_{uuid.uuid4().hex}"
-        prepared = []
+        fresh = None if idempotency_key else iter(new_ids(PREFIXES["invoice_item"], len(items)))
+        commands = []
         for index, item in enumerate(items):
-            item_id, key = self._identity("invoice_item", f"{batch_key}:{index}" if idempotency_key else None)
+            if fresh is None:
+                item_id, key = self._identity("invoice_item", f"{batch_key}:{index}")
+            else:
+                item_id = key = next(fresh)
             try:
                 command = contracts.parse(
                     contracts.InvoiceItemCreate, {**item, "id": item_id, "idempotency_key": key}
@@ -110,7 +114,8 @@ class BillingClient:
                 raise BadRequest(
                     exc.message, field=f"items[{index}].{exc.field}" if exc.field else f"items[{index}]"
                 ) from None
-            prepared.append(contracts.payload_of(command))
+            commands.append(command)
+        prepared = contracts.payloads_of(contracts.InvoiceItemCreate, commands)
         size = contracts.MAX_ITEMS_PER_BATCH
         name = "billing.invoice_items.create_many"
         chunks = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from decimal import Decimal
 from itertools import pairwise
 from typing import Any
@@ -502,6 +503,21 @@ def test_new_id_strictly_increasing() -> None:
     ids = [new_id("ii") for _ in range(10_000)]
     assert all(a < b for a, b in pairwise(ids))
     assert all(re.fullmatch(rf"ii_{CROCKFORD}{{26}}", i) for i in ids)
+
+
+def test_new_ids_are_the_next_ids_in_order_even_across_their_shared_head(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tasks import ids
+
+    # a last id 3 below a multiple of 2**20, in the future: the batch's head changes after 2 ids
+    last = ((time.time_ns() // 1_000_000 + 60_000) << 80) | ((1 << 40) - 3)
+    monkeypatch.setattr(ids, "_last", last)
+    batch = ids.new_ids("ii", 8)
+    assert batch == [f"ii_{ids._encode(v, 26)}" for v in range(last + 1, last + 9)]
+    assert batch[1][:25] != batch[2][:25]
+    assert new_id("ii") > batch[-1]
+    parse(InvoiceItemCreate, item(id=batch[0], customer=new_id("cus")))
 
 
 def test_new_id_passes_the_contract_id_pattern() -> None:
