@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Callable
 from typing import Any
 
 from celery import Task, signals
 from celery.exceptions import Retry
+from celery.states import FAILURE, RETRY, SUCCESS
 from celery_batches import Batches, SimpleRequest
 from celery_batches.trace import apply_batches_task
 from kombu.exceptions import OperationalError as BrokerError
@@ -255,13 +257,32 @@ class BillingBatchTask(Batches, BillingTask):
             self._raised -= 1
 
     def flush(self, requests: Any) -> Any:
-        """Acknowledge after the batch returns True; requeue if it failed or its process died."""
+        """Acknowledge after the batch returns each message's state; requeue all if it raised
+        or its process died. Each message is reported to a monitor (Flower) as a task of
+        its own: received and started when the batch starts, then succeeded, failed or
+        retried as it ended."""
         requests = list(requests)
+        started = time.monotonic()
+        for request in requests:
+            request.send_event(
+                "task-received", name=request.name, args=request.argsrepr, kwargs=request.kwargsrepr,
+                retries=request.request_dict.get("retries", 0), root_id=request.root_id,
+                parent_id=request.parent_id,
+            )  # fmt: skip
+            request.send_event("task-started")
 
         def on_return(result: Any) -> None:
+            runtime = time.monotonic() - started
             for request in requests:
-                if result is True:
+                if isinstance(result, dict):
                     request.acknowledge()
+                    state, detail = result.get(request.id, (SUCCESS, None))
+                    if state == SUCCESS:
+                        request.send_event("task-succeeded", result=None, runtime=runtime)
+                    elif state == RETRY:
+                        request.send_event("task-retried", exception=detail, traceback=None)
+                    else:
+                        request.send_event("task-failed", exception=detail, traceback=None)
                 else:
                     request.reject(requeue=True)
                 self._release()
@@ -276,7 +297,9 @@ class BillingBatchTask(Batches, BillingTask):
             error_callback=on_error,
         )
 
-    def run_batch(self, requests: list[SimpleRequest]) -> bool:
+    def run_batch(self, requests: list[SimpleRequest]) -> dict[str, tuple[str, str | None]]:
+        """Settle the messages, together where their operation can, else alone; returns each
+        message's state (SUCCESS, RETRY or FAILURE, and the error) by task id."""
         alone: list[SimpleRequest] = []
         together: list[tuple[SimpleRequest, Any]] = []
         for request in requests:
@@ -298,14 +321,13 @@ class BillingBatchTask(Batches, BillingTask):
             for (request, _), outcome in zip(together, settled, strict=True):
                 if outcome is None or not self._sent(request, outcome):
                     alone.append(request)
-        for request in alone:
-            self._perform_alone(request)
+        states = {request.id: self._perform_alone(request) for request in alone}
         for request in requests:  # per message, as for a task of its own (the embedded worker counts them)
             signals.task_postrun.send(
                 sender=self, task_id=request.id, task=self, args=request.args, kwargs=request.kwargs,
-                retval=None, state="SUCCESS",
+                retval=None, state=states.get(request.id, (SUCCESS, None))[0],
             )  # fmt: skip
-        return True
+        return states
 
     def _sent(self, request: SimpleRequest, outcome: Outcome) -> bool:
         """Publish a settled message's follow-ups; False if the broker refused (it runs alone)."""
@@ -319,7 +341,7 @@ class BillingBatchTask(Batches, BillingTask):
             return False
         return True
 
-    def _perform_alone(self, request: SimpleRequest) -> None:
+    def _perform_alone(self, request: SimpleRequest) -> tuple[str, str | None]:
         self.push_request(
             id=request.id,
             args=list(request.args),
@@ -334,12 +356,16 @@ class BillingBatchTask(Batches, BillingTask):
         )
         try:
             self.perform(dict(request.kwargs), tuple(request.args))
+            return SUCCESS, None
         except Retry as retry:  # sent again with a countdown, like any retried task
             if self.request.is_eager and retry.sig is not None:
                 retry.sig.apply()  # eager (tests): Celery's apply() would run the retry now
+            return RETRY, str(retry)
         except BillingError as exc:
             log.info("%s [%s]: %s", self.name, request.id, exc)  # recorded in task_failures
-        except Exception:
+            return FAILURE, repr(exc)
+        except Exception as exc:
             log.exception("%s [%s] failed", self.name, request.id)  # recorded too; acked like a failed task
+            return FAILURE, repr(exc)
         finally:
             self.pop_request()

@@ -121,3 +121,21 @@ def test_a_monitor_turns_task_events_on_as_flower_does(worker_process: str) -> N
 
     wait_for(watched, timeout=20, interval=1.0, what="a task-succeeded event once events are asked for")
     assert any(e.get("type") == "task-received" and e.get("name") == "billing.customers.create" for e in seen)
+
+    # Invoice requests, which a worker takes together, each report as a task of their own.
+    customer_id = client.create_customer(email="billed@example.com", currency="usd")
+    client.create_invoice_items([{"customer": customer_id, "amount": 500}])
+    wait_for(lambda: count(InvoiceItem) == 1, what="the item")
+    invoice_id = client.create_invoice(customer=customer_id, finalize=True)
+    wait_for(lambda: count(Invoice) == 1, what="the invoice")
+
+    def reported(kind: str) -> list[dict[str, object]]:
+        return [e for e in seen if e.get("type") == kind and invoice_id in str(e.get("kwargs", ""))]
+
+    wait_for(lambda: bool(reported("task-received")), what="the invoice request's task-received event")
+    (received,) = reported("task-received")
+    assert received["name"] == "billing.invoices.create"
+    wait_for(
+        lambda: any(e.get("type") == "task-succeeded" and e.get("uuid") == received["uuid"] for e in seen),
+        what="the invoice request's task-succeeded event",
+    )

@@ -1,0 +1,70 @@
+"""The invoice task takes requests together: follow-ups are published after the batch's commit,
+and a request whose follow-up could not be published runs alone, where its replay sends it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from celery_batches import SimpleRequest
+from kombu.exceptions import OperationalError
+
+from tasks.ids import new_id
+from tests.support import count, customer, items
+from worker.app import app
+from worker.tables import Invoice, OutboxMessage
+
+pytestmark = pytest.mark.usefixtures("database")
+
+TASK = "billing.invoices.create"
+
+
+def message(customer_id: str) -> SimpleRequest:
+    key = new_id("req")
+    return SimpleRequest(
+        id=f"task-{key}",
+        name=TASK,
+        args=(),
+        kwargs={"id": new_id("in"), "idempotency_key": key, "customer": customer_id, "finalize": True},
+        delivery_info={"is_eager": True},
+        hostname="test",
+        ignore_result=True,
+        reply_to=None,
+        correlation_id=None,
+        request_dict={},
+    )
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """What the task publishes; the first publication fails as if Redis were down."""
+    app.loader.import_default_modules()
+    published: list[dict[str, Any]] = []
+
+    def send_task(name: str, **options: Any) -> None:
+        if not published and not getattr(send_task, "failed", False):
+            send_task.failed = True  # type: ignore[attr-defined]
+            raise OperationalError("connection refused")
+        published.append({"name": name, **options})
+
+    monkeypatch.setattr(app, "send_task", send_task)
+    return published
+
+
+def test_a_follow_up_refused_by_the_broker_is_sent_by_the_request_run_alone(
+    sent: list[dict[str, Any]],
+) -> None:
+    long, short = customer("usd"), customer("eur")
+    items(long, "usd", [100] * 260)
+    items(short, "eur", [500])
+    task = app.tasks[TASK]
+
+    states = task.run_batch([message(long), message(short)])
+
+    assert {state for state, _ in states.values()} <= {"SUCCESS"}
+
+    assert count(Invoice) == 2  # made once each: the one run alone replayed
+    (follow_up,) = sent
+    outbox = count(OutboxMessage, OutboxMessage.task_id == follow_up["task_id"])
+    assert (follow_up["name"], follow_up["kwargs"]["part"], outbox) == (TASK, 2, 1)
+    assert count(OutboxMessage, OutboxMessage.published_at.is_not(None)) == 1  # type: ignore[union-attr]
