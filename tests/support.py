@@ -104,3 +104,21 @@ def row_counts() -> dict[str, int]:
             table.name: session.execute(select(func.count()).select_from(table)).scalar_one()
             for table in SQLModel.metadata.sorted_tables
         }
+
+
+def batched(task_name: str, task_id: str, kwargs: dict[str, Any]) -> Any:
+    """A message as a batch task (celery-batches) hands it to ``run_batch``: eager, first delivery."""
+    from celery_batches import SimpleRequest
+
+    return SimpleRequest(
+        id=task_id,
+        name=task_name,
+        args=(),
+        kwargs=kwargs,
+        delivery_info={"is_eager": True},
+        hostname="test",
+        ignore_result=True,
+        reply_to=None,
+        correlation_id=None,
+        request_dict={},
+    )

@@ -6,11 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from celery_batches import SimpleRequest
 from kombu.exceptions import OperationalError
 
 from tasks.ids import new_id
-from tests.support import count, customer, items
+from tests.support import batched, count, customer, items
 from worker.app import app
 from worker.tables import Invoice, OutboxMessage
 
@@ -19,20 +18,10 @@ pytestmark = pytest.mark.usefixtures("database")
 TASK = "billing.invoices.create"
 
 
-def message(customer_id: str) -> SimpleRequest:
+def message(customer_id: str) -> Any:
     key = new_id("req")
-    return SimpleRequest(
-        id=f"task-{key}",
-        name=TASK,
-        args=(),
-        kwargs={"id": new_id("in"), "idempotency_key": key, "customer": customer_id, "finalize": True},
-        delivery_info={"is_eager": True},
-        hostname="test",
-        ignore_result=True,
-        reply_to=None,
-        correlation_id=None,
-        request_dict={},
-    )
+    kwargs = {"id": new_id("in"), "idempotency_key": key, "customer": customer_id, "finalize": True}
+    return batched(TASK, f"task-{key}", kwargs)
 
 
 @pytest.fixture

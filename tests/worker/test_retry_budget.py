@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from celery_batches import SimpleRequest
 from sqlalchemy import select
 
-from tests.support import count, row_counts
+from tests.support import batched, count, row_counts
 from worker.app import app
 from worker.db import read_session
 from worker.settings import get_settings
@@ -51,24 +50,14 @@ def test_a_single_item_message_taken_in_a_batch_keeps_its_retries(
     app.loader.import_default_modules()
     before = row_counts()
     task = app.tasks["billing.invoice_items.create"]
-    request = SimpleRequest(
-        id="late-1",
-        name=task.name,
-        args=(),
-        kwargs={
-            "id": "ii_LATE",
-            "idempotency_key": "late",
-            "customer": "cus_LATE",
-            "currency": "usd",
-            "amount": 5,
-        },
-        delivery_info={"is_eager": True},
-        hostname="test",
-        ignore_result=True,
-        reply_to=None,
-        correlation_id=None,
-        request_dict={},
-    )
+    kwargs = {
+        "id": "ii_LATE",
+        "idempotency_key": "late",
+        "customer": "cus_LATE",
+        "currency": "usd",
+        "amount": 5,
+    }
+    request = batched(task.name, "late-1", kwargs)
 
     state, _ = task.run_batch([request])["late-1"]  # run alone: its retries are sent, then it fails
     assert state == ("FAILURE" if retries == 0 else "RETRY")
