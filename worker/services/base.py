@@ -197,10 +197,18 @@ def known_keys(session: Session, keys: Collection[str]) -> dict[str, Any]:
 
 def lock_customers(session: Session, customer_ids: Collection[str]) -> dict[str, Customer]:
     """Lock many customers at once (as ``Request.lock_customer`` does one), in id order:
-    two transactions that lock overlapping sets this way cannot deadlock on them."""
+    two transactions that lock overlapping sets this way cannot deadlock on them.
+
+    Only customers billed at the real time are locked and returned: not deleted, not on a
+    test clock (an advance locks its customers one by one in event order; a request for
+    one of them is made alone, at the clock's time)."""
     stmt = (
         select(Customer)
-        .where(Customer.id.in_(sorted(customer_ids)))  # type: ignore[attr-defined]
+        .where(
+            Customer.id.in_(sorted(customer_ids)),  # type: ignore[attr-defined]
+            Customer.deleted.is_(False),  # type: ignore[attr-defined]
+            Customer.test_clock_id.is_(None),  # type: ignore[union-attr]
+        )
         .order_by(Customer.id)
         .with_for_update(key_share=True)
     )

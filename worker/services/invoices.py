@@ -580,9 +580,7 @@ def create_invoices_together(
         currency = command.currency or (customer.currency if customer else None)
         if (
             key in known
-            or customer is None
-            or customer.deleted
-            or customer.test_clock_id is not None
+            or customer is None  # missing, deleted or on a test clock (``lock_customers``)
             or customer.id in seen
             or currency is None
             or command.discounts is not None
