@@ -180,18 +180,14 @@ def close_outbox(session: Session, keys: Collection[str], now: int, *, failed: b
     )
 
 
-_KEY_LOOKUP = select(_KEYS.c.operation, _KEYS.c.request_hash, _KEYS.c.resource_id).where(
-    _KEYS.c.key == bindparam("key")
-)
+_KEY_FIELDS = (_KEYS.c.operation, _KEYS.c.request_hash, _KEYS.c.resource_id)
+"""What a replay compares and answers with."""
+_KEY_LOOKUP = select(*_KEY_FIELDS).where(_KEYS.c.key == bindparam("key"))
 
 
 def known_keys(session: Session, keys: Collection[str]) -> dict[str, Any]:
-    """The stored idempotency keys among ``keys`` (operation, request_hash, resource_id each)."""
-    rows = session.execute(
-        select(_KEYS.c.key, _KEYS.c.operation, _KEYS.c.request_hash, _KEYS.c.resource_id).where(
-            _KEYS.c.key.in_(keys)
-        )
-    )
+    """The stored idempotency keys among ``keys`` (``_KEY_FIELDS`` each)."""
+    rows = session.execute(select(_KEYS.c.key, *_KEY_FIELDS).where(_KEYS.c.key.in_(keys)))
     return {row.key: row for row in rows}
 
 

@@ -14,7 +14,22 @@ from collections.abc import Collection, Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, case, delete, func, insert, select, text, update
+from sqlalchemy import (
+    Integer,
+    String,
+    bindparam,
+    case,
+    cast,
+    column,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    true,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Session
 
 from domain import invoices as lifecycle
@@ -54,16 +69,18 @@ _PRICED_COLUMNS = (
 """What pricing reads of a line (and claim order needs: created, id)."""
 
 
-_PENDING_LINES = (
-    select(*_PRICED_COLUMNS)
-    .where(
-        InvoiceItem.customer_id == bindparam("customer"),  # type: ignore[arg-type]
-        InvoiceItem.currency == bindparam("currency"),  # type: ignore[arg-type]
-        _PENDING,
+def _oldest_pending(customer: Any, currency: Any) -> Any:
+    """The 251 oldest pending items of (customer, currency), in claim order: the 251st says
+    whether the chain goes on."""
+    return (
+        select(*_PRICED_COLUMNS)
+        .where(InvoiceItem.customer_id == customer, InvoiceItem.currency == currency, _PENDING)  # type: ignore[arg-type]
+        .order_by(InvoiceItem.created, InvoiceItem.id)
+        .limit(lifecycle.MAX_LINES_PER_INVOICE + 1)
     )
-    .order_by(InvoiceItem.created, InvoiceItem.id)
-    .limit(lifecycle.MAX_LINES_PER_INVOICE + 1)
-)
+
+
+_PENDING_LINES = _oldest_pending(bindparam("customer"), bindparam("currency"))
 """Built once: the hot path's statements are not rebuilt (and their cache keys not
 recomputed) for every invoice."""
 
@@ -97,21 +114,25 @@ def _pending_lines(
     return lines, len(rows) > lifecycle.MAX_LINES_PER_INVOICE
 
 
-_PENDING_LINES_OF = text(
-    "SELECT t.at, i.id, i.amount, i.discountable, i.tax_rates, i.created"
-    " FROM jsonb_to_recordset(CAST(:pairs AS jsonb)) AS t(at integer, customer varchar, currency varchar)"
-    " CROSS JOIN LATERAL (SELECT id, amount, discountable, tax_rates, created FROM invoice_items"
-    " WHERE customer_id = t.customer AND currency = t.currency AND invoice_id IS NULL"
-    f" ORDER BY created, id LIMIT {lifecycle.MAX_LINES_PER_INVOICE + 1}) AS i"
-    " ORDER BY t.at, i.created, i.id"
+_PAIRS = (
+    func.jsonb_to_recordset(cast(bindparam("pairs", type_=String), JSONB))
+    .table_valued(column("at", Integer), column("customer", String), column("currency", String))
+    .render_derived(name="t", with_types=True)
 )
+_EACH_PAIR = _oldest_pending(_PAIRS.c.customer, _PAIRS.c.currency).lateral("i")
+_PENDING_LINES_OF = (
+    select(_PAIRS.c.at, *_EACH_PAIR.c)
+    .select_from(_PAIRS.join(_EACH_PAIR, true()))
+    .order_by(_PAIRS.c.at, _EACH_PAIR.c.created, _EACH_PAIR.c.id)
+)
+"""PostgreSQL: ``_oldest_pending`` of each (customer, currency) of a JSON document, joined
+LATERAL: the single-pair query runs once per pair, on the pending-items index."""
 
 
 def pending_lines_of(session: Session, pairs: Sequence[tuple[str, str]]) -> list[tuple[list[Any], bool]]:
     """``pending_lines`` of many (customer, currency) pairs, in their order.
 
-    PostgreSQL: one statement (a LATERAL join runs the single-pair query once per pair,
-    on the pending-items index). Elsewhere: one query per pair.
+    PostgreSQL: one statement (``_PENDING_LINES_OF``). Elsewhere: one query per pair.
     """
     if session.get_bind().dialect.name != "postgresql":
         return [_pending_lines(session, customer, currency) for customer, currency in pairs]
@@ -381,6 +402,8 @@ def finalize_reads_of(
 ) -> list[tuple[list[dict[str, str]], Any]]:
     """``finalize_reads`` of many (customer, currency) pairs, with one query for the tax ids
     and one for the balances, in the pairs' order."""
+    if not pairs:
+        return []
     customer_ids = {customer for customer, _ in pairs}
     tax_ids: dict[str, list[CustomerTaxId]] = {customer: [] for customer in customer_ids}
     for row in session.execute(
