@@ -29,7 +29,7 @@ from domain.errors import BadRequest
 from tasks import contracts
 from tasks.broker import transport_for
 from tasks.ids import PREFIXES, derived_id, new_id, new_ids
-from tasks.routing import QUEUE_DEFAULT, queue_for
+from tasks.operations import QUEUE_DEFAULT, contract_of, queue_for
 
 __all__ = ["BillingClient"]
 
@@ -51,7 +51,7 @@ class BillingClient:
 
     # -- plumbing ---------------------------------------------------------------------------
     def _send(self, task_name: str, params: dict[str, Any]) -> contracts.Contract:
-        command = contracts.parse(contracts.CONTRACTS[task_name], params)
+        command = contracts.parse(contract_of(task_name), params)
         self.app.send_task(task_name, kwargs=contracts.payload_of(command), queue=queue_for(task_name))
         return command
 

@@ -153,6 +153,15 @@ Metadata = Annotated[dict[str, str], PlainValidator(_metadata), WithJsonSchema({
 class Contract(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
 
+    @property
+    def request_key(self) -> str:
+        """The idempotency key a request is stored under: its ``idempotency_key`` (a chained
+        invoice's later parts say otherwise). Only requests have one."""
+        key = self.__dict__.get("idempotency_key")
+        if not isinstance(key, str):
+            raise TypeError(f"{type(self).__name__} is not a request: it has no idempotency_key")
+        return key
+
 
 class Address(Contract):
     line1: ShortText | None = None
@@ -396,7 +405,7 @@ class InvoiceCreate(InvoiceOptions):
     """Position in a chain of invoices for one backlog; follow-ups are parts 2, 3, …"""
 
     @property
-    def part_key(self) -> str:
+    def request_key(self) -> str:
         """The idempotency key of this part: the caller's key, then ``<key>:part<n>``."""
         return self.idempotency_key if self.part == 1 else f"{self.idempotency_key}:part{self.part}"
 
@@ -644,37 +653,6 @@ class TestClockAdvance(Contract):
     test_clock: TestClockId
     frozen_time: Timestamp
     idempotency_key: IdempotencyKeyStr
-
-
-CONTRACTS: dict[str, type[Contract]] = {
-    "billing.customers.create": CustomerCreate,
-    "billing.customers.update": CustomerUpdate,
-    "billing.customers.delete": CustomerDelete,
-    "billing.invoice_items.create": InvoiceItemCreate,
-    "billing.invoice_items.create_many": InvoiceItemsCreate,
-    "billing.invoices.create": InvoiceCreate,
-    "billing.invoices.create_for_pending": InvoicePendingCreate,
-    "billing.invoices.finalize": InvoiceAction,
-    "billing.invoices.void": InvoiceAction,
-    "billing.invoices.pay": InvoicePay,
-    "billing.invoices.mark_uncollectible": InvoiceAction,
-    "billing.invoices.delete": InvoiceAction,
-    "billing.credit_notes.create": CreditNoteCreate,
-    "billing.credit_notes.void": CreditNoteVoid,
-    "billing.balance_transactions.create": BalanceTransactionCreate,
-    "billing.coupons.create": CouponCreate,
-    "billing.discounts.create": CustomerDiscountCreate,
-    "billing.discounts.delete": CustomerDiscountDelete,
-    "billing.tax_rates.create": TaxRateCreate,
-    "billing.products.create": ProductCreate,
-    "billing.prices.create": PriceCreate,
-    "billing.subscriptions.create": SubscriptionCreate,
-    "billing.subscriptions.cancel": SubscriptionCancel,
-    "billing.subscriptions.change_currency": SubscriptionCurrencyChange,
-    "billing.subscriptions.renew": SubscriptionRenew,
-    "billing.test_clocks.create": TestClockCreate,
-    "billing.test_clocks.advance": TestClockAdvance,
-}
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:

@@ -16,20 +16,11 @@ from celery.signals import worker_init, worker_process_init
 from kombu import Exchange, Queue
 
 from tasks.broker import transport_for
-from tasks.routing import ALL_QUEUES, QUEUE_DEFAULT, queue_for
+from tasks.operations import ALL_QUEUES, QUEUE_DEFAULT, queue_for
 from worker import failpoints
 from worker.db import forget_inherited_engines
 from worker.settings import get_settings
-
-TASK_MODULES = [
-    "tasks.customers",
-    "tasks.invoice_items",
-    "tasks.invoices",
-    "tasks.credit_notes",
-    "tasks.catalog",
-    "tasks.maintenance",
-    "tasks.subscriptions",
-]
+from worker.tasks import register
 
 
 def beat_schedule(
@@ -111,7 +102,7 @@ def celery_config(
 
 def create_app() -> Celery:
     settings = get_settings()
-    celery = Celery("billing", include=TASK_MODULES)
+    celery = Celery("billing")
     celery.conf.update(
         celery_config(
             settings.broker_url,
@@ -138,6 +129,7 @@ def create_app() -> Celery:
         ),
         worker_consumer="worker.consumer:BillingConsumer",
     )
+    register(celery)
     return celery
 
 

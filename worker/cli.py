@@ -135,7 +135,7 @@ def failures_retry(task_ids: tuple[str, ...]) -> None:
     from sqlalchemy import select
 
     from tasks.client import BillingClient
-    from tasks.routing import queue_for
+    from tasks.operations import queue_for
     from worker.db import read_session
     from worker.tables import TaskFailure
 
@@ -162,7 +162,7 @@ def failures_retry(task_ids: tuple[str, ...]) -> None:
 @click.option("--workers", type=click.IntRange(1, 8), default=2, show_default=True)
 def soak(minutes: float, seed: int, workers: int) -> None:
     """Random operations and faults on PostgreSQL + Redis for N minutes, then the audit."""
-    from worker.soak import run_soak
+    from worker.devtools.soak import run_soak
 
     sys.exit(run_soak(minutes, seed, workers, click.echo))
 
@@ -301,7 +301,7 @@ def clock_advance(clock_id: str, months: int, days: int, hours: int, to: str | N
 @click.option("--smoke", is_flag=True, help="tiny sizes, one run: checks that the benchmark works")
 def bench(smoke: bool, backends: tuple[str, ...], sizes: str, stages: tuple[str, ...], **values: Any) -> None:
     """Throughput of ingestion, single-item messages and invoice generation against bare baselines."""
-    from worker.bench import Options, run_bench
+    from worker.devtools.bench import Options, run_bench
     from worker.settings import get_settings
 
     if not backends:
@@ -325,7 +325,7 @@ def bench(smoke: bool, backends: tuple[str, ...], sizes: str, stages: tuple[str,
 @main.command()
 def demo() -> None:
     """Run a demo billing run through the client, broker and an in-process worker."""
-    from worker.demo import run_demo
+    from worker.devtools.demo import run_demo
 
     run_demo()
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from worker.soak import WorkerProcess, wait_for
+from worker.devtools.soak import WorkerProcess, wait_for
 
 
 class Cluster:

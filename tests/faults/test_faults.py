@@ -20,6 +20,7 @@ from sqlalchemy import select, text
 
 from tasks.client import BillingClient
 from tasks.ids import derived_id
+from tasks.operations import ALL_QUEUES
 from tests.faults.harness import BeatProcess, Cluster, RedisServer, wait_for
 from tests.support import call, count, customer, get, items
 from worker.audit import audit_database
@@ -55,9 +56,7 @@ def client(redis_url: str) -> BillingClient:
 
 def broker_empty(redis_url: str) -> bool:
     r = redis_lib.Redis.from_url(redis_url)
-    queued = sum(
-        r.llen(q) for q in ("billing.default", "billing.items", "billing.invoices", "billing.recurring")
-    )
+    queued = sum(r.llen(q) for q in ALL_QUEUES)
     return queued == 0 and r.hlen("unacked") == 0
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 import redis as redis_lib
 
+from worker.devtools.soak import Soak
 from worker.settings import get_settings
-from worker.soak import Soak
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 

@@ -28,7 +28,7 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import SQLModel
 
-import tasks.base
+import worker.tasks.base
 from domain.errors import (
     BadRequest,
     BillingError,
@@ -39,8 +39,8 @@ from domain.errors import (
     SubscriptionCurrencyConflict,
     WrongState,
 )
-from tasks.contracts import CONTRACTS
 from tasks.ids import new_id
+from tasks.operations import REQUESTS
 from tests.support import call, customer, invoice, items, row_counts
 from worker import clock
 from worker.app import app
@@ -1677,12 +1677,12 @@ def runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         seen.append(name)
         return run(name, payload, **options)
 
-    monkeypatch.setattr(tasks.base, "run", counting)
+    monkeypatch.setattr(worker.tasks.base, "run", counting)
     return seen
 
 
 def test_the_catalogue_covers_every_task() -> None:
-    assert {case.task for case in CASES} == set(CONTRACTS)
+    assert {case.task for case in CASES} == set(REQUESTS)
     assert len({case.id for case in CASES}) == len(CASES)
 
 

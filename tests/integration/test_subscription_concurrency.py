@@ -34,7 +34,7 @@ def test_two_beats_and_duplicate_deliveries_at_once_bill_each_period_once(
     def beat() -> None:
         try:
             barrier.wait()
-            mine = tick(maintenance.renew_due_subscriptions)
+            mine = tick(maintenance.renew_subscriptions)
             published.extend(mine)
             deliver(mine)
         except Exception as exc:  # pragma: no cover - reported below

@@ -209,14 +209,14 @@ def test_beat_twice_and_replayed_ticks_bill_each_period_once(now: list[int]) -> 
     sub = subscribe(cus, price(1500)).id
     now[0] = ts("2026-04-01 10:00:05")
 
-    first = tick(maintenance.renew_due_subscriptions)
-    second = tick(maintenance.renew_due_subscriptions)  # beat fires again before any worker ran
+    first = tick(maintenance.renew_subscriptions)
+    second = tick(maintenance.renew_subscriptions)  # beat fires again before any worker ran
     assert [f.payload["period_start"] for f in first] == [ts("2026-04-01 10:00:00")]
     assert second == []
     deliver(first)
     deliver(first)  # the same tick's messages delivered again
     now[0] += get_settings().outbox_republish_after_s + 1
-    assert tick(maintenance.renew_due_subscriptions) == []  # nothing due: the period moved on
+    assert tick(maintenance.renew_subscriptions) == []  # nothing due: the period moved on
 
     with UnitOfWork() as uow:  # idempotency keys purged: the billed period still refuses a second bill
         uow.session.execute(maintenance.delete(maintenance.IdempotencyKey))
@@ -232,7 +232,7 @@ def test_missed_ticks_are_caught_up_in_order_each_period_once(now: list[int]) ->
     cus = customer("usd")
     subscribe(cus, price(1500), auto_advance=False)
     now[0] = ts("2026-06-15 00:00:00")  # beat was down: April, May and June are due
-    published = tick(maintenance.renew_due_subscriptions)
+    published = tick(maintenance.renew_subscriptions)
     assert len(published) == 1  # only the next period; each renewal asks for the one after
     outcomes = deliver(published + published)
     assert sum(1 for o in outcomes if not o.replayed and o.id) == 3
@@ -242,7 +242,7 @@ def test_missed_ticks_are_caught_up_in_order_each_period_once(now: list[int]) ->
         "2026-05-01",
         "2026-06-01",
     ]
-    assert tick(maintenance.renew_due_subscriptions) == []
+    assert tick(maintenance.renew_subscriptions) == []
 
 
 def test_a_period_row_cannot_be_written_twice(now: list[int]) -> None:
@@ -284,11 +284,11 @@ def test_drafts_finalize_an_hour_later_unless_auto_advance_is_off(now: list[int]
     subscribe(auto, price(1500))
     subscribe(manual, price(1500), auto_advance=False)
     now[0] = ts("2026-04-01 10:00:00")
-    deliver(tick(maintenance.renew_due_subscriptions))
+    deliver(tick(maintenance.renew_subscriptions))
     now[0] += 3599
-    assert tick(maintenance.finalize_due_drafts) == []
+    assert tick(maintenance.finalize_drafts) == []
     now[0] += 1
-    deliver(tick(maintenance.finalize_due_drafts) * 2)  # twice: one finalization
+    deliver(tick(maintenance.finalize_drafts) * 2)  # twice: one finalization
     assert [i["status"] for i in invoices_of(auto)] == ["open", "open"]
     assert [i["status"] for i in invoices_of(manual)] == ["open", "draft"]
     assert invoices_of(auto)[1]["number"].endswith("-0002")
@@ -317,7 +317,7 @@ def test_cancel_at_period_end_ends_at_the_boundary_without_billing(now: list[int
     sub = subscribe(cus, price(1500)).id
     call("billing.subscriptions.cancel", subscription=sub, at_period_end=True)
     now[0] = ts("2026-04-01 10:00:00")
-    deliver(tick(maintenance.renew_due_subscriptions))
+    deliver(tick(maintenance.renew_subscriptions))
     view = get(sub)
     assert (view["status"], view["ended_at"], len(invoices_of(cus))) == ("canceled", now[0], 1)
     with pytest.raises(WrongState):
@@ -330,7 +330,7 @@ def test_deleting_the_customer_cancels_its_subscriptions(now: list[int]) -> None
     call("billing.customers.delete", customer=cus)
     assert get(sub)["status"] == "canceled"
     now[0] = ts("2026-05-01 10:00:00")
-    assert tick(maintenance.renew_due_subscriptions) == []
+    assert tick(maintenance.renew_subscriptions) == []
 
 
 # -- a year on a test clock ----------------------------------------------------------------------
@@ -474,7 +474,7 @@ def test_a_renewal_that_dies_mid_run_bills_its_period_once_when_delivered_again(
     cus = customer("usd")
     subscribe(cus, price(1500))
     now[0] = ts("2026-04-01 10:00:00")
-    (request,) = tick(maintenance.renew_due_subscriptions)
+    (request,) = tick(maintenance.renew_subscriptions)
     monkeypatch.setenv("BILLING_FAILPOINTS", f"billing.subscriptions.renew@{point}=raise:once")
     monkeypatch.setenv("BILLING_FAILPOINT_DIR", str(tmp_path))
     with pytest.raises(FailpointError):

@@ -489,7 +489,11 @@ def test_credit_note_lines_give_the_amount() -> None:
 def test_send_invoice_with_days_until_due_parses() -> None:
     parsed = parse(InvoiceCreate, invoice(collection_method="send_invoice", days_until_due=30))
     assert isinstance(parsed, InvoiceCreate)
-    assert (parsed.collection_method, parsed.days_until_due, parsed.part_key) == ("send_invoice", 30, "key-1")
+    assert (parsed.collection_method, parsed.days_until_due, parsed.request_key) == (
+        "send_invoice",
+        30,
+        "key-1",
+    )
 
 
 # --------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import redis
 from tasks.client import BillingClient
 from tests.faults.harness import BeatProcess, Cluster
 from tests.support import count, get
-from worker.soak import wait_for
+from worker.devtools.soak import wait_for
 from worker.tables import Invoice, Subscription, SubscriptionPeriod, TaskFailure
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from tests.conftest import POSTGRES_ADMIN_URL
-from worker.bench import Options, run_bench
+from worker.devtools.bench import Options, run_bench
 
 pytestmark = pytest.mark.slow
 

@@ -196,7 +196,7 @@ def test_the_billing_client_rings_the_doorbell(redis_url: str, client: redis.Red
     transport on Redis (a plain Celery producer would leave an idle worker asleep for up to
     its polling interval), and so does the worker's app for follow-ups and beat."""
     from tasks.client import BillingClient
-    from tasks.routing import queue_for
+    from tasks.operations import queue_for
     from worker.app import celery_config
 
     billing = BillingClient(broker_url=redis_url)

@@ -6,7 +6,7 @@ import pytest
 
 from tests.support import count, get
 from worker.db import read_session
-from worker.demo import run_demo
+from worker.devtools.demo import run_demo
 from worker.tables import TaskFailure
 from worker.views import list_objects
 
@@ -21,7 +21,7 @@ def invoices_of(customer: str) -> list[dict]:
 
 def test_the_demo_tells_its_story_with_exact_figures() -> None:
     from worker.app import app
-    from worker.embedded import EmbeddedWorker
+    from worker.devtools.embedded import EmbeddedWorker
 
     EmbeddedWorker(app).purge()
     printed: list[str] = []

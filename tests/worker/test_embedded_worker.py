@@ -10,7 +10,7 @@ import pytest
 from tasks.client import BillingClient
 from tasks.ids import derived_id
 from tests.support import count, get
-from worker.embedded import EmbeddedWorker
+from worker.devtools.embedded import EmbeddedWorker
 from worker.tables import Invoice, InvoiceItem, TaskFailure
 
 pytestmark = [pytest.mark.usefixtures("database"), pytest.mark.slow]
@@ -74,7 +74,7 @@ def test_an_invoice_request_that_overtakes_its_items_waits_for_them(
     """Items and invoices travel in different queues, so a request sent after its items
     can run first. It finds nothing pending and looks again (with backoff) before it
     would record NothingToInvoice."""
-    from worker.soak import wait_for
+    from worker.devtools.soak import wait_for
 
     client, worker = running
     cus = client.create_customer(email="ola@example.no", currency="nok")

@@ -15,8 +15,9 @@ import redis
 
 from tasks.client import BillingClient
 from tasks.ids import derived_id
+from tasks.operations import ALL_QUEUES
 from tests.support import count, get
-from worker.soak import wait_for
+from worker.devtools.soak import wait_for
 from worker.tables import Customer, Invoice, InvoiceItem
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
@@ -38,7 +39,7 @@ def worker_process(postgres: str, redis_url: str, tmp_path) -> Iterator[str]:  #
             "--loglevel=INFO",
             "--concurrency=2",
             "-Q",
-            "billing.default,billing.items,billing.invoices,billing.recurring",
+            ",".join(ALL_QUEUES),
             "--without-mingle",
             "--without-gossip",
             "-n",

@@ -10,7 +10,7 @@ import pytest
 from kombu import Exchange, Producer
 
 from tests.support import count, row_counts
-from worker.embedded import EmbeddedWorker
+from worker.devtools.embedded import EmbeddedWorker
 from worker.tables import TaskFailure
 
 pytestmark = [pytest.mark.usefixtures("database"), pytest.mark.slow]

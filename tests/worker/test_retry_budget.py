@@ -72,7 +72,7 @@ def test_a_single_item_message_taken_in_a_batch_keeps_its_retries(
 def test_an_invoice_request_with_nothing_pending_is_retried_then_recorded(
     retries: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import tasks.base
+    import worker.tasks.base
     from tests.support import customer
     from worker.services.registry import run
 
@@ -81,7 +81,9 @@ def test_an_invoice_request_with_nothing_pending_is_retried_then_recorded(
     app.loader.import_default_modules()
     attempts: list[str] = []
     monkeypatch.setattr(
-        tasks.base, "run", lambda name, payload, **kw: attempts.append(name) or run(name, payload, **kw)
+        worker.tasks.base,
+        "run",
+        lambda name, payload, **kw: attempts.append(name) or run(name, payload, **kw),
     )
     cus = customer("usd")
     before = row_counts()
@@ -95,7 +97,7 @@ def test_an_invoice_request_with_nothing_pending_is_retried_then_recorded(
 
 def test_no_retry_waits_longer_than_half_the_visibility_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
     """Longer, and Redis would hand a copy of the waiting retry to another worker."""
-    from tasks.base import backoff
+    from worker.tasks.base import backoff
 
     monkeypatch.setenv("BILLING_VISIBILITY_TIMEOUT_S", "4")
     get_settings.cache_clear()

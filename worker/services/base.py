@@ -254,7 +254,6 @@ def execute(
     command: Contract,
     service: Service,
     *,
-    key: str | None = None,
     redeliveries: int = 0,
     redelivery_cap: int = 0,
 ) -> Outcome:
@@ -269,7 +268,7 @@ def execute(
     (``Request.ensure_new``).
     """
     payload = command.model_dump(mode="json", exclude_unset=True)
-    key = key or payload["idempotency_key"]
+    key = command.request_key
     fingerprint = request_hash(operation, payload)
     for attempt in (1, 2):
         try:
@@ -314,7 +313,7 @@ def execute_together(
     entries = []
     for command in commands:
         payload = command.model_dump(mode="json", exclude_unset=True)
-        entries.append((payload["idempotency_key"], request_hash(operation, payload), command))
+        entries.append((command.request_key, request_hash(operation, payload), command))
     with UnitOfWork() as uow:
         now = clock.now()
         settled = service(uow.session, operation, entries, now)

@@ -53,7 +53,7 @@ def _check_lines(request: Request, command: CreditNoteCreate, issued: list[Credi
         credited[item.id] = total
 
 
-def create_credit_note(request: Request, command: CreditNoteCreate) -> Outcome:
+def create(request: Request, command: CreditNoteCreate) -> Outcome:
     invoice, _ = lock_invoice(request, command.invoice)
     if prior := request.replayed():
         return prior
@@ -118,7 +118,7 @@ def create_credit_note(request: Request, command: CreditNoteCreate) -> Outcome:
     return request.done(note.id)
 
 
-def void_credit_note(request: Request, command: CreditNoteVoid) -> Outcome:
+def void(request: Request, command: CreditNoteVoid) -> Outcome:
     """Only while the invoice is open; undoes the note's effect on the invoice and the balance."""
     invoice_id = request.session.execute(
         select(CreditNote.invoice_id).where(CreditNote.id == command.credit_note)  # type: ignore[arg-type]

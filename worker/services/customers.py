@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete as delete_rows
+from sqlalchemy import select
+from sqlalchemy import update as update_rows
 
 from domain.errors import BadRequest, CurrencyLocked
 from tasks.contracts import CustomerCreate, CustomerDelete, CustomerFields, CustomerUpdate
@@ -65,7 +67,7 @@ def _apply_profile(customer: Customer, fields: CustomerFields) -> None:
         customer.tax_exempt = "none"
 
 
-def create_customer(request: Request, command: CustomerCreate) -> Outcome:
+def create(request: Request, command: CustomerCreate) -> Outcome:
     if prior := request.replayed():
         return prior
     request.ensure_new(Customer, command.id, resource="customer")
@@ -103,7 +105,7 @@ def create_customer(request: Request, command: CustomerCreate) -> Outcome:
     return request.done(command.id)
 
 
-def update_customer(request: Request, command: CustomerUpdate) -> Outcome:
+def update(request: Request, command: CustomerUpdate) -> Outcome:
     customer = request.lock_customer(command.customer)
     if prior := request.replayed():
         return prior
@@ -118,7 +120,7 @@ def update_customer(request: Request, command: CustomerUpdate) -> Outcome:
     return request.done(customer.id)
 
 
-def delete_customer(request: Request, command: CustomerDelete) -> Outcome:
+def delete(request: Request, command: CustomerDelete) -> Outcome:
     """Permanent: the customer can no longer be billed and its active subscriptions are
     canceled; invoices and credit notes stay."""
     customer = request.lock_customer(command.customer)
@@ -126,10 +128,10 @@ def delete_customer(request: Request, command: CustomerDelete) -> Outcome:
         return prior
     customer.deleted = True
     request.session.execute(
-        update(Subscription)
+        update_rows(Subscription)
         .where(Subscription.customer_id == customer.id, Subscription.status == "active")  # type: ignore[arg-type]
         .values(status="canceled", canceled_at=request.now, ended_at=request.now)
         .execution_options(synchronize_session=False)
     )
-    request.session.execute(delete(DiscountRow).where(DiscountRow.customer_id == customer.id))  # type: ignore[arg-type]
+    request.session.execute(delete_rows(DiscountRow).where(DiscountRow.customer_id == customer.id))  # type: ignore[arg-type]
     return request.done(customer.id)

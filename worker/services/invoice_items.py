@@ -146,7 +146,7 @@ def _insert(request: Request, rows: list[dict[str, Any]], field_prefix: str) -> 
     raise BadRequest(f"invoice item {rows[index]['id']} already exists", field=f"{at}id")
 
 
-def create_invoice_item(request: Request, command: InvoiceItemCreate) -> Outcome:
+def create(request: Request, command: InvoiceItemCreate) -> Outcome:
     if prior := request.replayed():
         return prior
     if prior := _insert(request, _rows(request, [command], ""), ""):
@@ -154,7 +154,7 @@ def create_invoice_item(request: Request, command: InvoiceItemCreate) -> Outcome
     return request.done(command.id)
 
 
-def create_invoice_items(request: Request, command: InvoiceItemsCreate) -> Outcome:
+def create_many(request: Request, command: InvoiceItemsCreate) -> Outcome:
     """All items of the batch or none: the first bad one fails the batch and names its index."""
     if prior := request.replayed():
         return prior
@@ -163,7 +163,7 @@ def create_invoice_items(request: Request, command: InvoiceItemsCreate) -> Outco
     return request.done(None)
 
 
-def create_invoice_items_together(
+def create_together(
     session: Session, operation: str, entries: Sequence[tuple[str, str, InvoiceItemCreate]], now: int
 ) -> list[Outcome | None]:
     """Single-item messages that a worker took together (``(key, fingerprint, command)``

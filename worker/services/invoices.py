@@ -21,7 +21,6 @@ from sqlalchemy import (
     case,
     cast,
     column,
-    delete,
     func,
     insert,
     select,
@@ -29,6 +28,7 @@ from sqlalchemy import (
     true,
     update,
 )
+from sqlalchemy import delete as delete_rows
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Session
 
@@ -476,7 +476,7 @@ def _next_part(command: InvoiceCreate) -> FollowUp:
     return FollowUp(CREATE_TASK, payload, key)
 
 
-def create_invoice(request: Request, command: InvoiceCreate) -> Outcome:
+def create(request: Request, command: InvoiceCreate) -> Outcome:
     customer = request.lock_customer(command.customer)
     currency = command.currency or customer.currency
     if prior := request.replayed():
@@ -580,7 +580,7 @@ def build_invoice(
     return invoice, line_amounts(lines, priced, every=False, invoice=invoice.id)
 
 
-def create_invoices_together(
+def create_together(
     session: Session, operation: str, entries: Sequence[tuple[str, str, InvoiceCreate]], now: int
 ) -> list[Outcome | None]:
     """Invoice requests that a worker took together (``(key, fingerprint, command)`` each),
@@ -649,7 +649,7 @@ def create_invoices_together(
     return settled
 
 
-def create_invoices_for_pending(request: Request, command: InvoicePendingCreate) -> Outcome:
+def create_for_pending(request: Request, command: InvoicePendingCreate) -> Outcome:
     """One invoice chain per currency with pending items; each chain is its own task."""
     customer = request.lock_customer(command.customer)
     replay = request.replayed()
@@ -750,7 +750,7 @@ def mark_uncollectible(request: Request, command: InvoiceAction) -> Outcome:
     return request.done(invoice.id)
 
 
-def delete_draft(request: Request, command: InvoiceAction) -> Outcome:
+def delete(request: Request, command: InvoiceAction) -> Outcome:
     """Only drafts can be deleted; their items go back to pending (Decision).
 
     The first run removes the invoice, so a redelivery replays before looking it up.
@@ -772,5 +772,5 @@ def delete_draft(request: Request, command: InvoiceAction) -> Outcome:
         .values(invoice_id=None, discount_amounts=None, tax_amounts=None)
         .execution_options(synchronize_session=False)
     )
-    request.session.execute(delete(Invoice).where(Invoice.id == invoice.id))  # type: ignore[arg-type]
+    request.session.execute(delete_rows(Invoice).where(Invoice.id == invoice.id))  # type: ignore[arg-type]
     return request.done(invoice.id)

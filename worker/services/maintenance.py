@@ -104,7 +104,7 @@ def _billed_by_beat() -> tuple[Any, ...]:
     return (Customer.test_clock_id.is_(None), Customer.deleted.is_(False))  # type: ignore[union-attr,attr-defined]
 
 
-def renew_due_subscriptions(session: Session, now: int, settings: Settings, after: Any) -> Chunk:
+def renew_subscriptions(session: Session, now: int, settings: Settings, after: Any) -> Chunk:
     """Ask for the next renewal of every active subscription whose current period has ended.
 
     Keyset pages on (current_period_end, id) through ``ix_subscriptions_due``. A row is
@@ -145,7 +145,7 @@ def renew_due_subscriptions(session: Session, now: int, settings: Settings, afte
     )
 
 
-def finalize_due_drafts(session: Session, now: int, settings: Settings, after: Any) -> Chunk:
+def finalize_drafts(session: Session, now: int, settings: Settings, after: Any) -> Chunk:
     """Finalize ``auto_advance`` drafts made more than an hour ago (SPEC §4)."""
     due = (
         select(Invoice.id, Invoice.created)

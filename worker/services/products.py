@@ -1,14 +1,13 @@
-"""Products and their prices: a unit amount per currency and a recurring interval (SPEC §8)."""
+"""Products: what prices are for (README: Subscriptions)."""
 
 from __future__ import annotations
 
-from domain.money import check_amount
-from tasks.contracts import PriceCreate, ProductCreate
+from tasks.contracts import ProductCreate
 from worker.services.base import Outcome, Request
-from worker.tables import Price, Product
+from worker.tables import Product
 
 
-def create_product(request: Request, command: ProductCreate) -> Outcome:
+def create(request: Request, command: ProductCreate) -> Outcome:
     if prior := request.replayed():
         return prior
     request.ensure_new(Product, command.id, resource="product")
@@ -17,33 +16,6 @@ def create_product(request: Request, command: ProductCreate) -> Outcome:
             id=command.id,
             name=command.name,
             description=command.description,
-            metadata_=command.metadata,
-            created=request.now,
-        )
-    )
-    return request.done(command.id)
-
-
-def create_price(request: Request, command: PriceCreate) -> Outcome:
-    """Prices are immutable once made, so what a period is billed never changes under it."""
-    if prior := request.replayed():
-        return prior
-    request.ensure_new(Price, command.id, resource="price")
-    request.get(Product, command.product, resource="product", field="product")
-    check_amount(command.unit_amount, "unit_amount", currency=command.currency, minimum=0)
-    options = {currency: option.unit_amount for currency, option in (command.currency_options or {}).items()}
-    for currency, amount in options.items():
-        check_amount(amount, f"currency_options.{currency}.unit_amount", currency=currency, minimum=0)
-    request.session.add(
-        Price(
-            id=command.id,
-            product_id=command.product,
-            currency=command.currency,
-            unit_amount=command.unit_amount,
-            currency_options=options or None,
-            recurring_interval=command.recurring.interval if command.recurring else None,
-            recurring_interval_count=command.recurring.interval_count if command.recurring else None,
-            nickname=command.nickname,
             metadata_=command.metadata,
             created=request.now,
         )

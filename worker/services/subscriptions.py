@@ -177,7 +177,7 @@ def next_period(subscription: Subscription) -> Period:
     )
 
 
-def create_subscription(request: Request, command: SubscriptionCreate) -> Outcome:
+def create(request: Request, command: SubscriptionCreate) -> Outcome:
     """Validate everything, then write the subscription and bill its first period at once."""
     customer = request.lock_customer(command.customer)
     if prior := request.replayed():
@@ -300,7 +300,7 @@ def _lock_subscription(request: Request, subscription_id: str) -> tuple[Subscrip
     return subscription, customer
 
 
-def renew_subscription(request: Request, command: SubscriptionRenew) -> Outcome:
+def renew(request: Request, command: SubscriptionRenew) -> Outcome:
     """Bill the period starting at ``period_start`` if it is the next one and it is due.
 
     A period already billed, or a subscription canceled since the request was made, is
@@ -345,7 +345,7 @@ def renew_subscription(request: Request, command: SubscriptionRenew) -> Outcome:
     return outcome
 
 
-def cancel_subscription(request: Request, command: SubscriptionCancel) -> Outcome:
+def cancel(request: Request, command: SubscriptionCancel) -> Outcome:
     """Now: the subscription ends at once (the period already billed is not refunded).
     At period end: it ends at the next boundary instead of billing it."""
     subscription, _ = _lock_subscription(request, command.subscription)

@@ -24,7 +24,7 @@ from worker.tables import Customer, Invoice, SandboxClock, Subscription
 MAX_EVENTS_PER_ADVANCE = 2000
 
 
-def create_test_clock(request: Request, command: TestClockCreate) -> Outcome:
+def create(request: Request, command: TestClockCreate) -> Outcome:
     if prior := request.replayed():
         return prior
     request.ensure_new(SandboxClock, command.id, resource="test clock")
@@ -59,7 +59,7 @@ def _next_event(request: Request, clock_id: str, until: int) -> tuple[int, str, 
     return min(events, key=lambda event: (event[0], event[1])) if events else None
 
 
-def advance_test_clock(request: Request, command: TestClockAdvance) -> Outcome:
+def advance(request: Request, command: TestClockAdvance) -> Outcome:
     clock = request.session.execute(
         select(SandboxClock).where(SandboxClock.id == command.test_clock).with_for_update()  # type: ignore[arg-type]
     ).scalar_one_or_none()

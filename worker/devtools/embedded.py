@@ -20,7 +20,7 @@ from celery import Celery
 from celery.contrib.testing.worker import start_worker
 from celery.signals import task_postrun, task_received, task_revoked
 
-from tasks.routing import ALL_QUEUES
+from tasks.operations import ALL_QUEUES
 
 
 class EmbeddedWorker:

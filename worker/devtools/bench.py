@@ -40,7 +40,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-QUEUES = ("billing.default", "billing.items", "billing.invoices", "billing.recurring")
+from tasks.operations import ALL_QUEUES, QUEUE_ITEMS
+
+QUEUES = ALL_QUEUES
 CURRENCIES = ("usd", "eur", "gbp")
 ITEMS_PER_CUSTOMER = 250
 COUPON = "co_BENCH10"
@@ -131,7 +133,7 @@ class PeakSampler:
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.02) -> None:
     """Polls finely: completion time is what the bench measures."""
-    from worker.soak import wait_for
+    from worker.devtools.soak import wait_for
 
     wait_for(condition, timeout, what, interval=interval)
 
@@ -238,7 +240,7 @@ class RedisWorker:
     """A real ``celery worker`` (prefork) started like the soak starts it."""
 
     def __init__(self, backend: PostgresRedis, url: str, concurrency: int) -> None:
-        from worker.soak import WorkerProcess
+        from worker.devtools.soak import WorkerProcess
 
         self.backend = backend
         env = {
@@ -252,11 +254,11 @@ class RedisWorker:
             env,
             backend.directory,
             concurrency,
-            app="worker.bench_tasks",
+            app="worker.devtools.bench_tasks",
         ).start()
         self.client = backend.client()
         for _ in range(concurrency * 4):  # every pool child has imported and run a task
-            self.client.app.send_task("billing.bench.noop", queue="billing.items")
+            self.client.app.send_task("billing.bench.noop", queue=QUEUE_ITEMS)
         wait_until(self.drained, 60, "the worker to warm up")
 
     def drained(self) -> bool:
@@ -320,12 +322,12 @@ class EmbeddedBenchWorker:
     """The embedded default's worker: a solo pool in a thread of this process."""
 
     def __init__(self, backend: EmbeddedSqlite, url: str) -> None:
-        import worker.bench_tasks  # noqa: F401  (registers the baselines)
-        from worker.embedded import EmbeddedWorker
+        import worker.devtools.bench_tasks  # noqa: F401  (registers the baselines)
+        from worker.devtools.embedded import EmbeddedWorker
 
         _use_database(url)
         self.embedded = EmbeddedWorker(backend.app).__enter__()
-        backend.client().app.send_task("billing.bench.noop", queue="billing.items")
+        backend.client().app.send_task("billing.bench.noop", queue=QUEUE_ITEMS)
         wait_until(self.drained, 60, "the worker to warm up")
 
     def drained(self) -> bool:
@@ -567,7 +569,7 @@ def ingestion(backend: Backend, options: Options, results: Results, echo: Callab
                 client.app.send_task(
                     "billing.bench.naive_item",
                     kwargs=dict(zip(ITEM_COLUMNS, row, strict=True)),
-                    queue="billing.items",
+                    queue=QUEUE_ITEMS,
                 )
             _wait_rows(url, worker, len(naive), timeout=600)
             results.add("ingest.naive", len(naive) / (time.perf_counter() - started))
@@ -582,7 +584,7 @@ def ingestion(backend: Backend, options: Options, results: Results, echo: Callab
 
             started = time.perf_counter()
             for _ in range(options.single):
-                client.app.send_task("billing.bench.noop", queue="billing.items")
+                client.app.send_task("billing.bench.noop", queue=QUEUE_ITEMS)
             wait_until(worker.drained, 600, "the no-op tasks")
             results.add("single.noop", options.single / (time.perf_counter() - started))
             _audit(url, results, f"ingestion run {run + 1}")
@@ -887,7 +889,14 @@ def run_bench(options: Options, backends: tuple[str, ...], echo: Callable[[str],
             if name == "sqlite":
                 env.pop("BILLING_DATABASE_URL", None)
                 env["BILLING_BROKER_URL"] = "memory://localhost/"
-            command = [sys.executable, "-m", "worker.bench", name, str(out), json.dumps(options.__dict__)]
+            command = [
+                sys.executable,
+                "-m",
+                "worker.devtools.bench",
+                name,
+                str(out),
+                json.dumps(options.__dict__),
+            ]
             child = subprocess.Popen(command, env=env)
             try:
                 returncode = child.wait()

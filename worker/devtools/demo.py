@@ -22,7 +22,7 @@ from domain.money import format_amount
 from tasks.client import BillingClient
 from tasks.ids import derived_id
 from worker.db import read_session
-from worker.embedded import EmbeddedWorker
+from worker.devtools.embedded import EmbeddedWorker
 from worker.settings import get_settings
 from worker.views import customer_balances, get_object, list_objects
 

@@ -23,7 +23,9 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-QUEUES = "billing.default,billing.items,billing.invoices,billing.recurring"
+from tasks.operations import ALL_QUEUES, queue_for
+
+QUEUES = ",".join(ALL_QUEUES)
 FAULT_POINTS = (
     "billing.invoices.create@before_commit=kill_child",
     "billing.invoices.create@after_commit=kill_worker",
@@ -260,7 +262,9 @@ class Soak:
 
         def settled() -> bool:
             self.supervise()
-            self.client.app.send_task("billing.maintenance.reconcile", queue="billing.recurring")
+            self.client.app.send_task(
+                "billing.maintenance.reconcile", queue=queue_for("billing.maintenance.reconcile")
+            )
             time.sleep(3)
             with read_session() as session:
                 open_rows = session.execute(

@@ -1,0 +1,49 @@
+"""Customer discounts: the one coupon a customer holds (README: Behaviour)."""
+
+from __future__ import annotations
+
+from sqlalchemy import delete as delete_rows
+from sqlalchemy import select
+
+from domain.errors import NotFound
+from domain.periods import add_months
+from tasks.contracts import CustomerDiscountCreate, CustomerDiscountDelete
+from tasks.ids import PREFIXES, derived_id
+from worker.services.base import Outcome, Request
+from worker.services.invoices import check_redeemable
+from worker.tables import CouponRow, DiscountRow
+
+
+def create(request: Request, command: CustomerDiscountCreate) -> Outcome:
+    """A customer holds one discount; attaching another replaces it. Counts a redemption."""
+    customer = request.lock_customer(command.customer)
+    if prior := request.replayed():
+        return prior
+    coupon = request.get(CouponRow, command.coupon, resource="coupon", field="coupon")
+    check_redeemable(coupon, request.now, field="coupon")
+    coupon.times_redeemed += 1
+    request.session.execute(delete_rows(DiscountRow).where(DiscountRow.customer_id == customer.id))  # type: ignore[arg-type]
+    end = add_months(request.now, coupon.duration_in_months) if coupon.duration_in_months else None
+    discount_id = derived_id(PREFIXES["discount"], request.key)
+    request.session.add(
+        DiscountRow(
+            id=discount_id,
+            customer_id=customer.id,
+            coupon_id=coupon.id,
+            start=request.now,
+            end=end,
+            created=request.now,
+        )
+    )
+    return request.done(discount_id)
+
+
+def delete(request: Request, command: CustomerDiscountDelete) -> Outcome:
+    customer = request.lock_customer(command.customer)
+    if prior := request.replayed():
+        return prior
+    held = request.session.execute(select(DiscountRow).where(DiscountRow.customer_id == customer.id)).scalar()  # type: ignore[arg-type]
+    if held is None:
+        raise NotFound("discount of customer", customer.id, field="customer")
+    request.session.delete(held)
+    return request.done(held.id)

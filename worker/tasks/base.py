@@ -1,0 +1,192 @@
+"""The one way a billing task runs: parse the contract, run the service, publish follow-ups.
+
+Outcomes by error kind:
+- ``BillingError`` (bad input, not found, wrong state, key conflict): final. Nothing is
+  written but a ``task_failures`` row; the task fails and the message is acknowledged.
+  Two exceptions, for what may still be on its way in another queue: a customer or
+  invoice that is not there yet (``NotFound`` on a reference), and the items of an
+  invoice request that finds nothing pending (``NothingToInvoice``). Both are retried
+  a few times with backoff before they are recorded.
+- Infrastructure trouble (database or broker unreachable, lock timeout, serialisation
+  failure): retried with exponential backoff and jitter, then recorded as a failure.
+- Anything else is a bug: recorded with its payload and re-raised, never swallowed.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+from celery import Task
+from kombu.exceptions import OperationalError as BrokerError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlmodel import Session
+
+from domain.errors import BadRequest, BillingError, NotFound, NothingToInvoice, TransientError
+from tasks.operations import queue_for
+from worker import clock
+from worker.db import UnitOfWork
+from worker.failpoints import failpoint
+from worker.failures import count_redelivery, record_failure
+from worker.outbox import mark_published
+from worker.services.base import FollowUp, Outcome, write_outbox
+from worker.services.registry import run
+from worker.settings import Settings, get_settings
+
+log = logging.getLogger("billing.tasks")
+
+REFERENCE_FIELDS = frozenset(
+    {"customer", "invoice", "credit_note", "product", "price", "subscription", "test_clock"}
+)
+TRANSIENT = (TransientError, OperationalError, BrokerError, ConnectionError, TimeoutError)
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, TRANSIENT):
+        return True
+    return isinstance(exc, DBAPIError) and (
+        exc.connection_invalidated or getattr(exc.orig, "sqlstate", None) in ("40001", "40P01", "55P03")
+    )
+
+
+def backoff(retries: int, *, base: float = 1.0, cap: float = 300.0) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**retries)].
+
+    Never more than half the broker's visibility timeout: a retry waits in the worker as
+    an unacked message with an ETA, and Redis would hand a copy of it to another worker
+    once the timeout passed (each copy counted as a redelivery, towards parking).
+    """
+    cap = min(cap, get_settings().visibility_timeout_s / 2)
+    return random.uniform(0, min(cap, base * 2**retries))
+
+
+def in_flight_wait(exc: BillingError, retries: int, settings: Settings) -> float | None:
+    """How long to wait before looking again for what ``exc`` says is missing, when it
+    may be in flight: ``None`` when it cannot be, or the budget is spent."""
+    if isinstance(exc, NotFound) and (exc.field or "").rpartition(".")[2] in REFERENCE_FIELDS:
+        if retries < settings.missing_reference_retries:
+            return backoff(retries, base=0.5, cap=60) or 0.01
+    elif isinstance(exc, NothingToInvoice) and retries < settings.nothing_pending_retries:
+        return backoff(retries, base=1.0, cap=30) or 0.01
+    return None
+
+
+class BillingTask(Task):
+    # Our settings bound the retries. Celery's own default (3) must not: past it,
+    # ``retry()`` re-raises the original error, which would skip recording the failure.
+    max_retries = None
+    acks_late = True
+    reject_on_worker_lost = True
+    ignore_result = True
+    throws = (BillingError,)  # expected failures: logged without a traceback
+
+    def perform(self, payload: dict[str, Any], args: tuple[Any, ...] = ()) -> dict[str, Any]:
+        """Run the operation named like this task on ``payload`` (the message's keyword arguments).
+
+        Task functions take ``(self, /, *args, **payload)`` so that no message, however
+        malformed, fails in the call itself before it can be recorded.
+        """
+        settings = get_settings()
+        retries = self.request.retries or 0
+        try:
+            failpoint("task_start", self.name)
+            if args:
+                raise BadRequest(
+                    "billing tasks take one JSON object of keyword arguments, not positional ones"
+                )
+            outcome = run(
+                self.name, payload, redeliveries=self._redeliveries(), redelivery_cap=settings.redelivery_cap
+            )
+        except BillingError as exc:
+            if wait := in_flight_wait(exc, retries, settings):
+                raise self.retry(exc=exc, countdown=wait) from exc
+            self._record({**payload, "__args__": list(args)} if args else payload, exc, retryable=False)
+            raise
+        except Exception as exc:
+            if is_transient(exc) and retries < settings.max_retries:
+                log.warning("%s: transient %s, retry %d: %s", self.name, type(exc).__name__, retries + 1, exc)
+                raise self.retry(exc=exc, countdown=backoff(retries)) from exc
+            self._record(payload, exc, retryable=is_transient(exc))
+            raise
+        self.publish(outcome)
+        return outcome.as_result()
+
+    def publish(self, outcome: Outcome) -> None:
+        """Send follow-ups after the commit (they are in the outbox already).
+
+        If the broker refuses, retry the whole task: its replay finds the work done and
+        asks for the same follow-ups again. Should this process die first, the message
+        is redelivered (late ack), and failing that the reconciler publishes the rows.
+        """
+        try:
+            self.send_follow_ups(outcome)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            raise self.retry(exc=exc, countdown=backoff(self.request.retries or 0)) from exc
+
+    def send_follow_ups(self, outcome: Outcome) -> None:
+        failpoint("before_publish", self.name)
+        for follow_up in outcome.follow_ups:
+            self.app.send_task(
+                follow_up.task_name,
+                kwargs=follow_up.payload,
+                queue=queue_for(follow_up.task_name),
+                task_id=follow_up.task_id,
+            )
+        if outcome.follow_ups:
+            mark_published([follow_up.key for follow_up in outcome.follow_ups])
+
+    def _redeliveries(self) -> int:
+        """How often this message came back without finishing (its worker was killed, or it
+        outlived the visibility timeout); counted only when it does come back."""
+        delivery_info = self.request.delivery_info or {}
+        if not (delivery_info.get("redelivered") or getattr(self.request, "redelivered", False)):
+            return 0
+        return count_redelivery(self.request.id or "unknown", self.name)
+
+    def maintain(self, job: Callable[[Session, int, Settings], list[FollowUp]]) -> dict[str, Any]:
+        """Run a beat job in one transaction, then publish what it asks for."""
+        with UnitOfWork() as uow:
+            now = clock.now()
+            follow_ups = write_outbox(uow.session, job(uow.session, now, get_settings()), now)
+            uow.commit()
+        self.publish(Outcome(None, follow_ups=follow_ups))
+        return {"published": len(follow_ups)}
+
+    def sweep(
+        self, job: Callable[[Session, int, Settings, Any], tuple[list[FollowUp], Any]]
+    ) -> dict[str, Any]:
+        """Run a chunked beat job: one transaction per chunk, then publish what the chunk asks for.
+
+        Not through the outbox: a sweep asks only for work that stays due until done, so
+        a message lost on the way is asked for again by a later tick.
+        """
+        now, settings, cursor, published = clock.now(), get_settings(), None, 0
+        while True:
+            with UnitOfWork() as uow:
+                follow_ups, cursor = job(uow.session, now, settings, cursor)
+                uow.commit()
+            for follow_up in follow_ups:
+                self.app.send_task(
+                    follow_up.task_name, kwargs=follow_up.payload, queue=queue_for(follow_up.task_name)
+                )
+            published += len(follow_ups)
+            if cursor is None:
+                return {"published": published}
+
+    def _record(self, payload: Any, exc: BaseException, *, retryable: bool) -> None:
+        try:
+            record_failure(
+                task_id=self.request.id or "unknown",
+                task_name=self.name,
+                payload=payload,
+                error=exc,
+                retryable=retryable,
+            )
+        except Exception:
+            log.exception(
+                "%s [%s]: could not record the failure; payload=%r", self.name, self.request.id, payload
+            )
