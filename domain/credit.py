@@ -1,4 +1,4 @@
-"""The per-currency credit balance and how finalization draws on it (SPEC §2, §4.2).
+"""The per-currency credit balance and how finalization draws on it (domain/README.md §2, §4.2).
 
 Sign convention: a balance is stored with the ledger's sign, negative = credit the
 customer holds, positive = money the customer owes. Stripe's ``invoice_credit_balance``

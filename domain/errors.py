@@ -55,7 +55,7 @@ class IdempotencyConflict(BadRequest):
 
 
 class SubscriptionCurrencyConflict(BadRequest):
-    """A customer never has two active subscriptions in different currencies (SPEC §8)."""
+    """A customer never has two active subscriptions in different currencies (domain/README.md §8)."""
 
     code = "subscription_currency_conflict"
 

@@ -1,4 +1,4 @@
-"""Pricing an invoice: discounts, then tax, then totals (SPEC §4.1, §5, §6).
+"""Pricing an invoice: discounts, then tax, then totals (domain/README.md §4.1, §5, §6).
 
 Rounding, all in one place:
 - Amount-off discounts are spread over the discountable lines in proportion to their

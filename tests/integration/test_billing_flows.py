@@ -33,7 +33,7 @@ def finalized(cus: str, **options: object) -> dict:
     return get(invoice(cus, finalize=True, **options).id)
 
 
-# -- credit balance (SPEC §2, §4.2) -----------------------------------------------------------
+# -- credit balance (domain/README.md §2, §4.2) -----------------------------------------------------------
 
 
 def test_same_currency_credit_is_applied_and_other_currencies_untouched() -> None:
@@ -126,7 +126,7 @@ def test_ledger_sequences_and_ending_balances_are_running_sums() -> None:
     assert count(BalanceTransaction) == 3
 
 
-# -- coupons and tax (SPEC §5, §6) -----------------------------------------------------------
+# -- coupons and tax (domain/README.md §5, §6) -----------------------------------------------------------
 
 
 def coupon(**params: object) -> str:
@@ -201,7 +201,7 @@ def test_a_draft_follows_its_customers_tax_status_until_finalized(
     assert audit_database() == []
 
 
-# -- credit notes (SPEC §7) ------------------------------------------------------------------
+# -- credit notes (domain/README.md §7) ------------------------------------------------------------------
 
 
 def test_credit_note_on_open_invoice_lowers_amount_due_and_pays_it_at_zero() -> None:
@@ -315,7 +315,7 @@ def test_finalizing_snapshots_the_customer() -> None:
     assert get(inv)["customer_name"] == "Chloé Martin"
 
 
-# -- currency lock and idempotency (SPEC §1, §9) ---------------------------------------------
+# -- currency lock and idempotency (domain/README.md §1, §9) ---------------------------------------------
 
 
 def test_first_invoice_sets_the_default_currency_and_it_is_then_locked() -> None:

@@ -507,7 +507,7 @@ def test_random_billing_histories_keep_the_books(database: str) -> None:
 
 @pytest.mark.usefixtures("database")
 def test_a_late_redelivery_of_an_invoice_create_does_not_invoice_newer_items() -> None:
-    """SPEC §9: the same key and parameters return the first result and create nothing.
+    """domain/README.md §9: the same key and parameters return the first result and create nothing.
 
     A replayed ``invoices.create`` used to ask again for the next part of its chain
     whenever items of its currency were pending, so a redelivery after the chain ended

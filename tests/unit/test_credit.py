@@ -1,4 +1,4 @@
-"""Credit balance applied at finalization (SPEC §2, §4.2).
+"""Credit balance applied at finalization (domain/README.md §2, §4.2).
 
 Balances use the ledger's sign: negative = credit the customer holds, positive = owed.
 """

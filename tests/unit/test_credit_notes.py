@@ -1,4 +1,4 @@
-"""Credit notes: what a note may credit and how it settles (SPEC §7)."""
+"""Credit notes: what a note may credit and how it settles (domain/README.md §7)."""
 
 from __future__ import annotations
 

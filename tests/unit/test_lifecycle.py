@@ -1,4 +1,4 @@
-"""Invoice lifecycle, numbering, due dates and month arithmetic (SPEC §4, §8)."""
+"""Invoice lifecycle, numbering, due dates and month arithmetic (domain/README.md §4, §8)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from domain.periods import add_months
 STATUSES = ["draft", "open", "paid", "void", "uncollectible"]
 ACTIONS = ["finalize", "delete", "pay", "void", "mark_uncollectible"]
 
-# SPEC §4: draft -> open (finalize) -> paid | void | uncollectible; uncollectible -> paid |
+# domain/README.md §4: draft -> open (finalize) -> paid | void | uncollectible; uncollectible -> paid |
 # void; paid and void are terminal; only drafts can be deleted.
 ALLOWED = {
     ("draft", "finalize"),

@@ -1,4 +1,4 @@
-"""Money checks, payload contracts and object ids (SPEC §1-§7 field rules)."""
+"""Money checks, payload contracts and object ids (domain/README.md §1-§7 field rules)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Billing periods from a stored anchor (SPEC §8): month ends clamp, nothing drifts."""
+"""Billing periods from a stored anchor (domain/README.md §8): month ends clamp, nothing drifts."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Pricing an invoice: discounts, then tax, then totals (SPEC §4.1, §5, §6).
+"""Pricing an invoice: discounts, then tax, then totals (domain/README.md §4.1, §5, §6).
 
 Each case reads "given these lines, coupons and tax rates, the invoice shows these
 figures". Every expected figure is worked out by hand in the case's comment.
@@ -59,10 +59,10 @@ def figures(priced: PricedInvoice) -> Expected:
 
 
 # --------------------------------------------------------------------------------------
-# The worked examples of the SPEC, figure for figure.
+# The worked examples of domain/README.md §4.1, §4.2 and §6, figure for figure.
 # --------------------------------------------------------------------------------------
 
-SPEC_EXAMPLES = [
+WORKED_EXAMPLES = [
     pytest.param(
         # §4.1: 2000 + 1500 = 3500, nothing off, no tax.
         [Line(2000), Line(1500)],
@@ -112,7 +112,7 @@ SPEC_EXAMPLES = [
 ]
 
 
-@pytest.mark.parametrize(("lines", "options", "expected"), SPEC_EXAMPLES)
+@pytest.mark.parametrize(("lines", "options", "expected"), WORKED_EXAMPLES)
 def test_spec_worked_examples(lines: list[Line], options: dict, expected: Expected) -> None:
     assert figures(price_invoice(lines, currency="usd", **options)) == expected
 

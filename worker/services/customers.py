@@ -1,4 +1,4 @@
-"""Customers: create, update, delete; the default currency lock (SPEC §1)."""
+"""Customers: create, update, delete; the default currency lock (domain/README.md §1)."""
 
 from __future__ import annotations
 

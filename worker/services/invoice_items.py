@@ -1,4 +1,4 @@
-"""Invoice items: pending charges waiting for an invoice of their currency (SPEC §3)."""
+"""Invoice items: pending charges waiting for an invoice of their currency (domain/README.md §3)."""
 
 from __future__ import annotations
 
