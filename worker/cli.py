@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from typing import Any
@@ -9,6 +10,9 @@ from typing import Any
 import click
 
 from domain.errors import BillingError
+
+WORKER_DEPENDENCIES = ("sqlmodel", "sqlalchemy", "alembic", "psycopg", "celery_batches", "pydantic_settings")
+"""Installed by the ``worker`` extra; a producer's install has none of them."""
 
 
 def _print_json(data: Any) -> None:
@@ -331,6 +335,14 @@ def demo() -> None:
 
 
 def run() -> None:
+    missing = [name for name in WORKER_DEPENDENCIES if importlib.util.find_spec(name) is None]
+    if missing:  # a producer's install: the client only
+        click.echo(
+            f"billing: the worker's dependencies are not installed ({', '.join(missing)});"
+            " pip install 'billing-worker[worker]'",
+            err=True,
+        )
+        sys.exit(1)
     try:
         main(standalone_mode=False)
     except BillingError as exc:
