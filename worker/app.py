@@ -8,11 +8,12 @@ Producers send by task name (``billing.<resource>.<verb>``) with
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_init
+from celery.signals import after_setup_logger, worker_init, worker_process_init
 from kombu import Exchange, Queue
 
 from tasks.broker import transport_for
@@ -144,3 +145,10 @@ def _fresh_connections_in_child(**_: Any) -> None:
 @worker_init.connect
 def _remember_main_process(**_: Any) -> None:
     failpoints.worker_main_pid = os.getpid()
+
+
+@after_setup_logger.connect
+def _project_log_level(**_: Any) -> None:
+    """BILLING_LOG_LEVEL sets the project's own loggers (``billing.*``): a task's warnings and
+    records show whatever Celery's ``--loglevel`` is."""
+    logging.getLogger("billing").setLevel(get_settings().log_level)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -103,7 +104,16 @@ class Settings(BaseSettings):
     invoice_batch_interval_s: float = Field(
         default=0.02, gt=0, description="How long a worker waits to fill a batch of invoice requests"
     )
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        default="INFO",
+        description="Level of the project's own loggers (billing.*) in workers and beat;"
+        " Celery's --loglevel sets the rest",
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_name(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
 
 @lru_cache(maxsize=1)
