@@ -10,10 +10,11 @@ from sqlalchemy import and_, delete, or_, select, tuple_, update
 from sqlmodel import Session
 
 from domain.invoices import AUTO_ADVANCE_AFTER_S
+from domain.subscriptions import ACTIVE
 from tasks.ids import PREFIXES, derived_id
 from worker.services.base import FollowUp
 from worker.services.invoices import CREATE_TASK
-from worker.services.subscriptions import ACTIVE, renewal
+from worker.services.subscriptions import renewal
 from worker.settings import Settings
 from worker.tables import (
     Customer,
@@ -146,7 +147,7 @@ def renew_subscriptions(session: Session, now: int, settings: Settings, after: A
 
 
 def finalize_drafts(session: Session, now: int, settings: Settings, after: Any) -> Chunk:
-    """Finalize ``auto_advance`` drafts made more than an hour ago (SPEC §4)."""
+    """Finalize ``auto_advance`` drafts made more than an hour ago (README: Beat)."""
     due = (
         select(Invoice.id, Invoice.created)
         .join(Customer, Customer.id == Invoice.customer_id)  # type: ignore[arg-type]

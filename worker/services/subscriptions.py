@@ -1,10 +1,14 @@
-"""Subscriptions and their periods (SPEC §8).
+"""Subscriptions and their periods (README: Subscriptions).
 
 A subscription bills one currency, one interval, periods computed from its stored
-``billing_cycle_anchor`` (``domain.periods``). ``bill_period`` is the one place a period
-becomes invoice lines and an invoice; it runs under the customer's lock and first inserts
-the ``subscription_periods`` row, whose primary key (subscription, period start) makes a
-second bill of the same period impossible whatever delivers the request twice.
+``billing_cycle_anchor`` (``domain.periods``). The rules (what a subscription may be made
+of, which currency it bills, which period a renewal bills) are ``domain.subscriptions``;
+this module locks, reads the rows, asks those rules and writes.
+
+``bill_period`` is the one place a period becomes invoice lines and an invoice; it runs
+under the customer's lock and first inserts the ``subscription_periods`` row, whose
+primary key (subscription, period start) makes a second bill of the same period
+impossible whatever delivers the request twice.
 
 The period's invoice is made by the invoice generation of ``worker.services.invoices``:
 it sweeps the customer's pending items of that currency too (the period's own lines
@@ -18,9 +22,10 @@ from typing import Any
 
 from sqlalchemy import insert, select
 
-from domain.errors import BadRequest, NotFound, SubscriptionCurrencyConflict, WrongState
-from domain.periods import Period, period_after, period_containing
-from domain.subscriptions import discount_applies, discount_end, line_amount, unit_amount_in
+from domain import subscriptions as rules
+from domain.errors import NotFound
+from domain.periods import Period
+from domain.subscriptions import ACTIVE, CANCELED, PriceTerms, Schedule, SubscriptionState
 from tasks.contracts import (
     InvoiceCreate,
     SubscriptionCancel,
@@ -44,8 +49,6 @@ from worker.tables import (
 )
 
 RENEW_TASK = "billing.subscriptions.renew"
-ACTIVE = "active"
-CANCELED = "canceled"
 
 
 def renewal_key(subscription_id: str, period_start: int) -> str:
@@ -81,8 +84,21 @@ def _priced_items(request: Request, subscription_id: str) -> list[Any]:
     )
 
 
-def _amount_in(price: Price, currency: str) -> int | None:
-    return unit_amount_in(currency, price.currency, price.unit_amount, price.currency_options)
+def _terms(price: Price) -> PriceTerms:
+    return PriceTerms(
+        price.id,
+        price.currency,
+        price.unit_amount,
+        price.currency_options,
+        price.recurring_interval,
+        price.recurring_interval_count,
+    )
+
+
+def _state(subscription: Subscription) -> SubscriptionState:
+    schedule = Schedule(subscription.billing_cycle_anchor, subscription.interval, subscription.interval_count)
+    current = Period(subscription.current_period_start, subscription.current_period_end)
+    return SubscriptionState(subscription.id, subscription.status, schedule, current)
 
 
 def _switch_currency(request: Request, customer_id: str) -> None:
@@ -103,11 +119,31 @@ def bill_period(
     """
     if subscription.pending_currency is not None:
         _switch_currency(request, customer.id)
-    if billing_reason == "subscription_cycle" and subscription.cancel_at_period_end:
+    if rules.ends_at_boundary(billing_reason, subscription.cancel_at_period_end):
         subscription.status = CANCELED
         subscription.ended_at = period.start
         return None, []
     key = renewal_key(subscription.id, period.start)
+    billed = _record_period(request, subscription, period, billing_reason)
+    _add_period_lines(request, customer.id, subscription, period, key)
+    command = _period_invoice(customer.id, subscription, key, billing_reason)
+    invoice, follow_ups = generate_invoice(
+        request,
+        customer,
+        command,
+        subscription.currency,
+        coupons=_period_coupons(request, subscription, period),
+        billing_reason=billing_reason,
+        subscription_id=subscription.id,
+    )
+    billed.invoice_id = invoice.id if invoice else None
+    subscription.current_period_start, subscription.current_period_end = period.start, period.end
+    return billed.invoice_id, follow_ups
+
+
+def _record_period(
+    request: Request, subscription: Subscription, period: Period, billing_reason: str
+) -> SubscriptionPeriod:
     billed = SubscriptionPeriod(
         subscription_id=subscription.id,
         period_start=period.start,
@@ -118,20 +154,25 @@ def bill_period(
     )
     request.session.add(billed)
     request.session.flush()  # a second bill of this period fails here, on the primary key
+    return billed
+
+
+def _add_period_lines(
+    request: Request, customer_id: str, subscription: Subscription, period: Period, key: str
+) -> None:
+    """One pending line per item; their ids derive from the renewal key, so they are made once."""
     rows = []
     for index, (item, price, product) in enumerate(_priced_items(request, subscription.id)):
-        unit = _amount_in(price, subscription.currency)
-        if unit is None:  # checked when the subscription or its currency was set; prices are immutable
-            raise WrongState(f"price {price.id} has no {subscription.currency} amount", field="subscription")
+        line = rules.period_line(_terms(price), product.name, item.quantity, subscription.currency, index)
         rows.append(
             {
                 "id": derived_id(PREFIXES["invoice_item"], f"{key}:{item.id}"),
-                "customer_id": customer.id,
+                "customer_id": customer_id,
                 "currency": subscription.currency,
-                "amount": line_amount(unit, item.quantity, field=f"items[{index}].quantity"),
-                "unit_amount": unit,
-                "quantity": item.quantity,
-                "description": f"{item.quantity} × {product.name}",  # noqa: RUF001 (Stripe's wording)
+                "amount": line.amount,
+                "unit_amount": line.unit_amount,
+                "quantity": line.quantity,
+                "description": line.description,
                 "discountable": True,
                 "period_start": period.start,
                 "period_end": period.end,
@@ -140,9 +181,14 @@ def bill_period(
             }
         )
     request.session.execute(insert(InvoiceItem.__table__), rows)  # type: ignore[attr-defined]
+
+
+def _period_invoice(
+    customer_id: str, subscription: Subscription, key: str, billing_reason: str
+) -> InvoiceCreate:
     options: dict[str, Any] = {
         "id": derived_id(PREFIXES["invoice"], key),
-        "customer": customer.id,
+        "customer": customer_id,
         "currency": subscription.currency,
         "collection_method": subscription.collection_method,
         "auto_advance": subscription.auto_advance,
@@ -152,29 +198,19 @@ def bill_period(
         options["days_until_due"] = subscription.days_until_due
     if billing_reason == "subscription_create":
         options["finalize"] = True
-    command = InvoiceCreate.model_validate(options)
-    coupons = None  # none of its own: the customer's discount, as on any invoice
-    if subscription.coupon_id is not None and discount_applies(subscription.discount_end, period.start):
-        coupons = [request.get(CouponRow, subscription.coupon_id, resource="coupon", field="coupon")]
-    invoice, follow_ups = generate_invoice(
-        request,
-        customer,
-        command,
-        subscription.currency,
-        coupons=coupons,
-        billing_reason=billing_reason,
-        subscription_id=subscription.id,
-    )
-    billed.invoice_id = invoice.id if invoice else None
-    subscription.current_period_start, subscription.current_period_end = period.start, period.end
-    return billed.invoice_id, follow_ups
+    return InvoiceCreate.model_validate(options)
+
+
+def _period_coupons(request: Request, subscription: Subscription, period: Period) -> list[CouponRow] | None:
+    """The subscription's coupon while it covers the period; None: the customer's discount, as
+    on any invoice."""
+    if subscription.coupon_id is None or not rules.discount_applies(subscription.discount_end, period.start):
+        return None
+    return [request.get(CouponRow, subscription.coupon_id, resource="coupon", field="coupon")]
 
 
 def next_period(subscription: Subscription) -> Period:
-    current = Period(subscription.current_period_start, subscription.current_period_end)
-    return period_after(
-        subscription.billing_cycle_anchor, subscription.interval, subscription.interval_count, current
-    )
+    return _state(subscription).next_period()
 
 
 def create(request: Request, command: SubscriptionCreate) -> Outcome:
@@ -183,74 +219,88 @@ def create(request: Request, command: SubscriptionCreate) -> Outcome:
     if prior := request.replayed():
         return prior
     request.ensure_new(Subscription, command.id, resource="subscription")
-    prices: list[Price] = []
-    for index, item in enumerate(command.items):
-        field = f"items[{index}].price"
-        if any(earlier.price == item.price for earlier in command.items[:index]):
-            raise BadRequest(f"price {item.price} is listed twice; raise its quantity instead", field=field)
-        price = request.get(Price, item.price, resource="price", field=field)
-        if price.recurring_interval is None or price.recurring_interval_count is None:
-            raise BadRequest(
-                f"price {price.id} is a one-time price; subscriptions need recurring prices", field=field
-            )
-        if prices and (price.recurring_interval, price.recurring_interval_count) != (
-            prices[0].recurring_interval,
-            prices[0].recurring_interval_count,
-        ):
-            raise BadRequest(
-                f"price {price.id} bills every {price.recurring_interval_count} {price.recurring_interval},"
-                f" items[0].price every {prices[0].recurring_interval_count} {prices[0].recurring_interval};"
-                " one subscription has one interval",
-                field=field,
-            )
-        prices.append(price)
-
-    active = active_subscriptions(request, customer.id)
-    held = active[0].currency if active else None
-    currency = command.currency or held or customer.currency or prices[0].currency
-    if held is not None and currency != held:
-        raise SubscriptionCurrencyConflict(
-            f"customer {customer.id} has active subscriptions in {held}; all of a customer's subscriptions"
-            " bill one currency (move them together with billing.subscriptions.change_currency)",
-            field="currency",
-        )
-    pending = active[0].pending_currency if active else None
-    for index, (item, price) in enumerate(zip(command.items, prices, strict=True)):
-        for wanted in (currency, pending):
-            if wanted is not None and _amount_in(price, wanted) is None:
-                raise BadRequest(
-                    f"price {price.id} has no {wanted} amount (add it to the price's currency_options)",
-                    field=f"items[{index}].price",
-                )
-        line_amount(_amount_in(price, currency) or 0, item.quantity, field=f"items[{index}].quantity")
+    prices = _recurring_prices(request, command)
+    currency, pending = _currencies(request, customer, command, prices)
 
     coupon = None
     if command.coupon is not None:
         coupon = request.get(CouponRow, command.coupon, resource="coupon", field="coupon")
         check_redeemable(coupon, request.now, field="coupon")
     anchor = command.billing_cycle_anchor if command.billing_cycle_anchor is not None else request.now
-    if anchor > request.now:
-        raise BadRequest(
-            "must not be in the future (a prorated first period is not supported); give a past anchor"
-            " on the wanted day, e.g. last month's 1st",
-            field="billing_cycle_anchor",
-        )
-    interval, count = prices[0].recurring_interval, prices[0].recurring_interval_count
-    assert interval is not None and count is not None
-    first = period_containing(anchor, interval, count, request.now)
+    schedule = rules.schedule_from(anchor, prices[0], request.now)
+    first = schedule.period_containing(request.now)
 
     # every check passed: write
     if coupon is not None:
         coupon.times_redeemed += 1
     set_default_currency(customer, currency, field="customer")
+    subscription = _add_subscription(
+        request,
+        command,
+        customer.id,
+        currency=currency,
+        pending=pending,
+        schedule=schedule,
+        first=first,
+        coupon=coupon,
+    )
+    _add_items(request, command)
+    _, follow_ups = bill_period(request, customer, subscription, first, "subscription_create")
+    outcome = request.done(subscription.id)
+    outcome.follow_ups.extend(follow_ups)
+    return outcome
+
+
+def _recurring_prices(request: Request, command: SubscriptionCreate) -> list[PriceTerms]:
+    """The items' prices, in item order; each item is checked before the next price is read."""
+    price_ids = [item.price for item in command.items]
+    prices: list[PriceTerms] = []
+    for index, price_id in enumerate(price_ids):
+        rules.check_listed_once(price_ids, index)
+        price = _terms(request.get(Price, price_id, resource="price", field=f"items[{index}].price"))
+        rules.check_recurring(price, index, prices[0] if prices else None)
+        prices.append(price)
+    return prices
+
+
+def _currencies(
+    request: Request, customer: Customer, command: SubscriptionCreate, prices: list[PriceTerms]
+) -> tuple[str, str | None]:
+    """The currency the subscription bills and the one it moves to at its next boundary: those
+    of the customer's active subscriptions, which all move together."""
+    active = active_subscriptions(request, customer.id)
+    currency = rules.billing_currency(
+        customer.id,
+        requested=command.currency,
+        held=active[0].currency if active else None,
+        customer_currency=customer.currency,
+        first_price_currency=prices[0].currency,
+    )
+    pending = active[0].pending_currency if active else None
+    quantities = [item.quantity for item in command.items]
+    rules.check_items_priced(list(zip(prices, quantities, strict=True)), currency, pending)
+    return currency, pending
+
+
+def _add_subscription(
+    request: Request,
+    command: SubscriptionCreate,
+    customer_id: str,
+    *,
+    currency: str,
+    pending: str | None,
+    schedule: Schedule,
+    first: Period,
+    coupon: CouponRow | None,
+) -> Subscription:
     subscription = Subscription(
         id=command.id,
-        customer_id=customer.id,
+        customer_id=customer_id,
         currency=currency,
         pending_currency=pending,
-        interval=interval,
-        interval_count=count,
-        billing_cycle_anchor=anchor,
+        interval=schedule.interval,
+        interval_count=schedule.interval_count,
+        billing_cycle_anchor=schedule.anchor,
         current_period_start=first.start,
         current_period_end=first.end,
         collection_method=command.collection_method,
@@ -258,7 +308,7 @@ def create(request: Request, command: SubscriptionCreate) -> Outcome:
         auto_advance=command.auto_advance,
         coupon_id=coupon.id if coupon else None,
         discount_start=request.now if coupon else None,
-        discount_end=discount_end(coupon.duration, coupon.duration_in_months, request.now, first.end)
+        discount_end=rules.discount_end(coupon.duration, coupon.duration_in_months, request.now, first.end)
         if coupon
         else None,
         cancel_at_period_end=command.cancel_at_period_end,
@@ -267,6 +317,10 @@ def create(request: Request, command: SubscriptionCreate) -> Outcome:
     )
     request.session.add(subscription)
     request.session.flush()
+    return subscription
+
+
+def _add_items(request: Request, command: SubscriptionCreate) -> None:
     for item in command.items:
         request.session.add(
             SubscriptionItem(
@@ -278,10 +332,6 @@ def create(request: Request, command: SubscriptionCreate) -> Outcome:
             )
         )
     request.session.flush()
-    _, follow_ups = bill_period(request, customer, subscription, first, "subscription_create")
-    outcome = request.done(subscription.id)
-    outcome.follow_ups.extend(follow_ups)
-    return outcome
 
 
 def _lock_subscription(request: Request, subscription_id: str) -> tuple[Subscription, Customer]:
@@ -311,33 +361,13 @@ def renew(request: Request, command: SubscriptionRenew) -> Outcome:
     subscription, customer = _lock_subscription(request, command.subscription)
     if prior := request.replayed():
         return prior
-    if command.period_start > request.now:
-        raise WrongState(
-            f"period {command.period_start} is not due yet (now {request.now})", field="period_start"
-        )
-    period = period_containing(
-        subscription.billing_cycle_anchor,
-        subscription.interval,
-        subscription.interval_count,
-        command.period_start,
-    )
-    if period.start != command.period_start:
-        raise BadRequest(
-            f"{command.period_start} is not a period boundary of subscription {subscription.id}"
-            f" (the period around it starts at {period.start})",
-            field="period_start",
-        )
-    if period.start < subscription.current_period_end or subscription.status != ACTIVE:
-        billed = request.session.get(SubscriptionPeriod, (subscription.id, period.start))
+    period = rules.renewal_period(_state(subscription), command.period_start, request.now)
+    if period is None:
+        billed = request.session.get(SubscriptionPeriod, (subscription.id, command.period_start))
         return request.done(billed.invoice_id if billed else None)
-    if period.start > subscription.current_period_end:
-        raise WrongState(
-            f"period {period.start} is not the next to bill; {subscription.current_period_end} comes first",
-            field="period_start",
-        )
     invoice_id, follow_ups = bill_period(request, customer, subscription, period, "subscription_cycle")
     subscription.renewal_requested_at = None
-    if subscription.status == ACTIVE and subscription.current_period_end <= request.now:
+    if rules.renewal_due(subscription.status, subscription.current_period_end, request.now):
         follow_ups.append(renewal(subscription.id, subscription.current_period_end))
         subscription.renewal_requested_at = request.received
     outcome = request.done(invoice_id)
@@ -351,8 +381,7 @@ def cancel(request: Request, command: SubscriptionCancel) -> Outcome:
     subscription, _ = _lock_subscription(request, command.subscription)
     if prior := request.replayed():
         return prior
-    if subscription.status != ACTIVE:
-        raise WrongState(f"subscription {subscription.id} is already canceled", field="subscription")
+    rules.check_cancelable(subscription.id, subscription.status)
     subscription.canceled_at = request.now
     if command.at_period_end:
         subscription.cancel_at_period_end = True
@@ -370,18 +399,12 @@ def change_currency(request: Request, command: SubscriptionCurrencyChange) -> Ou
     if prior := request.replayed():
         return prior
     active = active_subscriptions(request, customer.id)
-    if not active:
-        raise WrongState(f"customer {customer.id} has no active subscriptions", field="customer")
+    rules.check_has_active(customer.id, len(active))
     for subscription in active:
-        for _, price, _ in _priced_items(request, subscription.id):
-            if _amount_in(price, command.currency) is None:
-                raise BadRequest(
-                    f"price {price.id} of subscription {subscription.id} has no {command.currency} amount"
-                    " (add it to the price's currency_options)",
-                    field="currency",
-                )
+        prices = [_terms(price) for _, price, _ in _priced_items(request, subscription.id)]
+        rules.check_priced_in(command.currency, subscription.id, prices)
     for subscription in active:
-        subscription.pending_currency = (
-            None if command.currency == subscription.currency else command.currency
+        subscription.pending_currency = rules.pending_currency_after_change(
+            subscription.currency, command.currency
         )
     return request.done(customer.id)

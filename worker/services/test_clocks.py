@@ -14,11 +14,12 @@ from sqlalchemy import select, update
 
 from domain.errors import BadRequest, NotFound
 from domain.invoices import AUTO_ADVANCE_AFTER_S
+from domain.subscriptions import ACTIVE
 from tasks.contracts import TestClockAdvance, TestClockCreate
 from worker.services.base import FollowUp, Outcome, Request
 from worker.services.invoices import finalize_invoice
 from worker.services.maintenance import overdue
-from worker.services.subscriptions import ACTIVE, bill_period, next_period
+from worker.services.subscriptions import bill_period, next_period
 from worker.tables import Customer, Invoice, SandboxClock, Subscription
 
 MAX_EVENTS_PER_ADVANCE = 2000
