@@ -604,3 +604,26 @@ def test_a_refused_call_names_the_field_and_sends_nothing(
         call(billing)
     assert refused.value.field == field
     assert fake_redis.keys("*") == []
+
+
+EMPTY_KEY = [
+    ("an action", lambda b: b.finalize_invoice("in_1", idempotency_key="")),
+    ("a create", lambda b: b.create_product(name="Pro", idempotency_key="")),
+    (
+        "a list of items",
+        lambda b: b.create_invoice_items([{"customer": "cus_1", "amount": 1}], idempotency_key=""),
+    ),
+    ("a pending run", lambda b: b.invoice_pending("cus_1", idempotency_key="")),
+]
+
+
+@pytest.mark.parametrize("call", [call for _, call in EMPTY_KEY], ids=[label for label, _ in EMPTY_KEY])
+def test_an_empty_idempotency_key_is_refused_not_replaced(
+    billing: BillingClient, fake_redis: fakeredis.FakeRedis, call: Callable[[BillingClient], Any]
+) -> None:
+    """An empty key is a caller's mistake: replacing it with a fresh one would make a retried
+    call send new ids (twice the items) where the caller asked for a safe retry."""
+    with pytest.raises(BadRequest) as refused:
+        call(billing)
+    assert refused.value.field == "idempotency_key"
+    assert fake_redis.keys("*") == []
