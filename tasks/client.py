@@ -70,7 +70,8 @@ class BillingClient:
         return object_id
 
     def _act(self, task_name: str, idempotency_key: str | None, params: dict[str, Any]) -> None:
-        self._send(task_name, {**params, "idempotency_key": idempotency_key or f"req_{uuid.uuid4().hex}"})
+        key = f"req_{uuid.uuid4().hex}" if idempotency_key is None else idempotency_key
+        self._send(task_name, {**params, "idempotency_key": key})
 
     # -- customers --------------------------------------------------------------------------
     def create_customer(self, *, idempotency_key: str | None = None, **params: Any) -> str:
@@ -98,8 +99,8 @@ class BillingClient:
         The whole list is validated before anything is sent; an error names the item by
         its index in ``items``.
         """
-        batch_key = idempotency_key or f"batch_{uuid.uuid4().hex}"
-        fresh = None if idempotency_key else iter(new_ids(PREFIXES["invoice_item"], len(items)))
+        batch_key = f"batch_{uuid.uuid4().hex}" if idempotency_key is None else idempotency_key
+        fresh = iter(new_ids(PREFIXES["invoice_item"], len(items))) if idempotency_key is None else None
         commands = []
         for index, item in enumerate(items):
             if fresh is None:
@@ -141,7 +142,7 @@ class BillingClient:
     def invoice_pending(self, customer: str, *, idempotency_key: str | None = None, **options: Any) -> str:
         """Invoice everything pending for ``customer``: one chain per currency. Returns the run's key;
         the first invoice of currency X is ``derived_id('in', f'{key}:{X}')``."""
-        key = idempotency_key or f"run_{uuid.uuid4().hex}"
+        key = f"run_{uuid.uuid4().hex}" if idempotency_key is None else idempotency_key
         self._send(
             "billing.invoices.create_for_pending", {**options, "customer": customer, "idempotency_key": key}
         )

@@ -1,0 +1,69 @@
+"""Routing: the queue of every operation, as ``tasks.operations`` declares it.
+
+Queues are wire format (README: the client's table of task names and queues): a worker
+consumes ``ALL_QUEUES``, and a producer in any language sends to the queue named here.
+The expected queues are written out, so moving an operation to another queue fails here.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tasks.broker import transport_for
+from tasks.operations import (
+    ALL_QUEUES,
+    OPERATIONS,
+    QUEUE_DEFAULT,
+    QUEUE_INVOICES,
+    QUEUE_ITEMS,
+    QUEUE_RECURRING,
+    queue_for,
+)
+
+NOT_DEFAULT = {
+    "billing.invoice_items.create": "billing.items",
+    "billing.invoice_items.create_many": "billing.items",
+    "billing.invoices.create": "billing.invoices",
+    "billing.invoices.create_for_pending": "billing.invoices",
+    "billing.subscriptions.renew": "billing.recurring",
+    "billing.maintenance.reconcile": "billing.recurring",
+    "billing.maintenance.purge": "billing.recurring",
+    "billing.maintenance.renew_subscriptions": "billing.recurring",
+    "billing.maintenance.finalize_drafts": "billing.recurring",
+    "billing.maintenance.mark_overdue": "billing.recurring",
+}
+
+
+def test_the_queues_are_the_four_a_worker_consumes() -> None:
+    assert ALL_QUEUES == ("billing.default", "billing.items", "billing.invoices", "billing.recurring")
+    assert (QUEUE_DEFAULT, QUEUE_ITEMS, QUEUE_INVOICES, QUEUE_RECURRING) == ALL_QUEUES
+    assert {operation.queue for operation in OPERATIONS.values()} == set(ALL_QUEUES)
+
+
+@pytest.mark.parametrize("name", list(OPERATIONS))
+def test_every_operation_routes_to_its_queue(name: str) -> None:
+    assert queue_for(name) == OPERATIONS[name].queue == NOT_DEFAULT.get(name, "billing.default")
+
+
+def test_the_table_is_keyed_by_its_own_names() -> None:
+    assert all(name == operation.name for name, operation in OPERATIONS.items())
+    assert set(NOT_DEFAULT) <= set(OPERATIONS)
+
+
+@pytest.mark.parametrize("name", ["bench.noop", "billing.customers.merge", "", "billing.customers.create "])
+def test_a_name_outside_the_table_goes_to_the_default_queue(name: str) -> None:
+    assert queue_for(name) == "billing.default"
+
+
+@pytest.mark.parametrize(
+    ("url", "transport"),
+    [
+        ("redis://localhost:6379/0", "tasks.broker:Transport"),
+        ("rediss://cache.example.com:6380/1", "tasks.broker:Transport"),
+        ("memory://localhost/", None),
+        ("amqp://guest@localhost//", None),
+        ("sentinel://localhost:26379", None),
+    ],
+)
+def test_redis_urls_select_the_projects_transport(url: str, transport: str | None) -> None:
+    assert transport_for(url) == transport
