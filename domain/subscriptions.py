@@ -1,4 +1,4 @@
-"""Subscription rules (README: Subscriptions): what a subscription may be made of, which
+"""Subscription rules (domain/README.md §8): what a subscription may be made of, which
 currency it bills, which period a renewal bills, what one period costs and which periods a
 coupon covers.
 
@@ -162,7 +162,7 @@ def schedule_from(anchor: int, price: PriceTerms, now: int) -> Schedule:
     """The periods of a subscription anchored at ``anchor`` on ``price``'s interval.
 
     A future anchor would need a prorated first period, which is not supported
-    (README: Behaviour and decisions).
+    (domain/README.md §8).
     """
     if anchor > now:
         raise BadRequest(

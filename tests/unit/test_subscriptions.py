@@ -1,4 +1,4 @@
-"""Subscription rules (README: Subscriptions): what a subscription may be made of, the currency
+"""Subscription rules (domain/README.md §8): what a subscription may be made of, the currency
 it bills, and which period a renewal bills. Each table row reads "given these values, the rule
 decides this" (a value, or the error class, field and a piece of its message)."""
 

@@ -1,4 +1,4 @@
-"""Balance adjustments: a customer's credit or debt in one currency (README: Behaviour)."""
+"""Balance adjustments: a customer's credit or debt in one currency (domain/README.md §2)."""
 
 from __future__ import annotations
 

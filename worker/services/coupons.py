@@ -1,4 +1,4 @@
-"""Coupons: percent-off, or amount-off in their own currency (README: Behaviour)."""
+"""Coupons: percent-off, or amount-off in their own currency (domain/README.md §5)."""
 
 from __future__ import annotations
 

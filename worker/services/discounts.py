@@ -1,4 +1,4 @@
-"""Customer discounts: the one coupon a customer holds (README: Behaviour)."""
+"""Customer discounts: the one coupon a customer holds (domain/README.md §5)."""
 
 from __future__ import annotations
 

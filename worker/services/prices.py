@@ -1,4 +1,4 @@
-"""Prices: a unit amount per currency and a recurring interval (README: Subscriptions)."""
+"""Prices: a unit amount per currency and a recurring interval (domain/README.md §8)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Products: what prices are for (README: Subscriptions)."""
+"""Products: what prices are for (domain/README.md §8)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Subscriptions and their periods (README: Subscriptions).
+"""Subscriptions and their periods (domain/README.md §8).
 
 A subscription bills one currency, one interval, periods computed from its stored
 ``billing_cycle_anchor`` (``domain.periods``). The rules (what a subscription may be made

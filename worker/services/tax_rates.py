@@ -1,4 +1,4 @@
-"""Tax rates (README: Behaviour)."""
+"""Tax rates (domain/README.md §6)."""
 
 from __future__ import annotations
 
