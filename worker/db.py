@@ -11,7 +11,7 @@ lock the customer row (``SELECT … FOR UPDATE``) and ``lock_timeout`` bounds th
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -89,15 +89,10 @@ def forget_inherited_engines() -> None:
 
 
 class UnitOfWork:
-    """One database transaction. Rolls back unless ``commit()`` is called.
-
-    Work that must wait for the commit (publishing follow-up tasks) is registered with
-    ``after_commit`` and runs only once the transaction is durable.
-    """
+    """One database transaction. Rolls back unless ``commit()`` is called."""
 
     def __init__(self, engine: Engine | None = None) -> None:
         self.engine = engine or get_engine()
-        self._after_commit: list[Callable[[], None]] = []
         self.committed = False
 
     def __enter__(self) -> UnitOfWork:
@@ -105,14 +100,9 @@ class UnitOfWork:
         self.session.begin()
         return self
 
-    def after_commit(self, fn: Callable[[], None]) -> None:
-        self._after_commit.append(fn)
-
     def commit(self) -> None:
         self.session.commit()
         self.committed = True
-        for fn in self._after_commit:
-            fn()
 
     def __exit__(self, *exc: object) -> None:
         if not self.committed:
