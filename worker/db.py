@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Table, create_engine, event, inspect
 from sqlalchemy.engine import make_url
-from sqlmodel import Session
+from sqlmodel import Session, SQLModel
 
 from worker.settings import get_settings
 
@@ -114,3 +114,12 @@ class UnitOfWork:
 def read_session() -> Iterator[Session]:
     with Session(get_engine()) as session:
         yield session
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """A table model's Core table, for statements that skip the ORM. (SQLModel sets
+    ``__table__`` on a table model without declaring it, so reading that is untyped.)"""
+    table = inspect(model).local_table
+    if not isinstance(table, Table):
+        raise TypeError(f"{model.__name__} is not mapped to one table")
+    return table
