@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainValidator,
+    StringConstraints,
     TypeAdapter,
     ValidationError,
     WithJsonSchema,
@@ -44,17 +45,17 @@ def _strict_int(value: object, *, low: int, high: int) -> int:
     return value
 
 
-def _amount(low: int) -> Any:
-    return Annotated[
-        int,
-        PlainValidator(lambda v: _strict_int(v, low=low, high=MAX_AMOUNT)),
-        WithJsonSchema({"type": "integer", "minimum": low, "maximum": MAX_AMOUNT}),
-    ]
+def _minor_units(low: int) -> PlainValidator:
+    return PlainValidator(lambda v: _strict_int(v, low=low, high=MAX_AMOUNT))
 
 
-SignedAmount = _amount(-MAX_AMOUNT)
-PositiveAmount = _amount(1)
-NonNegativeAmount = _amount(0)
+def _minor_units_schema(low: int) -> WithJsonSchema:
+    return WithJsonSchema({"type": "integer", "minimum": low, "maximum": MAX_AMOUNT})
+
+
+SignedAmount = Annotated[int, _minor_units(-MAX_AMOUNT), _minor_units_schema(-MAX_AMOUNT)]
+PositiveAmount = Annotated[int, _minor_units(1), _minor_units_schema(1)]
+NonNegativeAmount = Annotated[int, _minor_units(0), _minor_units_schema(0)]
 
 
 def _count(value: object) -> int:
@@ -88,7 +89,8 @@ def _percentage(value: object, *, low_exclusive: bool) -> str:
         number = Decimal(repr(value) if isinstance(value, float) else str(value))
     except InvalidOperation:
         raise ValueError(f"must be a decimal number such as '8.25' (got {value!r})") from None
-    if not number.is_finite() or number.as_tuple().exponent < -4:  # type: ignore[operator]
+    exponent = number.as_tuple().exponent  # a letter for NaN and the infinities
+    if not isinstance(exponent, int) or exponent < -4:
         raise ValueError(f"must be a finite number with at most 4 decimals (got {value!r})")
     if number > 100 or number < 0 or (low_exclusive and number == 0):
         raise ValueError(
@@ -101,21 +103,21 @@ TaxPercentage = Annotated[str, PlainValidator(lambda v: _percentage(v, low_exclu
 PercentOff = Annotated[str, PlainValidator(lambda v: _percentage(v, low_exclusive=True))]
 
 
-def _id_of(kind: str) -> Any:
+def _id_of(kind: str) -> StringConstraints:
     prefix = PREFIXES[kind]
-    return Annotated[str, Field(pattern=rf"^{prefix}_[0-9A-Za-z]{{1,60}}$", max_length=64)]
+    return StringConstraints(pattern=rf"^{prefix}_[0-9A-Za-z]{{1,60}}$", max_length=64)
 
 
-CustomerId = _id_of("customer")
-InvoiceId = _id_of("invoice")
-InvoiceItemId = _id_of("invoice_item")
-CreditNoteId = _id_of("credit_note")
-BalanceTransactionId = _id_of("customer_balance_transaction")
-TaxRateId = _id_of("tax_rate")
-ProductId = _id_of("product")
-PriceId = _id_of("price")
-SubscriptionId = _id_of("subscription")
-TestClockId = _id_of("test_clock")
+CustomerId = Annotated[str, _id_of("customer")]
+InvoiceId = Annotated[str, _id_of("invoice")]
+InvoiceItemId = Annotated[str, _id_of("invoice_item")]
+CreditNoteId = Annotated[str, _id_of("credit_note")]
+BalanceTransactionId = Annotated[str, _id_of("customer_balance_transaction")]
+TaxRateId = Annotated[str, _id_of("tax_rate")]
+ProductId = Annotated[str, _id_of("product")]
+PriceId = Annotated[str, _id_of("price")]
+SubscriptionId = Annotated[str, _id_of("subscription")]
+TestClockId = Annotated[str, _id_of("test_clock")]
 
 
 def _distinct(ids: list[str]) -> list[str]:
@@ -677,6 +679,7 @@ def parse(model: type[Contract], payload: dict[str, Any]) -> Contract:
         errors = exc.errors(include_url=False)
         first = errors[0]
         loc = tuple(first["loc"])
+        field: str | None
         if first["type"] == "extra_forbidden":  # the unknown key itself, whatever its spelling
             field = ".".join(p for p in (_field_path(loc[:-1]), str(loc[-1])) if p)
         else:
@@ -701,10 +704,12 @@ def payload_of(contract: Contract) -> dict[str, Any]:
 
 
 @functools.cache
-def _list_of(model: type[Contract]) -> TypeAdapter[list[Any]]:
+def _list_of(model: type[Contract]) -> TypeAdapter[list[Contract]]:
+    # a list of a model known only at run time: no static type can name it
     return TypeAdapter(list[model])  # type: ignore[valid-type]
 
 
 def payloads_of(model: type[Contract], contracts: list[Any]) -> list[dict[str, Any]]:
     """``payload_of`` of many contracts of one model in one pass: half the time of one call each."""
-    return _list_of(model).dump_python(contracts, mode="json", exclude_unset=True)  # type: ignore[no-any-return]
+    payloads: list[dict[str, Any]] = _list_of(model).dump_python(contracts, mode="json", exclude_unset=True)
+    return payloads

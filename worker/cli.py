@@ -137,6 +137,7 @@ def failures_retry(task_ids: tuple[str, ...]) -> None:
     Safe to repeat: every billing task is idempotent, and a retried failure that fails
     again updates its row (attempts + 1)."""
     from sqlalchemy import select
+    from sqlmodel import col
 
     from tasks.client import BillingClient
     from tasks.operations import queue_for
@@ -144,11 +145,9 @@ def failures_retry(task_ids: tuple[str, ...]) -> None:
     from worker.tables import TaskFailure
 
     client = BillingClient()
+    failures = select(TaskFailure).where(col(TaskFailure.task_id).in_(task_ids))
     with read_session() as session:
-        rows = {
-            r.task_id: r
-            for r in session.execute(select(TaskFailure).where(TaskFailure.task_id.in_(task_ids))).scalars()
-        }  # type: ignore[attr-defined]
+        rows = {r.task_id: r for r in session.execute(failures).scalars()}
     for task_id in task_ids:
         row = rows.get(task_id)
         if row is None or not row.payload or "raw" in row.payload:
@@ -231,6 +230,7 @@ def clock_advance(clock_id: str, months: int, days: int, hours: int, to: str | N
     """Move CLOCK_ID forward: every period boundary in between is billed, drafts are finalized an
     hour after they were made, overdue invoices are marked. Prints the invoices that appeared."""
     from sqlalchemy import select
+    from sqlmodel import col
 
     from domain.periods import add_months
     from worker.db import read_session
@@ -248,10 +248,10 @@ def clock_advance(clock_id: str, months: int, days: int, hours: int, to: str | N
     with read_session() as session:
         ids = list(
             session.execute(
-                select(Invoice.id)
-                .join(Customer, Customer.id == Invoice.customer_id)  # type: ignore[arg-type]
-                .where(Customer.test_clock_id == clock_id, Invoice.created > before)  # type: ignore[arg-type]
-                .order_by(Invoice.created, Invoice.id)
+                select(col(Invoice.id))
+                .join(Customer, col(Customer.id) == col(Invoice.customer_id))
+                .where(col(Customer.test_clock_id) == clock_id, col(Invoice.created) > before)
+                .order_by(col(Invoice.created), col(Invoice.id))
             ).scalars()
         )
         invoices = [get_object(session, i, now=target) for i in ids]

@@ -11,13 +11,13 @@ lock the customer row (``SELECT … FOR UPDATE``) and ``lock_timeout`` bounds th
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Table, create_engine, event, inspect
 from sqlalchemy.engine import make_url
-from sqlmodel import Session
+from sqlmodel import Session, SQLModel
 
 from worker.settings import get_settings
 
@@ -89,15 +89,10 @@ def forget_inherited_engines() -> None:
 
 
 class UnitOfWork:
-    """One database transaction. Rolls back unless ``commit()`` is called.
-
-    Work that must wait for the commit (publishing follow-up tasks) is registered with
-    ``after_commit`` and runs only once the transaction is durable.
-    """
+    """One database transaction. Rolls back unless ``commit()`` is called."""
 
     def __init__(self, engine: Engine | None = None) -> None:
         self.engine = engine or get_engine()
-        self._after_commit: list[Callable[[], None]] = []
         self.committed = False
 
     def __enter__(self) -> UnitOfWork:
@@ -105,14 +100,9 @@ class UnitOfWork:
         self.session.begin()
         return self
 
-    def after_commit(self, fn: Callable[[], None]) -> None:
-        self._after_commit.append(fn)
-
     def commit(self) -> None:
         self.session.commit()
         self.committed = True
-        for fn in self._after_commit:
-            fn()
 
     def __exit__(self, *exc: object) -> None:
         if not self.committed:
@@ -124,3 +114,12 @@ class UnitOfWork:
 def read_session() -> Iterator[Session]:
     with Session(get_engine()) as session:
         yield session
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """A table model's Core table, for statements that skip the ORM. (SQLModel sets
+    ``__table__`` on a table model without declaring it, so reading that is untyped.)"""
+    table = inspect(model).local_table
+    if not isinstance(table, Table):
+        raise TypeError(f"{model.__name__} is not mapped to one table")
+    return table

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import String, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
 
 from domain.errors import BillingError
 from worker import clock
-from worker.db import UnitOfWork
+from worker.db import UnitOfWork, table_of
 from worker.tables import MessageDelivery, OutboxMessage, TaskFailure
 
 log = logging.getLogger("billing.failures")
 
 
-FIELD_LENGTH = TaskFailure.__table__.c.error_field.type.length  # type: ignore[attr-defined]
+FIELD_LENGTH = cast(String, table_of(TaskFailure).c.error_field.type).length
 
 
 def _storable(payload: Any) -> dict[str, Any]:
@@ -43,10 +44,15 @@ def record_failure(
     field = field[:FIELD_LENGTH] if field else field
     with UnitOfWork() as uow:
         now = clock.now()
-        row = uow.session.execute(select(TaskFailure).where(TaskFailure.task_id == task_id)).scalar()  # type: ignore[arg-type]
+        row = uow.session.execute(select(TaskFailure).where(col(TaskFailure.task_id) == task_id)).scalar()
         if row is None:
             row = TaskFailure(
-                task_id=task_id, task_name=task_name, first_seen=now, error_message="", attempts=0
+                task_id=task_id,
+                task_name=task_name,
+                first_seen=now,
+                error_type="",
+                error_message="",
+                attempts=0,
             )
             uow.session.add(row)
         row.payload = body
@@ -56,7 +62,7 @@ def record_failure(
         row.last_seen = now
         uow.session.execute(  # a follow-up that failed for good is not re-published
             update(OutboxMessage)
-            .where(OutboxMessage.task_id == task_id, OutboxMessage.done_at.is_(None))  # type: ignore[arg-type,union-attr]
+            .where(col(OutboxMessage.task_id) == task_id, col(OutboxMessage.done_at).is_(None))
             .values(done_at=now, failed=True)
         )
         uow.commit()

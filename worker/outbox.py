@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import update
+from sqlmodel import col
 
 from worker import clock
 from worker.db import UnitOfWork
@@ -14,7 +15,7 @@ def mark_published(keys: list[str]) -> None:
     with UnitOfWork() as uow:
         uow.session.execute(
             update(OutboxMessage)
-            .where(OutboxMessage.key.in_(keys))  # type: ignore[attr-defined]
+            .where(col(OutboxMessage.key).in_(keys))
             .values(published_at=clock.now(), publish_count=OutboxMessage.publish_count + 1)
         )
         uow.commit()

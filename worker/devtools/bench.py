@@ -68,9 +68,14 @@ class Options:
 
     @classmethod
     def smoke(cls, **overrides: Any) -> Options:
-        return cls(
-            **{"items": 2_000, "single": 200, "naive": 100, "sizes": (1_000, 2_000), "runs": 1} | overrides
-        )
+        small: dict[str, Any] = {
+            "items": 2_000,
+            "single": 200,
+            "naive": 100,
+            "sizes": (1_000, 2_000),
+            "runs": 1,
+        }
+        return cls(**(small | overrides))
 
 
 @dataclass
@@ -229,7 +234,8 @@ class PostgresRedis(Backend):
         for queue in QUEUES:
             pipe.llen(queue)
         pipe.hlen("unacked")
-        return sum(pipe.execute()) == 0
+        lengths: list[int] = pipe.execute()
+        return sum(lengths) == 0
 
     def close(self) -> None:
         self.admin.dispose()
@@ -377,6 +383,7 @@ def _customers(
     from sqlalchemy import insert
 
     from tasks.ids import PREFIXES, new_id
+    from worker.db import table_of
     from worker.tables import BalanceTransaction, CouponRow, Customer, CustomerBalance, DiscountRow
 
     rng = random.Random(count)
@@ -424,16 +431,16 @@ def _customers(
             )
         out.append((customer_id, currency, amount))
     with _engine(url).begin() as connection:
-        connection.execute(insert(Customer.__table__), customers)  # type: ignore[attr-defined]
+        connection.execute(insert(table_of(Customer)), customers)
         if balances:
-            connection.execute(insert(CustomerBalance.__table__), balances)  # type: ignore[attr-defined]
-            connection.execute(insert(BalanceTransaction.__table__), ledger)  # type: ignore[attr-defined]
+            connection.execute(insert(table_of(CustomerBalance)), balances)
+            connection.execute(insert(table_of(BalanceTransaction)), ledger)
         if discounts:
             connection.execute(
-                insert(CouponRow.__table__),  # type: ignore[attr-defined]
+                insert(table_of(CouponRow)),
                 [_columns(CouponRow, id=COUPON, percent_off="10", duration="forever", created=now)],
             )
-            connection.execute(insert(DiscountRow.__table__), discounts)  # type: ignore[attr-defined]
+            connection.execute(insert(table_of(DiscountRow)), discounts)
     return out
 
 
@@ -468,9 +475,10 @@ def executemany_items(url: str, rows: list[tuple[Any, ...]], chunk: int = 1_000)
     """The baseline: a plain Core executemany, one transaction per ``chunk`` rows."""
     from sqlalchemy import insert
 
+    from worker.db import table_of
     from worker.tables import InvoiceItem
 
-    statement = insert(InvoiceItem.__table__)  # type: ignore[attr-defined]
+    statement = insert(table_of(InvoiceItem))
     with _engine(url).connect() as connection:
         for start in range(0, len(rows), chunk):
             with connection.begin():
@@ -486,9 +494,7 @@ def copy_items(url: str, rows: list[tuple[Any, ...]], chunk: int = 50_000) -> No
         for start in range(0, len(rows), chunk):
             with (
                 raw.cursor() as cursor,
-                cursor.copy(  # type: ignore[attr-defined]
-                    f"COPY invoice_items ({', '.join(ITEM_COLUMNS)}) FROM STDIN"
-                ) as copy,
+                cursor.copy(f"COPY invoice_items ({', '.join(ITEM_COLUMNS)}) FROM STDIN") as copy,
             ):
                 for row in rows[start : start + chunk]:
                     copy.write_row(row)
@@ -610,6 +616,7 @@ def bare_generation(url: str, customers: list[tuple[str, str, int]]) -> None:
     from sqlalchemy import insert, text
 
     from tasks.ids import PREFIXES, new_id
+    from worker.db import table_of
     from worker.tables import Invoice
 
     claim = text(
@@ -626,7 +633,7 @@ def bare_generation(url: str, customers: list[tuple[str, str, int]]) -> None:
         "UPDATE customer_balances SET balance = balance + :applied"
         " WHERE customer_id = :customer AND currency = :currency"
     )
-    add_invoice = insert(Invoice.__table__)  # type: ignore[attr-defined]
+    add_invoice = insert(table_of(Invoice))
     now = int(time.time())
     with _engine(url).connect() as connection:
         for index, (customer, currency, credit) in enumerate(customers):
@@ -688,7 +695,7 @@ def generation(backend: Backend, options: Options, results: Results, echo: Calla
                         for customer, currency, _ in customers:
                             client.create_invoice(customer=customer, currency=currency, finalize=True)
                         wait_until(
-                            lambda url=url, worker=worker: worker.drained() and _generated(url),  # type: ignore[misc]
+                            _all_invoiced(worker, url),
                             3_600,
                             f"{size} items to be invoiced",
                             interval=0.01,  # Redis first; the database only once drained
@@ -712,6 +719,10 @@ def generation(backend: Backend, options: Options, results: Results, echo: Calla
                 echo(f"bench[{backend.name}]: generation {size} run {run + 1}/{options.runs} done")
         finally:
             backend.drop(template)
+
+
+def _all_invoiced(worker: RedisWorker | EmbeddedBenchWorker, url: str) -> Callable[[], bool]:
+    return lambda: worker.drained() and _generated(url)
 
 
 def _generated(url: str) -> bool:
@@ -835,11 +846,14 @@ def table(all_results: list[Results], options: Options, header: str) -> str:
         cells += [pg[index][2] if pg else columns[0][1][index][2], pg[index][3] if pg else ""]
         body.append(cells)
     widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
-    fmt = lambda row: "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"  # noqa: E731
+
+    def fmt(row: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
+
     lines += [fmt(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(fmt, body)]
-    by_name = {r.backend: r for r in all_results}
-    if "postgres" in by_name and "sqlite" in by_name:
-        worst = _sqlite_vs_postgres(by_name["postgres"], by_name["sqlite"], options.sizes)
+    backends = {r.backend: r for r in all_results}
+    if "postgres" in backends and "sqlite" in backends:
+        worst = _sqlite_vs_postgres(backends["postgres"], backends["sqlite"], options.sizes)
         lines += ["", f"SQLite vs PostgreSQL, throughput: {worst}"]
     for r in all_results:
         lines += [f"note ({r.backend}): {note}" for note in r.notes]

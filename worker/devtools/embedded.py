@@ -19,8 +19,19 @@ from amqp.exceptions import ChannelError
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
 from celery.signals import task_postrun, task_received, task_revoked
+from kombu import Connection
+from kombu.transport import virtual
 
 from tasks.operations import ALL_QUEUES
+
+
+def _channel(connection: Connection) -> virtual.Channel:
+    """The connection's channel: memory and Redis are both kombu virtual transports, whose
+    channels purge and count a queue (kombu's base channel type declares neither)."""
+    channel = connection.default_channel
+    if not isinstance(channel, virtual.Channel):
+        raise TypeError(f"EmbeddedWorker needs the memory or Redis broker, not {type(channel).__name__}")
+    return channel
 
 
 class EmbeddedWorker:
@@ -78,13 +89,13 @@ class EmbeddedWorker:
     def purge(self) -> int:
         """Drop every queued message (tests: the memory broker is shared by the whole process)."""
         with self.app.connection_for_write() as connection:
-            channel = connection.default_channel
+            channel = _channel(connection)
             return sum(channel.queue_purge(name) or 0 for name in ALL_QUEUES)
 
     def queued(self) -> int:
         total = 0
         with self.app.connection_for_write() as connection:
-            channel = connection.default_channel
+            channel = _channel(connection)
             for name in ALL_QUEUES:
                 with suppress(ChannelError):  # Redis drops an empty queue's key: nothing queued there
                     total += channel.queue_declare(queue=name, passive=True).message_count

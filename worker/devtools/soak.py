@@ -22,6 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tasks.operations import ALL_QUEUES, queue_for
 
@@ -157,7 +158,7 @@ class Soak:
             self.items_sent += n
             self.operations["item_batch"] += 1
         elif choice < 0.75:
-            params = {
+            params: dict[str, Any] = {
                 "customer": customer,
                 "currency": currency,
                 "finalize": self.random.random() < 0.7,
@@ -191,12 +192,13 @@ class Soak:
         """A producer acts on invoices it knows exist: pick from the database, refreshed now and then."""
         if not self.known_invoices or self.random.random() < 0.02:
             from sqlalchemy import select
+            from sqlmodel import col
 
             from worker.db import read_session
             from worker.tables import Invoice
 
             with read_session() as session:
-                self.known_invoices = list(session.execute(select(Invoice.id).limit(5000)).scalars())
+                self.known_invoices = list(session.execute(select(col(Invoice.id)).limit(5000)).scalars())
         return self.random.choice(self.known_invoices) if self.known_invoices else None
 
     # -- faults ----------------------------------------------------------------------------
@@ -239,6 +241,7 @@ class Soak:
 
     def _run(self) -> int:
         from sqlalchemy import func, select
+        from sqlmodel import col
 
         from worker.audit import audit_database
         from worker.db import read_session
@@ -268,7 +271,9 @@ class Soak:
             time.sleep(3)
             with read_session() as session:
                 open_rows = session.execute(
-                    select(func.count()).select_from(OutboxMessage).where(OutboxMessage.done_at.is_(None))  # type: ignore[union-attr]
+                    select(func.count())
+                    .select_from(OutboxMessage)
+                    .where(col(OutboxMessage.done_at).is_(None))
                 ).scalar_one()
             return open_rows == 0 and self._broker_empty()
 

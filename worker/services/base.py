@@ -11,12 +11,12 @@ from typing import Any, TypeVar
 
 from sqlalchemy import bindparam, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, SQLModel
+from sqlmodel import Session, SQLModel, col
 
 from domain.errors import BadRequest, IdempotencyConflict, NotFound, Parked
 from tasks.contracts import Contract
 from worker import clock
-from worker.db import UnitOfWork
+from worker.db import UnitOfWork, table_of
 from worker.failpoints import failpoint
 from worker.tables import Customer, IdempotencyKey, OutboxMessage, SandboxClock
 
@@ -69,9 +69,7 @@ def key_row(
 
 # FOR NO KEY UPDATE on PostgreSQL: billing operations still queue up behind each other, but
 # rows that merely reference the customer (invoice items being added) do not wait for them.
-_LOCK_CUSTOMER = (
-    select(Customer).where(Customer.id == bindparam("id")).with_for_update(key_share=True)  # type: ignore[arg-type]
-)
+_LOCK_CUSTOMER = select(Customer).where(col(Customer.id) == bindparam("id")).with_for_update(key_share=True)
 
 
 @dataclass(slots=True)
@@ -153,7 +151,7 @@ class Request:
         the deletion still replays its result. A customer on a test clock is billed at the
         clock's time: from here on ``now`` is the clock's ``frozen_time``.
         """
-        customer = self.session.execute(_LOCK_CUSTOMER, {"id": customer_id}).scalar_one_or_none()
+        customer = self.session.scalars(_LOCK_CUSTOMER, {"id": customer_id}).one_or_none()
         if customer is None or (customer.deleted and self.session.get(IdempotencyKey, self.key) is None):
             raise NotFound("customer", customer_id, field=field)
         self.customer_id = customer.id
@@ -167,8 +165,8 @@ class Request:
 Service = Callable[[Request, Any], Outcome]
 
 
-_OUTBOX: Any = OutboxMessage.__table__  # type: ignore[attr-defined]
-_KEYS: Any = IdempotencyKey.__table__  # type: ignore[attr-defined]
+_OUTBOX = table_of(OutboxMessage)
+_KEYS = table_of(IdempotencyKey)
 
 
 def close_outbox(session: Session, keys: Collection[str], now: int, *, failed: bool = False) -> None:
@@ -201,9 +199,9 @@ def lock_customers(session: Session, customer_ids: Collection[str]) -> dict[str,
     stmt = (
         select(Customer)
         .where(
-            Customer.id.in_(sorted(customer_ids)),  # type: ignore[attr-defined]
-            Customer.deleted.is_(False),  # type: ignore[attr-defined]
-            Customer.test_clock_id.is_(None),  # type: ignore[union-attr]
+            col(Customer.id).in_(sorted(customer_ids)),
+            col(Customer.deleted).is_(False),
+            col(Customer.test_clock_id).is_(None),
         )
         .order_by(Customer.id)
         .with_for_update(key_share=True)

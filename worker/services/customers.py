@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import delete as delete_rows
 from sqlalchemy import select
 from sqlalchemy import update as update_rows
+from sqlmodel import col
 
 from domain.errors import BadRequest, CurrencyLocked
 from tasks.contracts import CustomerCreate, CustomerDelete, CustomerFields, CustomerUpdate
@@ -50,7 +51,9 @@ def set_default_currency(customer: Customer, currency: str, *, field: str = "cur
 
 def _check_prefix_free(request: Request, prefix: str, customer_id: str) -> None:
     taken = request.session.execute(
-        select(Customer.id).where(Customer.invoice_prefix == prefix, Customer.id != customer_id)  # type: ignore[arg-type]
+        select(col(Customer.id)).where(
+            col(Customer.invoice_prefix) == prefix, col(Customer.id) != customer_id
+        )
     ).first()
     if taken:
         raise BadRequest(f"invoice prefix {prefix!r} is used by another customer", field="invoice_prefix")
@@ -129,9 +132,9 @@ def delete(request: Request, command: CustomerDelete) -> Outcome:
     customer.deleted = True
     request.session.execute(
         update_rows(Subscription)
-        .where(Subscription.customer_id == customer.id, Subscription.status == "active")  # type: ignore[arg-type]
+        .where(col(Subscription.customer_id) == customer.id, col(Subscription.status) == "active")
         .values(status="canceled", canceled_at=request.now, ended_at=request.now)
         .execution_options(synchronize_session=False)
     )
-    request.session.execute(delete_rows(DiscountRow).where(DiscountRow.customer_id == customer.id))  # type: ignore[arg-type]
+    request.session.execute(delete_rows(DiscountRow).where(col(DiscountRow.customer_id) == customer.id))
     return request.done(customer.id)

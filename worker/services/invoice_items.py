@@ -7,11 +7,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import insert, select, text
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from domain.errors import BadRequest, BillingError, NotFound
 from domain.money import check_amount
 from tasks.contracts import InvoiceItemCreate, InvoiceItemsCreate
+from worker.db import table_of
 from worker.services.base import Outcome, Request, key_row, known_keys
 from worker.tables import Customer, IdempotencyKey, InvoiceItem, TaxRateRow
 
@@ -22,14 +23,16 @@ def _lookups(session: Session, items: Sequence[InvoiceItemCreate]) -> tuple[dict
     customers = {
         c.id: c
         for c in session.execute(
-            select(Customer.id, Customer.currency, Customer.deleted).where(Customer.id.in_(customer_ids))  # type: ignore[attr-defined]
+            select(col(Customer.id), col(Customer.currency), col(Customer.deleted)).where(
+                col(Customer.id).in_(customer_ids)
+            )
         )
     }
     rate_ids = {r for item in items for r in item.tax_rates or ()}
     if not rate_ids:
         return customers, set()
     rows = session.execute(
-        select(TaxRateRow.id).where(TaxRateRow.id.in_(rate_ids), TaxRateRow.active)  # type: ignore[attr-defined]
+        select(col(TaxRateRow.id)).where(col(TaxRateRow.id).in_(rate_ids), col(TaxRateRow.active))
     )
     return customers, {row.id for row in rows}
 
@@ -126,10 +129,10 @@ def insert_new(session: Session, rows: list[dict[str, Any]]) -> set[str]:
         taken = set(session.execute(_PG_INSERT, {"rows": document}).scalars())
         return {row["id"] for row in rows} - taken
     ids = [row["id"] for row in rows]
-    taken = set(session.execute(select(InvoiceItem.id).where(InvoiceItem.id.in_(ids))).scalars())  # type: ignore[attr-defined]
+    taken = set(session.execute(select(col(InvoiceItem.id)).where(col(InvoiceItem.id).in_(ids))).scalars())
     fresh = [row for row in rows if row["id"] not in taken]
     if fresh:
-        session.execute(insert(InvoiceItem.__table__), fresh)  # type: ignore[attr-defined]
+        session.execute(insert(table_of(InvoiceItem)), fresh)
     return {row["id"] for row in fresh}
 
 
@@ -199,7 +202,7 @@ def create_together(
     done = [index for index, row in zip(owners, rows, strict=True) if row["id"] in inserted]
     if done:
         session.execute(
-            insert(IdempotencyKey.__table__),  # type: ignore[attr-defined]
+            insert(table_of(IdempotencyKey)),
             [key_row(entries[i][0], operation, entries[i][1], entries[i][2].id, now) for i in done],
         )
     for index in done:

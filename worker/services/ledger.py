@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from sqlalchemy import bindparam, select, tuple_
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from tasks.ids import PREFIXES, new_id
 from worker.tables import BalanceTransaction, CustomerBalance
@@ -20,8 +20,8 @@ from worker.tables import BalanceTransaction, CustomerBalance
 _LOCK_BALANCE = (
     select(CustomerBalance)
     .where(
-        CustomerBalance.customer_id == bindparam("customer"),  # type: ignore[arg-type]
-        CustomerBalance.currency == bindparam("currency"),  # type: ignore[arg-type]
+        col(CustomerBalance.customer_id) == bindparam("customer"),
+        col(CustomerBalance.currency) == bindparam("currency"),
     )
     .with_for_update()
 )

@@ -24,30 +24,35 @@ __all__ = ["BillingBatchTask", "BillingTask", "register"]
 
 def _body(operation: Operation) -> Callable[..., Any]:
     service = SERVICES[operation.name]
+    body: Callable[..., Any]
     if operation.kind == "job":
 
-        def body(self: BillingTask) -> dict[str, Any]:
+        def job(self: BillingTask) -> dict[str, Any]:
             return self.maintain(service)
 
+        body = job
     elif operation.kind == "sweep":
 
-        def body(self: BillingTask) -> dict[str, Any]:
+        def sweep(self: BillingTask) -> dict[str, Any]:
             return self.sweep(service)
 
+        body = sweep
     elif operation.batching:
 
-        def body(self: BillingBatchTask, /, *args: Any, **payload: Any) -> Any:
+        def batched(self: BillingBatchTask, /, *args: Any, **payload: Any) -> Any:
             # Task functions take ``(self, /, *args, **payload)`` so that no message, however
             # malformed, fails in the call itself before it can be recorded.
             if self.is_batch(args, payload):
                 return self.run_batch(args[0])
             return self.perform(payload, args)
 
+        body = batched
     else:
 
-        def body(self: BillingTask, /, *args: Any, **payload: Any) -> dict[str, Any]:
+        def request(self: BillingTask, /, *args: Any, **payload: Any) -> dict[str, Any]:
             return self.perform(payload, args)
 
+        body = request
     body.__name__ = body.__qualname__ = f"{operation.resource}_{operation.verb}"
     body.__doc__ = f"{operation.name}: see {service.__module__}.{service.__name__}."
     return body

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Task
 from kombu.exceptions import OperationalError as BrokerError
@@ -73,7 +73,13 @@ def in_flight_wait(exc: BillingError, retries: int, settings: Settings) -> float
     return None
 
 
-class BillingTask(Task):
+if TYPE_CHECKING:
+    _Task = Task[..., Any]  # generic in celery-types only: Celery's class takes no parameters
+else:
+    _Task = Task
+
+
+class BillingTask(_Task):
     # Our settings bound the retries. Celery's own default (3) must not: past it,
     # ``retry()`` re-raises the original error, which would skip recording the failure.
     max_retries = None

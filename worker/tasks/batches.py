@@ -23,7 +23,7 @@ from worker.tasks.base import BillingTask
 log = logging.getLogger("billing.tasks")
 
 
-class BillingBatchTask(Batches, BillingTask):
+class BillingBatchTask(Batches, BillingTask):  # type: ignore[misc]  # celery-batches publishes no types
     """Messages taken together: one transaction for many messages.
 
     The worker buffers up to ``batch_size`` messages (or what arrived within
@@ -45,13 +45,14 @@ class BillingBatchTask(Batches, BillingTask):
     batch_size = "item_batch_size"
     batch_interval = "item_batch_interval_s"
 
-    def Strategy(self, task: Any, app: Any, consumer: Any) -> Any:
+    # Celery takes its Strategy by name or, as celery-batches gives it, as a method (celery-types: a name)
+    def Strategy(self, task: Any, app: Any, consumer: Any) -> Any:  # type: ignore[override]
         settings = get_settings()
         self.flush_every = getattr(settings, self.batch_size)
         self.flush_interval = getattr(settings, self.batch_interval)
         self._consumer = consumer
         self._raised = 0
-        handler = super().Strategy(task, app, consumer)
+        handler = super().Strategy(task, app, consumer)  # type: ignore[operator]  # Batches.Strategy
 
         def on_message(*args: Any, **kwargs: Any) -> None:
             if consumer.qos is not None and self._raised < 2 * self.flush_every:
@@ -183,8 +184,9 @@ class BillingBatchTask(Batches, BillingTask):
             self.perform(dict(request.kwargs), tuple(request.args))
             return SUCCESS, None
         except Retry as retry:  # sent again with a countdown, like any retried task
-            if self.request.is_eager and retry.sig is not None:
-                retry.sig.apply()  # eager (tests): Celery's apply() would run the retry now
+            sig = retry.sig  # type: ignore[attr-defined]  # set by Celery; celery-types leaves it out
+            if self.request.is_eager and sig is not None:
+                sig.apply()  # eager (tests): Celery's apply() would run the retry now
             return RETRY, str(retry)
         except BillingError as exc:
             log.info("%s [%s]: %s", self.name, request.id, exc)  # recorded in task_failures
