@@ -1,4 +1,5 @@
-"""Invoices: generation from pending items, pricing, finalization and the lifecycle (SPEC §4-6).
+"""Invoices: generation from pending items, pricing, finalization and the lifecycle (README:
+How invoice generation works, Behaviour and decisions).
 
 Generation claims at most 250 of a customer's oldest pending items in the invoice's
 currency (read with one SELECT under the customer's lock, priced, then attached with their
@@ -423,7 +424,7 @@ def finalize_invoice(
     reads: tuple[list[dict[str, str]], Any] | None = None,
 ) -> None:
     """Number, snapshot, apply the same-currency balance, write the ledger rows."""
-    lifecycle.check_transition(invoice.id, invoice.status, "finalize")
+    opened = lifecycle.transition(invoice.id, invoice.status, "finalize")
     reprice_for_tax_status(request, invoice, customer)
     tax_ids, balance = reads or finalize_reads(request, customer, invoice.currency)
     invoice.number = lifecycle.invoice_number(customer.invoice_prefix, customer.next_invoice_sequence)
@@ -453,8 +454,8 @@ def finalize_invoice(
     invoice.ending_balance = credit.ending_balance
     invoice.amount_due = invoice.amount_remaining = credit.amount_due
     invoice.finalized_at = request.now
-    invoice.status = lifecycle.PAID if credit.paid else lifecycle.OPEN
-    if credit.paid:
+    invoice.status = lifecycle.settle(opened, credit.amount_due)
+    if invoice.status == lifecycle.InvoiceStatus.PAID:
         invoice.paid_at = request.now
     if invoice.collection_method == "send_invoice" and invoice.due_date is None:
         invoice.due_date = lifecycle.due_date(request.now, invoice.days_until_due or 0)
@@ -704,7 +705,7 @@ def void(request: Request, command: InvoiceAction) -> Outcome:
     invoice, customer = lock_invoice(request, command.invoice)
     if prior := request.replayed():
         return prior
-    lifecycle.check_transition(invoice.id, invoice.status, "void")
+    voided = lifecycle.transition(invoice.id, invoice.status, "void")
     applied = request.session.execute(
         select(func.coalesce(func.sum(BalanceTransaction.amount), 0)).where(
             BalanceTransaction.invoice_id == invoice.id,  # type: ignore[arg-type]
@@ -720,7 +721,7 @@ def void(request: Request, command: InvoiceAction) -> Outcome:
         now=request.now,
         invoice_id=invoice.id,
     )
-    invoice.status = lifecycle.VOID
+    invoice.status = voided
     invoice.voided_at = request.now
     return request.done(invoice.id)
 
@@ -730,11 +731,10 @@ def pay(request: Request, command: InvoicePay) -> Outcome:
     invoice, _ = lock_invoice(request, command.invoice)
     if prior := request.replayed():
         return prior
-    lifecycle.check_transition(invoice.id, invoice.status, "pay")
+    invoice.status = lifecycle.transition(invoice.id, invoice.status, "pay")
     invoice.amount_paid += invoice.amount_remaining
     invoice.amount_remaining = 0
     invoice.paid_out_of_band = True
-    invoice.status = lifecycle.PAID
     invoice.paid_at = request.now
     return request.done(invoice.id)
 
@@ -744,8 +744,7 @@ def mark_uncollectible(request: Request, command: InvoiceAction) -> Outcome:
     invoice, _ = lock_invoice(request, command.invoice)
     if prior := request.replayed():
         return prior
-    lifecycle.check_transition(invoice.id, invoice.status, "mark_uncollectible")
-    invoice.status = lifecycle.UNCOLLECTIBLE
+    invoice.status = lifecycle.transition(invoice.id, invoice.status, "mark_uncollectible")
     invoice.marked_uncollectible_at = request.now
     return request.done(invoice.id)
 
@@ -765,7 +764,7 @@ def delete(request: Request, command: InvoiceAction) -> Outcome:
         raise
     if prior := request.replayed():
         return prior
-    lifecycle.check_transition(invoice.id, invoice.status, "delete")
+    lifecycle.check_deletable(invoice.id, invoice.status)
     request.session.execute(
         update(InvoiceItem)
         .where(InvoiceItem.invoice_id == invoice.id)  # type: ignore[arg-type]
