@@ -34,6 +34,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Session
 
 from domain import invoices as lifecycle
+from domain.coupons import check_redeemable
 from domain.credit import apply_credit_balance
 from domain.currencies import currency_info
 from domain.errors import BadRequest, NotFound, NothingToInvoice, TransientError
@@ -42,6 +43,7 @@ from tasks.contracts import InvoiceAction, InvoiceCreate, InvoicePay, InvoicePen
 from tasks.ids import PREFIXES, derived_id
 from worker.services import ledger
 from worker.services.base import FollowUp, Outcome, Request, known_keys, lock_customers
+from worker.services.coupons import redemptions
 from worker.services.customers import set_default_currency
 from worker.tables import (
     BalanceTransaction,
@@ -165,15 +167,6 @@ def _as_coupon(row: CouponRow) -> Coupon:
     )
 
 
-def check_redeemable(coupon: CouponRow, now: int, *, field: str) -> None:
-    if coupon.redeem_by is not None and now > coupon.redeem_by:
-        raise BadRequest(f"coupon {coupon.id} could be redeemed only until {coupon.redeem_by}", field=field)
-    if coupon.max_redemptions is not None and coupon.times_redeemed >= coupon.max_redemptions:
-        raise BadRequest(
-            f"coupon {coupon.id} has reached its {coupon.max_redemptions} redemptions", field=field
-        )
-
-
 _DISCOUNT = select(DiscountRow).where(DiscountRow.customer_id == bindparam("customer"))  # type: ignore[arg-type]
 
 
@@ -220,7 +213,7 @@ def _coupons(request: Request, customer: Customer, command: InvoiceCreate) -> li
             field = f"discounts[{index}].coupon"
             coupon = request.get(CouponRow, discount.coupon, resource="coupon", field=field)
             if command.part == 1:
-                check_redeemable(coupon, request.now, field=field)
+                check_redeemable(redemptions(coupon), request.now, field=field)
                 coupon.times_redeemed += 1
             coupons.append(coupon)
         return coupons

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import insert, select
 
+from domain.coupons import check_redeemable
 from domain.errors import BadRequest, NotFound, SubscriptionCurrencyConflict, WrongState
 from domain.periods import Period, period_after, period_containing
 from domain.subscriptions import discount_applies, discount_end, line_amount, unit_amount_in
@@ -30,8 +31,9 @@ from tasks.contracts import (
 )
 from tasks.ids import PREFIXES, derived_id
 from worker.services.base import FollowUp, Outcome, Request
+from worker.services.coupons import redemptions
 from worker.services.customers import set_default_currency
-from worker.services.invoices import check_redeemable, generate_invoice
+from worker.services.invoices import generate_invoice
 from worker.tables import (
     CouponRow,
     Customer,
@@ -227,7 +229,7 @@ def create(request: Request, command: SubscriptionCreate) -> Outcome:
     coupon = None
     if command.coupon is not None:
         coupon = request.get(CouponRow, command.coupon, resource="coupon", field="coupon")
-        check_redeemable(coupon, request.now, field="coupon")
+        check_redeemable(redemptions(coupon), request.now, field="coupon")
     anchor = command.billing_cycle_anchor if command.billing_cycle_anchor is not None else request.now
     if anchor > request.now:
         raise BadRequest(
