@@ -12,7 +12,7 @@ from domain.money import check_amount
 from tasks.contracts import CreditNoteCreate, CreditNoteVoid
 from worker.services import ledger
 from worker.services.base import Outcome, Request
-from worker.services.invoices import lock_invoice
+from worker.services.invoices.lifecycle import lock_invoice
 from worker.tables import CreditNote, InvoiceItem
 
 

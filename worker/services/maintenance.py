@@ -12,7 +12,7 @@ from sqlmodel import Session
 from domain.invoices import AUTO_ADVANCE_AFTER_S, InvoiceStatus
 from tasks.ids import PREFIXES, derived_id
 from worker.services.base import FollowUp
-from worker.services.invoices import CREATE_TASK
+from worker.services.invoices.generation import CREATE_TASK
 from worker.services.subscriptions import ACTIVE, renewal
 from worker.settings import Settings
 from worker.tables import (

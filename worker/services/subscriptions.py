@@ -33,7 +33,7 @@ from tasks.ids import PREFIXES, derived_id
 from worker.services.base import FollowUp, Outcome, Request
 from worker.services.coupons import redemptions
 from worker.services.customers import set_default_currency
-from worker.services.invoices import generate_invoice
+from worker.services.invoices.generation import generate_invoice
 from worker.tables import (
     CouponRow,
     Customer,

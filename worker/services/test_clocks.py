@@ -16,7 +16,7 @@ from domain.errors import BadRequest, NotFound
 from domain.invoices import AUTO_ADVANCE_AFTER_S, InvoiceStatus
 from tasks.contracts import TestClockAdvance, TestClockCreate
 from worker.services.base import FollowUp, Outcome, Request
-from worker.services.invoices import finalize_invoice
+from worker.services.invoices.generation import finalize_invoice
 from worker.services.maintenance import overdue
 from worker.services.subscriptions import ACTIVE, bill_period, next_period
 from worker.tables import Customer, Invoice, SandboxClock, Subscription
