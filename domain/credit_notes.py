@@ -1,20 +1,29 @@
-"""Credit notes: what a note may credit and how it settles (SPEC §7).
+"""Credit notes: what a note may credit, how it settles and when it can be voided
+(domain/README.md §7).
 
-Decision (SPEC is silent): a note on an open invoice first lowers ``amount_due``; any
-part of it beyond the amount due (possible when credit balance paid part of the
-invoice at finalization) goes back to the customer's balance in the invoice's
-currency. A note on a paid invoice with no settlement given is credited to the
-balance in full.
+Decision (Stripe's documentation is silent): a note on an open invoice first lowers
+``amount_due``; any part of it beyond the amount due (possible when credit balance paid
+part of the invoice at finalization) goes back to the customer's balance in the invoice's
+currency. A note on a paid invoice with no settlement given is credited to the balance in
+full.
 """
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 from domain.errors import BadRequest, WrongState
-from domain.invoices import OPEN, PAID
+from domain.invoices import InvoiceStatus
 
 PRE_PAYMENT, POST_PAYMENT = "pre_payment", "post_payment"
+
+
+class CreditNoteStatus(enum.StrEnum):
+    """Stored as its value (``credit_notes.status``) and shown as it in every object."""
+
+    ISSUED = "issued"
+    VOID = "void"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +58,7 @@ def plan_credit_note(
     credit_amount: int | None = None,
     out_of_band_amount: int | None = None,
 ) -> CreditNotePlan:
-    if invoice.status not in (OPEN, PAID):
+    if invoice.status not in (InvoiceStatus.OPEN, InvoiceStatus.PAID):
         raise WrongState(
             f"invoice {invoice.id} is {invoice.status}; credit notes are only for open or paid invoices",
             field="invoice",
@@ -67,7 +76,7 @@ def plan_credit_note(
         "credit_amount": credit_amount,
         "out_of_band_amount": out_of_band_amount,
     }
-    if invoice.status == OPEN:
+    if invoice.status == InvoiceStatus.OPEN:
         for name, value in settlement.items():
             if value is not None:
                 raise BadRequest("applies only to credit notes on paid invoices", field=name)
@@ -87,3 +96,16 @@ def plan_credit_note(
 
 def credit_note_number(invoice_number: str, ordinal: int) -> str:
     return f"{invoice_number}-CN-{ordinal:02d}"
+
+
+def void_note(note_id: str, status: str, invoice_id: str, invoice_status: str) -> CreditNoteStatus:
+    """The status voiding leaves a note in: only an issued note can be voided, and only
+    while its invoice is open."""
+    if status == CreditNoteStatus.VOID:
+        raise WrongState(f"credit note {note_id} is already void", field="credit_note")
+    if invoice_status != InvoiceStatus.OPEN:
+        raise WrongState(
+            f"invoice {invoice_id} is {invoice_status}; credit notes can be voided only on open invoices",
+            field="credit_note",
+        )
+    return CreditNoteStatus.VOID

@@ -1,33 +1,53 @@
-"""Invoice lifecycle and numbering (SPEC §4).
+"""Invoice lifecycle and numbering (domain/README.md §4).
 
     draft ──finalize──> open ──pay──> paid
       │                  │ └──mark_uncollectible──> uncollectible ──pay──> paid
     delete               └──void──> void            └──void──> void
 
-``paid`` and ``void`` are terminal. Requests in the wrong state are refused and change
-nothing.
+``paid`` and ``void`` are terminal. Finalization lands on ``paid`` at once when the credit
+balance leaves nothing due (``settle``), as does an open invoice whose credit notes take
+what remains to 0. Requests in the wrong state are refused and change nothing.
 """
 
 from __future__ import annotations
 
+import enum
 from typing import Final
 
 from domain.errors import WrongState
 
-DRAFT, OPEN, PAID, VOID, UNCOLLECTIBLE = "draft", "open", "paid", "void", "uncollectible"
 
-ALLOWED: Final[dict[str, frozenset[str]]] = {
-    "finalize": frozenset({DRAFT}),
-    "delete": frozenset({DRAFT}),
-    "pay": frozenset({OPEN, UNCOLLECTIBLE}),
-    "void": frozenset({OPEN, UNCOLLECTIBLE}),
-    "mark_uncollectible": frozenset({OPEN}),
+class InvoiceStatus(enum.StrEnum):
+    """Stored as its value (``invoices.status``) and shown as it in every object."""
+
+    DRAFT = "draft"
+    OPEN = "open"
+    PAID = "paid"
+    VOID = "void"
+    UNCOLLECTIBLE = "uncollectible"
+
+
+NEXT: Final[dict[str, dict[InvoiceStatus, InvoiceStatus]]] = {
+    "finalize": {InvoiceStatus.DRAFT: InvoiceStatus.OPEN},
+    "pay": {InvoiceStatus.OPEN: InvoiceStatus.PAID, InvoiceStatus.UNCOLLECTIBLE: InvoiceStatus.PAID},
+    "void": {InvoiceStatus.OPEN: InvoiceStatus.VOID, InvoiceStatus.UNCOLLECTIBLE: InvoiceStatus.VOID},
+    "mark_uncollectible": {InvoiceStatus.OPEN: InvoiceStatus.UNCOLLECTIBLE},
 }
+"""Action -> (status it accepts -> status it leaves). ``delete`` leaves no status: the
+invoice is gone (``check_deletable``)."""
+
+ALLOWED: Final[dict[str, frozenset[InvoiceStatus]]] = {
+    **{action: frozenset(moves) for action, moves in NEXT.items()},
+    "delete": frozenset({InvoiceStatus.DRAFT}),
+}
+"""Action -> the statuses it accepts."""
+
+ACTIONS: Final = tuple(ALLOWED)
 
 MAX_LINES_PER_INVOICE: Final = 250
 SECONDS_PER_DAY: Final = 86_400
 AUTO_ADVANCE_AFTER_S: Final = 3600
-"""An ``auto_advance`` draft is finalized this long after it was made (SPEC §4)."""
+"""An ``auto_advance`` draft is finalized this long after it was made (domain/README.md §4)."""
 
 
 PAST_TENSE: Final = {
@@ -39,7 +59,7 @@ PAST_TENSE: Final = {
 }
 
 
-def check_transition(invoice_id: str, status: str, action: str) -> None:
+def _refuse_unless_allowed(invoice_id: str, status: str, action: str) -> None:
     allowed = ALLOWED[action]
     if status not in allowed:
         wanted = " or ".join(sorted(allowed))
@@ -47,6 +67,26 @@ def check_transition(invoice_id: str, status: str, action: str) -> None:
             f"invoice {invoice_id} is {status}; only {wanted} invoices can be {PAST_TENSE[action]}",
             field="invoice",
         )
+
+
+def transition(invoice_id: str, status: str, action: str) -> InvoiceStatus:
+    """The status ``action`` leaves an invoice of ``status`` in; refused (``WrongState`` on
+    field ``invoice``) from a status it does not accept. ``finalize`` gives ``open``, which
+    ``settle`` turns into ``paid`` when nothing is due."""
+    _refuse_unless_allowed(invoice_id, status, action)
+    return NEXT[action][InvoiceStatus(status)]
+
+
+def check_deletable(invoice_id: str, status: str) -> None:
+    """Only drafts can be deleted; refused as ``transition`` refuses."""
+    _refuse_unless_allowed(invoice_id, status, "delete")
+
+
+def settle(status: str, amount_remaining: int) -> InvoiceStatus:
+    """An open invoice with nothing left to pay is paid: at finalization when the credit
+    balance covered it, or when a credit note takes its amount remaining to 0."""
+    status = InvoiceStatus(status)
+    return InvoiceStatus.PAID if status == InvoiceStatus.OPEN and amount_remaining == 0 else status
 
 
 def invoice_number(prefix: str, sequence: int) -> str:

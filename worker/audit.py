@@ -1,4 +1,5 @@
-"""``billing audit``: check the books of a live database (SPEC §2-§4, §7).
+"""``billing audit``: check the books of a live database (README: What it guarantees under
+at-least-once delivery).
 
 Every check is one set-based query (aggregates, joins and window functions that run the
 same on SQLite >= 3.25 and PostgreSQL) that returns only the rows that break a rule, so
@@ -29,12 +30,13 @@ The rules are the ones the services keep, derived from their code:
 - ``invoice_amounts``: ``amount_paid + amount_remaining = amount_due``; paid ⇒ nothing
   remains; open/uncollectible ⇒ something remains; a draft asks ``max(total, 0)``; a
   finalized invoice has ``amount_due + Σ pre-payment reductions + ending_balance =
-  total + starting_balance`` (SPEC §4.2, including ``invoice_too_small``).
+  total + starting_balance`` (``domain.credit``, including ``invoice_too_small``).
 - ``applied_credit_matches_invoice``: the finalization rows (``applied_to_invoice``,
   ``invoice_too_small``, at most one of each) move the balance from ``starting_balance``
   to ``ending_balance``, starting at ``starting_balance``; ``unapplied_from_invoice``
   exists only on a void invoice and gives back exactly what was applied; drafts have none.
-- ``one_subscription_currency``: a customer's active subscriptions all bill one currency (§8).
+- ``one_subscription_currency``: a customer's active subscriptions all bill one currency
+  (domain/README.md §8).
 - ``billed_period_invoice``: a billed (subscription, period)'s invoice exists, belongs to that
   subscription and is in the period's currency.
 """
@@ -50,7 +52,8 @@ from typing import Any
 from sqlalchemy import and_, case, func, literal, or_, select
 from sqlmodel import Session
 
-from domain.invoices import MAX_LINES_PER_INVOICE
+from domain.credit_notes import CreditNoteStatus
+from domain.invoices import MAX_LINES_PER_INVOICE, InvoiceStatus
 from worker.tables import (
     BalanceTransaction,
     CreditNote,
@@ -190,7 +193,7 @@ def _totals_problems(row: Any) -> list[str]:
     line_count = _i(row.line_count)
     if line_count > MAX_LINES_PER_INVOICE:
         problems.append(f"{line_count} lines, more than {MAX_LINES_PER_INVOICE}")
-    if row.status == "draft":
+    if row.status == InvoiceStatus.DRAFT:
         return problems
     line_sum = _i(row.line_sum)
     if row.subtotal != line_sum:
@@ -323,7 +326,7 @@ def _running_sums(session: Session) -> Iterator[Violation]:
 
 
 def _issued(kind: str | None = None) -> Any:
-    condition = _notes.c.status == "issued"
+    condition = _notes.c.status == CreditNoteStatus.ISSUED
     return condition if kind is None else and_(condition, _notes.c.type == kind)
 
 
@@ -364,7 +367,7 @@ def _credit_notes_within_total_query() -> Any:
                 issued > _positive_part(_invoices.c.total),
                 _invoices.c.pre_payment_credit_notes_amount != pre,
                 _invoices.c.post_payment_credit_notes_amount != post,
-                and_(_invoices.c.status == "draft", func.coalesce(notes.c.n, 0) > 0),
+                and_(_invoices.c.status == InvoiceStatus.DRAFT, func.coalesce(notes.c.n, 0) > 0),
             )
         )
         .order_by(_invoices.c.id)
@@ -387,7 +390,7 @@ def _credit_notes_within_total(session: Session) -> Iterator[Violation]:
                 f"post_payment_credit_notes_amount {row.post_payment_credit_notes_amount},"
                 f" issued post-payment notes {_i(row.post)}"
             )
-        if row.status == "draft" and row.n:
+        if row.status == InvoiceStatus.DRAFT and row.n:
             problems.append(f"draft with {row.n} credit notes")
         yield Violation("credit_notes_within_total", row.id, "; ".join(problems))
 
@@ -416,7 +419,7 @@ def _credit_note_settlement_query() -> Any:
             n.amount != n.refund_amount + n.credit_amount + n.out_of_band_amount, n.amount_due_reduction != 0
         ),
     )
-    expected = case((n.status == "issued", -n.credit_amount), else_=0)
+    expected = case((n.status == CreditNoteStatus.ISSUED, -n.credit_amount), else_=0)
     stmt = (
         select(
             n.id,
@@ -444,7 +447,7 @@ def _credit_note_settlement(session: Session) -> Iterator[Violation]:
             else f"refund {row.refund_amount} + credit {row.credit_amount}"
             f" + out of band {row.out_of_band_amount}"
         )
-        wanted = -row.credit_amount if row.status == "issued" else 0
+        wanted = -row.credit_amount if row.status == CreditNoteStatus.ISSUED else 0
         yield Violation(
             "credit_note_settlement",
             row.id,
@@ -525,7 +528,7 @@ def _invoice_amounts_query() -> Any:
     notes = _note_sums()
     reduction = func.coalesce(notes.c.reduction, 0)
     i = _invoices.c
-    finalized = i.status != "draft"
+    finalized = i.status != InvoiceStatus.DRAFT
     stmt = (
         select(
             i.id,
@@ -546,10 +549,12 @@ def _invoice_amounts_query() -> Any:
                 i.amount_paid < 0,
                 i.amount_remaining < 0,
                 i.amount_paid + i.amount_remaining != i.amount_due,
-                and_(i.status == "paid", i.amount_remaining != 0),
-                and_(i.status.in_(("open", "uncollectible")), i.amount_remaining <= 0),
-                and_(i.paid_out_of_band, i.status != "paid"),
-                and_(i.status == "draft", i.amount_due != _positive_part(i.total)),
+                and_(i.status == InvoiceStatus.PAID, i.amount_remaining != 0),
+                and_(
+                    i.status.in_((InvoiceStatus.OPEN, InvoiceStatus.UNCOLLECTIBLE)), i.amount_remaining <= 0
+                ),
+                and_(i.paid_out_of_band, i.status != InvoiceStatus.PAID),
+                and_(i.status == InvoiceStatus.DRAFT, i.amount_due != _positive_part(i.total)),
                 and_(finalized, i.ending_balance.is_(None)),
                 and_(finalized, i.amount_due + reduction + i.ending_balance != i.total + i.starting_balance),
             )
@@ -571,15 +576,15 @@ def _amount_problems(row: Any) -> list[str]:
         problems.append(f"negative amount (due {due}, paid {paid}, remaining {remaining})")
     if paid + remaining != due:
         problems.append(f"amount_paid {paid} + amount_remaining {remaining} != amount_due {due}")
-    if row.status == "paid" and remaining:
+    if row.status == InvoiceStatus.PAID and remaining:
         problems.append(f"paid with {remaining} remaining")
-    if row.status in ("open", "uncollectible") and remaining <= 0:
+    if row.status in (InvoiceStatus.OPEN, InvoiceStatus.UNCOLLECTIBLE) and remaining <= 0:
         problems.append(f"{row.status} with nothing remaining")
-    if row.paid_out_of_band and row.status != "paid":
+    if row.paid_out_of_band and row.status != InvoiceStatus.PAID:
         problems.append(f"paid out of band but {row.status}")
-    if row.status == "draft" and due != max(row.total, 0):
+    if row.status == InvoiceStatus.DRAFT and due != max(row.total, 0):
         problems.append(f"draft asks {due}, not max(total {row.total}, 0)")
-    if row.status != "draft":
+    if row.status != InvoiceStatus.DRAFT:
         if row.ending_balance is None:
             problems.append("finalized without an ending_balance")
         elif due + _i(row.reduction) + row.ending_balance != row.total + row.starting_balance:
@@ -625,7 +630,7 @@ def _applied_credit_query() -> Any:
         func.coalesce(c, 0) for c in (sums.c.n_applied, sums.c.n_too_small, sums.c.n_unapplied)
     )
     i = _invoices.c
-    finalized = i.status != "draft"
+    finalized = i.status != InvoiceStatus.DRAFT
     stmt = (
         select(
             i.id,
@@ -645,15 +650,15 @@ def _applied_credit_query() -> Any:
         )
         .where(
             or_(
-                and_(i.status == "draft", n_applied + n_too_small + n_unapplied > 0),
+                and_(i.status == InvoiceStatus.DRAFT, n_applied + n_too_small + n_unapplied > 0),
                 and_(
                     finalized, applied + too_small != func.coalesce(i.ending_balance, 0) - i.starting_balance
                 ),
                 n_applied > 1,
                 n_too_small > 1,
                 n_unapplied > 1,
-                and_(i.status == "void", applied + unapplied != 0),
-                and_(i.status != "void", n_unapplied > 0),
+                and_(i.status == InvoiceStatus.VOID, applied + unapplied != 0),
+                and_(i.status != InvoiceStatus.VOID, n_unapplied > 0),
                 and_(first.c.before.is_not(None), first.c.before != i.starting_balance),
             )
         )
@@ -671,18 +676,21 @@ def _applied_problems(row: Any) -> list[str]:
     applied, too_small, unapplied = _i(row.applied), _i(row.too_small), _i(row.unapplied)
     counts = (_i(row.n_applied), _i(row.n_too_small), _i(row.n_unapplied))
     problems = []
-    if row.status == "draft" and any(counts):
+    if row.status == InvoiceStatus.DRAFT and any(counts):
         problems.append("draft with finalization transactions")
-    if row.status != "draft" and applied + too_small != (row.ending_balance or 0) - row.starting_balance:
+    if (
+        row.status != InvoiceStatus.DRAFT
+        and applied + too_small != (row.ending_balance or 0) - row.starting_balance
+    ):
         problems.append(
             f"applied {applied} + too_small {too_small} != ending_balance {row.ending_balance}"
             f" - starting_balance {row.starting_balance}"
         )
     if max(counts) > 1:
         problems.append(f"{counts[0]} applied, {counts[1]} too_small, {counts[2]} unapplied transactions")
-    if row.status == "void" and applied + unapplied:
+    if row.status == InvoiceStatus.VOID and applied + unapplied:
         problems.append(f"void but applied {applied} + unapplied {unapplied} != 0")
-    if row.status != "void" and counts[2]:
+    if row.status != InvoiceStatus.VOID and counts[2]:
         problems.append(f"{row.status} but credit was unapplied ({unapplied})")
     if row.before is not None and _i(row.before) != row.starting_balance:
         problems.append(

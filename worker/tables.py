@@ -6,6 +6,7 @@ Percentages are decimal strings ("8.25"), never floats.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import (
@@ -22,6 +23,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import relationship
 from sqlmodel import Field, SQLModel
+
+from domain.credit_notes import CreditNoteStatus
+from domain.invoices import InvoiceStatus
 
 SQLModel.metadata.naming_convention = {
     "ix": "ix_%(column_0_label)s",
@@ -50,6 +54,12 @@ def ref(target: str, *, nullable: bool = True, index: bool = False, ondelete: st
         nullable=nullable,
         index=index,
     )
+
+
+def one_of(column: str, values: Iterable[str]) -> str:
+    """A check constraint's text: ``column`` holds one of ``values`` (in their order)."""
+    listed = ", ".join(f"'{value}'" for value in values)
+    return f"{column} IN ({listed})"
 
 
 HOT_FILLFACTOR = 70
@@ -207,20 +217,20 @@ class Invoice(SQLModel, table=True):
     __tablename__ = "invoices"
     __table_args__ = (
         UniqueConstraint("customer_id", "number", name="uq_invoice_number"),
-        CheckConstraint("status IN ('draft', 'open', 'paid', 'void', 'uncollectible')", name="status_valid"),
+        CheckConstraint(one_of("status", InvoiceStatus), name="status_valid"),
         CheckConstraint(
             "collection_method IN ('charge_automatically', 'send_invoice')", name="collection_method_valid"
         ),
         CheckConstraint(
             "amount_due >= 0 AND amount_remaining >= 0 AND amount_paid >= 0", name="amounts_nonneg"
         ),
-        CheckConstraint("status = 'draft' OR number IS NOT NULL", name="finalized_numbered"),
+        CheckConstraint(f"status = '{InvoiceStatus.DRAFT}' OR number IS NOT NULL", name="finalized_numbered"),
     )
 
     id: str = Field(primary_key=True, sa_type=String(64))
     customer_id: str = ref("customers.id", nullable=False, index=True)
     currency: str = Field(sa_type=String(3))
-    status: str = Field(default="draft", sa_type=String(16), index=True)
+    status: str = Field(default=InvoiceStatus.DRAFT, sa_type=String(16), index=True)
     number: str | None = Field(default=None, sa_type=String(32))
     billing_reason: str = Field(default="manual", sa_type=String(32))
     collection_method: str = Field(default="charge_automatically", sa_type=String(24))
@@ -304,7 +314,7 @@ class InvoiceItem(SQLModel, table=True):
 class CreditNote(SQLModel, table=True):
     __tablename__ = "credit_notes"
     __table_args__ = (
-        CheckConstraint("status IN ('issued', 'void')", name="status_valid"),
+        CheckConstraint(one_of("status", CreditNoteStatus), name="status_valid"),
         CheckConstraint("type IN ('pre_payment', 'post_payment')", name="type_valid"),
         CheckConstraint("amount > 0", name="amount_positive"),
     )
@@ -314,7 +324,7 @@ class CreditNote(SQLModel, table=True):
     customer_id: str = ref("customers.id", nullable=False, index=True)
     currency: str = Field(sa_type=String(3))
     number: str = Field(unique=True, sa_type=String(40))
-    status: str = Field(default="issued", sa_type=String(8))
+    status: str = Field(default=CreditNoteStatus.ISSUED, sa_type=String(8))
     type: str = Field(sa_type=String(16))
     amount: int = Field(sa_type=BigInteger)
     amount_due_reduction: int = Field(default=0, sa_type=BigInteger)

@@ -28,7 +28,9 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Session, SQLModel, col, select
 
 from domain.credit import credit_available
+from domain.credit_notes import CreditNoteStatus
 from domain.errors import BadRequest, NotFound
+from domain.invoices import InvoiceStatus
 from domain.money import check_currency
 from tasks.ids import object_type
 from worker import clock
@@ -57,9 +59,9 @@ MAX_LIMIT = 100
 EXPANDABLE: dict[str, frozenset[str]] = {"customer": frozenset({"invoice_credit_balance"})}
 """Fields left out unless named in ``expand``, per object type."""
 
-INVOICE_STATUSES = frozenset({"draft", "open", "paid", "void", "uncollectible"})
+INVOICE_STATUSES = frozenset(InvoiceStatus)
 SUBSCRIPTION_STATUSES = frozenset({"active", "canceled"})
-CREDIT_NOTE_STATUSES = frozenset({"issued", "void"})
+CREDIT_NOTE_STATUSES = frozenset(CreditNoteStatus)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +204,7 @@ def _invoice(row: Invoice, lines: list[InvoiceItem]) -> dict[str, Any]:
         "collection_method": row.collection_method,
         "days_until_due": row.days_until_due,
         "due_date": row.due_date,
-        "overdue": row.status == "open" and row.overdue_at is not None,
+        "overdue": row.status == InvoiceStatus.OPEN and row.overdue_at is not None,
         "overdue_at": row.overdue_at,
         "auto_advance": row.auto_advance,
         "description": row.description,
@@ -222,7 +224,7 @@ def _invoice(row: Invoice, lines: list[InvoiceItem]) -> dict[str, Any]:
         "amount_remaining": row.amount_remaining,
         "pre_payment_credit_notes_amount": row.pre_payment_credit_notes_amount,
         "post_payment_credit_notes_amount": row.post_payment_credit_notes_amount,
-        "paid": row.status == "paid",
+        "paid": row.status == InvoiceStatus.PAID,
         "paid_out_of_band": row.paid_out_of_band,
         "customer_email": row.customer_email,
         "customer_name": row.customer_name,
@@ -674,7 +676,7 @@ def list_objects(
     if status is not None:
         stmt = stmt.where(table.status == status)
     if overdue is not None:  # marked by the overdue beat job and still open
-        marked = (table.status == "open") & table.overdue_at.is_not(None)
+        marked = (table.status == InvoiceStatus.OPEN) & table.overdue_at.is_not(None)
         stmt = stmt.where(marked if overdue else ~marked)
     if subscription is not None:
         stmt = stmt.where(table.subscription_id == subscription)

@@ -93,7 +93,7 @@ def test_a_claim_refuses_items_that_are_no_longer_pending() -> None:
     pending when it attaches them; should something change them without that lock, the
     claim rolls back (and the task retries) instead of moving them to a second invoice."""
     from worker.db import UnitOfWork
-    from worker.services.invoices import ConcurrentClaim, write_lines
+    from worker.services.invoices.lines import ConcurrentClaim, write_lines
 
     cus = customer("usd")
     (billed,) = items(cus, "usd", [100])

@@ -1,4 +1,5 @@
-"""Credit notes: what a note may credit and how it settles (domain/README.md §7)."""
+"""Credit notes: what a note may credit, how it settles and when it can be voided
+(domain/README.md §7)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from domain.credit import apply_credit_balance
 from domain.credit_notes import (
     CreditableInvoice,
     CreditNotePlan,
+    CreditNoteStatus,
     credit_note_number,
     creditable_amount,
     plan_credit_note,
+    void_note,
 )
 from domain.errors import BadRequest, WrongState
 
@@ -182,3 +185,26 @@ def test_paid_invoice_settlement_must_equal_amount(settlement: dict[str, int]) -
 )
 def test_credit_note_number(number: str, ordinal: int, expected: str) -> None:
     assert credit_note_number(number, ordinal) == expected
+
+
+def test_an_issued_note_on_an_open_invoice_is_voided() -> None:
+    voided = void_note("cn_TEST", "issued", "in_TEST", "open")
+    assert voided == "void"
+    assert isinstance(voided, CreditNoteStatus)
+
+
+def test_a_void_note_is_not_voided_again() -> None:
+    with pytest.raises(WrongState) as caught:
+        void_note("cn_TEST", "void", "in_TEST", "open")
+    assert caught.value.field == "credit_note"
+    assert caught.value.message == "credit note cn_TEST is already void"
+
+
+@pytest.mark.parametrize("status", ["draft", "paid", "void", "uncollectible"])
+def test_notes_are_voided_only_on_open_invoices(status: str) -> None:
+    with pytest.raises(WrongState) as caught:
+        void_note("cn_TEST", "issued", "in_TEST", status)
+    assert caught.value.field == "credit_note"
+    assert caught.value.message == (
+        f"invoice in_TEST is {status}; credit notes can be voided only on open invoices"
+    )

@@ -6,24 +6,34 @@ from datetime import UTC, datetime
 
 import pytest
 
+from domain import invoices
 from domain.errors import WrongState
-from domain.invoices import check_transition, due_date, invoice_number
+from domain.invoices import (
+    InvoiceStatus,
+    check_deletable,
+    due_date,
+    invoice_number,
+    settle,
+    transition,
+)
 from domain.periods import add_months
 
 STATUSES = ["draft", "open", "paid", "void", "uncollectible"]
 ACTIONS = ["finalize", "delete", "pay", "void", "mark_uncollectible"]
 
-# domain/README.md §4: draft -> open (finalize) -> paid | void | uncollectible; uncollectible -> paid |
-# void; paid and void are terminal; only drafts can be deleted.
-ALLOWED = {
-    ("draft", "finalize"),
-    ("draft", "delete"),
-    ("open", "pay"),
-    ("open", "void"),
-    ("open", "mark_uncollectible"),
-    ("uncollectible", "pay"),
-    ("uncollectible", "void"),
+# domain/README.md §4: draft -> open (finalize) -> paid | void | uncollectible; uncollectible ->
+# paid | void; paid and void are terminal; only drafts can be deleted (and a deleted invoice has
+# no status).
+NEW_STATUS: dict[tuple[str, str], str | None] = {
+    ("draft", "finalize"): "open",
+    ("draft", "delete"): None,
+    ("open", "pay"): "paid",
+    ("open", "void"): "void",
+    ("open", "mark_uncollectible"): "uncollectible",
+    ("uncollectible", "pay"): "paid",
+    ("uncollectible", "void"): "void",
 }
+ALLOWED = set(NEW_STATUS)
 
 TRANSITIONS = [
     pytest.param(status, action, (status, action) in ALLOWED, id=f"{status}-{action}")
@@ -32,13 +42,23 @@ TRANSITIONS = [
 ]
 
 
+def act(status: str, action: str) -> InvoiceStatus | None:
+    """What the lifecycle answers to ``action`` on an invoice of ``status``."""
+    if action == "delete":
+        check_deletable("in_TEST", status)
+        return None
+    return transition("in_TEST", status, action)
+
+
 @pytest.mark.parametrize(("status", "action", "allowed"), TRANSITIONS)
 def test_state_machine(status: str, action: str, allowed: bool) -> None:
     if allowed:
-        assert check_transition("in_TEST", status, action) is None
+        new = act(status, action)
+        assert new == NEW_STATUS[(status, action)]
+        assert new is None or isinstance(new, InvoiceStatus)
         return
     with pytest.raises(WrongState) as caught:
-        check_transition("in_TEST", status, action)
+        act(status, action)
     assert caught.value.field == "invoice"
     assert caught.value.code == "invalid_state"
     assert f"is {status};" in caught.value.message
@@ -46,6 +66,8 @@ def test_state_machine(status: str, action: str, allowed: bool) -> None:
 
 
 def test_state_machine_table_is_exhaustive() -> None:
+    assert sorted(invoices.ACTIONS) == sorted(ACTIONS)
+    assert [status.value for status in InvoiceStatus] == STATUSES
     assert len(TRANSITIONS) == 25
     assert sum(1 for p in TRANSITIONS if p.values[2]) == 7
 
@@ -72,9 +94,28 @@ def test_state_machine_table_is_exhaustive() -> None:
 )
 def test_wrong_state_message(status: str, action: str, message: str) -> None:
     with pytest.raises(WrongState) as caught:
-        check_transition("in_TEST", status, action)
+        act(status, action)
     assert caught.value.message == message
     assert str(caught.value) == f"invoice: {message}"
+
+
+@pytest.mark.parametrize(
+    ("amount_due", "landing"),
+    [
+        pytest.param(4100, "open", id="something-due-open"),
+        pytest.param(1, "open", id="one-unit-due-open"),
+        pytest.param(0, "paid", id="credit-covered-it-paid"),
+    ],
+)
+def test_finalize_lands_on_open_or_paid(amount_due: int, landing: str) -> None:
+    assert settle(transition("in_TEST", "draft", "finalize"), amount_due) == landing
+
+
+@pytest.mark.parametrize("status", STATUSES)
+def test_settle_pays_only_an_open_invoice_with_nothing_remaining(status: str) -> None:
+    assert settle(status, 0) == ("paid" if status == "open" else status)
+    assert settle(status, 500) == status
+    assert isinstance(settle(status, 0), InvoiceStatus)
 
 
 @pytest.mark.parametrize(

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from domain.coupons import Redemptions
 from domain.money import check_amount
 from tasks.contracts import CouponCreate
 from worker.services.base import Outcome, Request
 from worker.tables import CouponRow
+
+
+def redemptions(coupon: CouponRow) -> Redemptions:
+    """What ``domain.coupons.check_redeemable`` reads of a stored coupon."""
+    return Redemptions(coupon.id, coupon.redeem_by, coupon.max_redemptions, coupon.times_redeemed)
 
 
 def create(request: Request, command: CouponCreate) -> Outcome:

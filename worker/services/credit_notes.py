@@ -1,17 +1,18 @@
-"""Credit notes: lower what an invoice asks for, or credit the balance after payment (SPEC §7)."""
+"""Credit notes: lower what an invoice asks for, or credit the balance after payment
+(domain/README.md §7)."""
 
 from __future__ import annotations
 
 from sqlalchemy import select
 
 from domain import credit_notes as rules
-from domain.errors import BadRequest, NotFound, WrongState
-from domain.invoices import OPEN, PAID
+from domain.errors import BadRequest, NotFound
+from domain.invoices import settle
 from domain.money import check_amount
 from tasks.contracts import CreditNoteCreate, CreditNoteVoid
 from worker.services import ledger
 from worker.services.base import Outcome, Request
-from worker.services.invoices import lock_invoice
+from worker.services.invoices.lifecycle import lock_invoice
 from worker.tables import CreditNote, InvoiceItem
 
 
@@ -62,7 +63,7 @@ def create(request: Request, command: CreditNoteCreate) -> Outcome:
     notes = list(
         request.session.execute(select(CreditNote).where(CreditNote.invoice_id == invoice.id)).scalars()  # type: ignore[arg-type]
     )
-    issued = [note for note in notes if note.status == "issued"]
+    issued = [note for note in notes if note.status == rules.CreditNoteStatus.ISSUED]
     count, credited = len(notes), sum(note.amount for note in issued)
     plan = rules.plan_credit_note(
         rules.CreditableInvoice(
@@ -110,8 +111,9 @@ def create(request: Request, command: CreditNoteCreate) -> Outcome:
         invoice.pre_payment_credit_notes_amount += plan.amount
         invoice.amount_due -= plan.amount_due_reduction
         invoice.amount_remaining -= plan.amount_due_reduction
-        if invoice.amount_remaining == 0:
-            invoice.status = PAID
+        settled = settle(invoice.status, invoice.amount_remaining)
+        if settled != invoice.status:  # the note took what remained: paid
+            invoice.status = settled
             invoice.paid_at = request.now
     else:
         invoice.post_payment_credit_notes_amount += plan.amount
@@ -130,13 +132,7 @@ def void(request: Request, command: CreditNoteVoid) -> Outcome:
         return prior
     note = request.session.get(CreditNote, command.credit_note, populate_existing=True)
     assert note is not None
-    if note.status == "void":
-        raise WrongState(f"credit note {note.id} is already void", field="credit_note")
-    if invoice.status != OPEN:
-        raise WrongState(
-            f"invoice {invoice.id} is {invoice.status}; credit notes can be voided only on open invoices",
-            field="credit_note",
-        )
+    voided = rules.void_note(note.id, note.status, invoice.id, invoice.status)
     ledger.append(
         request.session,
         customer_id=invoice.customer_id,
@@ -154,6 +150,6 @@ def void(request: Request, command: CreditNoteVoid) -> Outcome:
         invoice.amount_remaining += note.amount_due_reduction
     else:
         invoice.post_payment_credit_notes_amount -= note.amount
-    note.status = "void"
+    note.status = voided
     note.voided_at = request.now
     return request.done(note.id)

@@ -5,12 +5,13 @@ from __future__ import annotations
 from sqlalchemy import delete as delete_rows
 from sqlalchemy import select
 
+from domain.coupons import check_redeemable
 from domain.errors import NotFound
 from domain.periods import add_months
 from tasks.contracts import CustomerDiscountCreate, CustomerDiscountDelete
 from tasks.ids import PREFIXES, derived_id
 from worker.services.base import Outcome, Request
-from worker.services.invoices import check_redeemable
+from worker.services.coupons import redemptions
 from worker.tables import CouponRow, DiscountRow
 
 
@@ -20,7 +21,7 @@ def create(request: Request, command: CustomerDiscountCreate) -> Outcome:
     if prior := request.replayed():
         return prior
     coupon = request.get(CouponRow, command.coupon, resource="coupon", field="coupon")
-    check_redeemable(coupon, request.now, field="coupon")
+    check_redeemable(redemptions(coupon), request.now, field="coupon")
     coupon.times_redeemed += 1
     request.session.execute(delete_rows(DiscountRow).where(DiscountRow.customer_id == customer.id))  # type: ignore[arg-type]
     end = add_months(request.now, coupon.duration_in_months) if coupon.duration_in_months else None

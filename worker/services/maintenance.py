@@ -9,11 +9,11 @@ from typing import Any
 from sqlalchemy import and_, delete, or_, select, tuple_, update
 from sqlmodel import Session
 
-from domain.invoices import AUTO_ADVANCE_AFTER_S
+from domain.invoices import AUTO_ADVANCE_AFTER_S, InvoiceStatus
 from domain.subscriptions import ACTIVE
 from tasks.ids import PREFIXES, derived_id
 from worker.services.base import FollowUp
-from worker.services.invoices import CREATE_TASK
+from worker.services.invoices.generation import CREATE_TASK
 from worker.services.subscriptions import renewal
 from worker.settings import Settings
 from worker.tables import (
@@ -147,12 +147,12 @@ def renew_subscriptions(session: Session, now: int, settings: Settings, after: A
 
 
 def finalize_drafts(session: Session, now: int, settings: Settings, after: Any) -> Chunk:
-    """Finalize ``auto_advance`` drafts made more than an hour ago (README: Beat)."""
+    """Finalize ``auto_advance`` drafts made more than an hour ago (domain/README.md §4; README: Beat)."""
     due = (
         select(Invoice.id, Invoice.created)
         .join(Customer, Customer.id == Invoice.customer_id)  # type: ignore[arg-type]
         .where(
-            Invoice.status == "draft",  # type: ignore[arg-type]
+            Invoice.status == InvoiceStatus.DRAFT,  # type: ignore[arg-type]
             Invoice.auto_advance,  # type: ignore[arg-type]
             Invoice.created <= now - AUTO_ADVANCE_AFTER_S,  # type: ignore[arg-type]
             *_billed_by_beat(),
@@ -175,7 +175,7 @@ def finalize_drafts(session: Session, now: int, settings: Settings, after: Any) 
 def overdue(now: int) -> tuple[Any, ...]:
     """Open ``send_invoice`` invoices past their due date at ``now``, not yet marked."""
     return (
-        Invoice.status == "open",
+        Invoice.status == InvoiceStatus.OPEN,
         Invoice.collection_method == "send_invoice",
         Invoice.due_date < now,  # type: ignore[operator]
         Invoice.overdue_at.is_(None),  # type: ignore[union-attr]

@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import insert, select
 
 from domain import subscriptions as rules
+from domain.coupons import check_redeemable
 from domain.errors import NotFound
 from domain.periods import Period
 from domain.subscriptions import ACTIVE, CANCELED, PriceTerms, Schedule, SubscriptionState
@@ -35,8 +36,9 @@ from tasks.contracts import (
 )
 from tasks.ids import PREFIXES, derived_id
 from worker.services.base import FollowUp, Outcome, Request
+from worker.services.coupons import redemptions
 from worker.services.customers import set_default_currency
-from worker.services.invoices import check_redeemable, generate_invoice
+from worker.services.invoices.generation import generate_invoice
 from worker.tables import (
     CouponRow,
     Customer,
@@ -225,7 +227,7 @@ def create(request: Request, command: SubscriptionCreate) -> Outcome:
     coupon = None
     if command.coupon is not None:
         coupon = request.get(CouponRow, command.coupon, resource="coupon", field="coupon")
-        check_redeemable(coupon, request.now, field="coupon")
+        check_redeemable(redemptions(coupon), request.now, field="coupon")
     anchor = command.billing_cycle_anchor if command.billing_cycle_anchor is not None else request.now
     schedule = rules.schedule_from(anchor, prices[0], request.now)
     first = schedule.period_containing(request.now)

@@ -13,11 +13,11 @@ from __future__ import annotations
 from sqlalchemy import select, update
 
 from domain.errors import BadRequest, NotFound
-from domain.invoices import AUTO_ADVANCE_AFTER_S
+from domain.invoices import AUTO_ADVANCE_AFTER_S, InvoiceStatus
 from domain.subscriptions import ACTIVE
 from tasks.contracts import TestClockAdvance, TestClockCreate
 from worker.services.base import FollowUp, Outcome, Request
-from worker.services.invoices import finalize_invoice
+from worker.services.invoices.generation import finalize_invoice
 from worker.services.maintenance import overdue
 from worker.services.subscriptions import bill_period, next_period
 from worker.tables import Customer, Invoice, SandboxClock, Subscription
@@ -43,7 +43,7 @@ def _next_event(request: Request, clock_id: str, until: int) -> tuple[int, str, 
     draft = request.session.execute(
         select(finalize_at, Invoice.id, Invoice.customer_id)
         .join(Customer, Customer.id == Invoice.customer_id)  # type: ignore[arg-type]
-        .where(*on_clock, Invoice.status == "draft", Invoice.auto_advance, finalize_at <= until)  # type: ignore[arg-type]
+        .where(*on_clock, Invoice.status == InvoiceStatus.DRAFT, Invoice.auto_advance, finalize_at <= until)  # type: ignore[arg-type]
         .order_by(Invoice.created, Invoice.id)
         .limit(1)
     ).first()
