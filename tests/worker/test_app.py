@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 
 import pytest
@@ -28,8 +29,11 @@ def test_each_task_is_built_as_its_row_says(name: str) -> None:
             operation.batching.size,
             operation.batching.interval,
         )
-    service = registry.SERVICES[name]
-    assert (service.__module__, service.__name__) == (f"worker.services.{operation.resource}", operation.verb)
+    service, module = (
+        registry.SERVICES[name],
+        importlib.import_module(f"worker.services.{operation.resource}"),
+    )
+    assert getattr(module, operation.verb) is service and service.__name__ == operation.verb
 
 
 def test_the_queues_are_declared_once_and_every_row_uses_one() -> None:
