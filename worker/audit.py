@@ -50,10 +50,11 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import and_, case, func, literal, or_, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from domain.credit_notes import CreditNoteStatus
 from domain.invoices import MAX_LINES_PER_INVOICE, InvoiceStatus
+from worker.db import table_of
 from worker.tables import (
     BalanceTransaction,
     CreditNote,
@@ -64,11 +65,11 @@ from worker.tables import (
     SubscriptionPeriod,
 )
 
-_items: Any = InvoiceItem.__table__  # type: ignore[attr-defined]
-_invoices: Any = Invoice.__table__  # type: ignore[attr-defined]
-_notes: Any = CreditNote.__table__  # type: ignore[attr-defined]
-_balances: Any = CustomerBalance.__table__  # type: ignore[attr-defined]
-_txns: Any = BalanceTransaction.__table__  # type: ignore[attr-defined]
+_items = table_of(InvoiceItem)
+_invoices = table_of(Invoice)
+_notes = table_of(CreditNote)
+_balances = table_of(CustomerBalance)
+_txns = table_of(BalanceTransaction)
 
 CHUNK = 1000
 """Invoices fetched per round trip by the totals check."""
@@ -282,15 +283,16 @@ def _balances_match_ledger(session: Session) -> Iterator[Violation]:
 @cache
 def _running_sums_query() -> Any:
     stream = (_txns.c.customer_id, _txns.c.currency)
-    ordered = {"partition_by": stream, "order_by": _txns.c.sequence}
     walk = select(
         _txns.c.id,
         _txns.c.customer_id,
         _txns.c.currency,
         _txns.c.sequence,
         _txns.c.ending_balance,
-        func.sum(_txns.c.amount).over(**ordered, rows=(None, 0)).label("running"),
-        func.row_number().over(**ordered).label("position"),
+        func.sum(_txns.c.amount)
+        .over(partition_by=stream, order_by=_txns.c.sequence, rows=(None, 0))
+        .label("running"),
+        func.row_number().over(partition_by=stream, order_by=_txns.c.sequence).label("position"),
     ).subquery("walk")
     bad = (
         select(
@@ -704,11 +706,14 @@ def _applied_problems(row: Any) -> list[str]:
 
 def _one_subscription_currency(session: Session) -> Iterator[Violation]:
     rows = session.execute(
-        select(Subscription.customer_id, func.count(func.distinct(Subscription.currency)).label("currencies"))
-        .where(Subscription.status == "active")  # type: ignore[arg-type]
-        .group_by(Subscription.customer_id)
-        .having(func.count(func.distinct(Subscription.currency)) > 1)
-        .order_by(Subscription.customer_id)
+        select(
+            col(Subscription.customer_id),
+            func.count(func.distinct(col(Subscription.currency))).label("currencies"),
+        )
+        .where(col(Subscription.status) == "active")
+        .group_by(col(Subscription.customer_id))
+        .having(func.count(func.distinct(col(Subscription.currency))) > 1)
+        .order_by(col(Subscription.customer_id))
     )
     for row in rows:
         yield Violation(
@@ -721,23 +726,23 @@ def _one_subscription_currency(session: Session) -> Iterator[Violation]:
 def _billed_periods(session: Session) -> Iterator[Violation]:
     rows = session.execute(
         select(
-            SubscriptionPeriod.subscription_id,
-            SubscriptionPeriod.period_start,
-            SubscriptionPeriod.currency,
-            Invoice.id.label("found"),  # type: ignore[union-attr]
-            Invoice.subscription_id.label("invoice_subscription"),  # type: ignore[union-attr]
-            Invoice.currency.label("invoice_currency"),  # type: ignore[attr-defined]
+            col(SubscriptionPeriod.subscription_id),
+            col(SubscriptionPeriod.period_start),
+            col(SubscriptionPeriod.currency),
+            col(Invoice.id).label("found"),
+            col(Invoice.subscription_id).label("invoice_subscription"),
+            col(Invoice.currency).label("invoice_currency"),
         )
-        .outerjoin(Invoice, Invoice.id == SubscriptionPeriod.invoice_id)  # type: ignore[arg-type]
+        .outerjoin(Invoice, col(Invoice.id) == col(SubscriptionPeriod.invoice_id))
         .where(
-            SubscriptionPeriod.invoice_id.is_not(None),  # type: ignore[union-attr]
+            col(SubscriptionPeriod.invoice_id).is_not(None),
             or_(
-                Invoice.id.is_(None),  # type: ignore[union-attr]
-                Invoice.subscription_id != SubscriptionPeriod.subscription_id,
-                Invoice.currency != SubscriptionPeriod.currency,
+                col(Invoice.id).is_(None),
+                col(Invoice.subscription_id) != col(SubscriptionPeriod.subscription_id),
+                col(Invoice.currency) != col(SubscriptionPeriod.currency),
             ),
         )
-        .order_by(SubscriptionPeriod.subscription_id, SubscriptionPeriod.period_start)
+        .order_by(col(SubscriptionPeriod.subscription_id), col(SubscriptionPeriod.period_start))
     )
     for row in rows:
         detail = (

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Index,
     String,
     UniqueConstraint,
+    inspect,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -544,7 +545,7 @@ class SubscriptionPeriod(SQLModel, table=True):
 # Flush order: the unit of work orders INSERTs between tables by relationship(), not by
 # foreign key alone. A ledger row may be added in the same flush as the invoice it points
 # at (generation writes a finalized invoice with one INSERT): the invoice goes first.
-BalanceTransaction.__mapper__.add_property(  # type: ignore[attr-defined]
-    "invoice",
-    relationship(Invoice, foreign_keys=[BalanceTransaction.__table__.c.invoice_id], lazy="raise"),  # type: ignore[attr-defined]
+_ledger = inspect(BalanceTransaction)
+_ledger.add_property(
+    "invoice", relationship(Invoice, foreign_keys=[_ledger.columns.invoice_id], lazy="raise")
 )

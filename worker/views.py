@@ -107,8 +107,7 @@ def _coupon(row: CouponRow, now: int) -> dict[str, Any]:
         "amount_off": row.amount_off,
         "currency": row.currency,
         "currency_options": {
-            currency: option if isinstance(option, dict) else {"amount_off": option}
-            for currency, option in (row.currency_options or {}).items()
+            currency: _currency_option(option) for currency, option in (row.currency_options or {}).items()
         },
         "duration": row.duration,
         "duration_in_months": row.duration_in_months,
@@ -119,6 +118,12 @@ def _coupon(row: CouponRow, now: int) -> dict[str, Any]:
         "metadata": row.metadata_ or {},
         "created": row.created,
     }
+
+
+def _currency_option(stored: object) -> object:
+    """A coupon's option in one currency as Stripe shows it. Stored as the amount alone; a
+    JSON column is not checked when read, so a value stored in Stripe's shape passes as is."""
+    return stored if isinstance(stored, dict) else {"amount_off": stored}
 
 
 def _discount(row: DiscountRow, coupon: CouponRow, now: int) -> dict[str, Any]:
@@ -626,6 +631,13 @@ def get_object(
     return entry.render(view, [row])[0]
 
 
+def _page_size(limit: object) -> int:
+    """``limit`` as a caller gave it: untyped callers (JSON, a shell) may pass anything."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise BadRequest(f"must be an integer between 1 and {MAX_LIMIT} (got {limit!r})", field="limit")
+    return limit
+
+
 def list_objects(
     session: Session,
     resource: str,
@@ -644,8 +656,7 @@ def list_objects(
     listing = LISTINGS.get(resource)
     if listing is None:
         raise BadRequest(f"unknown resource {resource!r}", field="resource")
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
-        raise BadRequest(f"must be an integer between 1 and {MAX_LIMIT} (got {limit!r})", field="limit")
+    limit = _page_size(limit)
     given = {
         "customer": customer,
         "pending": pending,

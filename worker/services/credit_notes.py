@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from sqlalchemy import select
+from sqlmodel import col
 
 from domain import credit_notes as rules
 from domain.errors import BadRequest, NotFound
@@ -30,10 +31,10 @@ def _check_lines(request: Request, command: CreditNoteCreate, issued: list[Credi
     """A line can be credited up to its amount, across this note and the issued ones."""
     credited: dict[str, int] = {}
     for note in issued:
-        for line in note.lines or ():
-            if line.get("invoice_line_item"):
-                credited[line["invoice_line_item"]] = (
-                    credited.get(line["invoice_line_item"], 0) + line["amount"]
+        for stored in note.lines or ():
+            if stored.get("invoice_line_item"):
+                credited[stored["invoice_line_item"]] = (
+                    credited.get(stored["invoice_line_item"], 0) + stored["amount"]
                 )
     for index, line in enumerate(command.lines or ()):
         if line.invoice_line_item is None:
@@ -61,7 +62,7 @@ def create(request: Request, command: CreditNoteCreate) -> Outcome:
     request.ensure_new(CreditNote, command.id, resource="credit note")
     _check_amounts(command, invoice.currency)
     notes = list(
-        request.session.execute(select(CreditNote).where(CreditNote.invoice_id == invoice.id)).scalars()  # type: ignore[arg-type]
+        request.session.execute(select(CreditNote).where(col(CreditNote.invoice_id) == invoice.id)).scalars()
     )
     issued = [note for note in notes if note.status == rules.CreditNoteStatus.ISSUED]
     count, credited = len(notes), sum(note.amount for note in issued)
@@ -123,7 +124,7 @@ def create(request: Request, command: CreditNoteCreate) -> Outcome:
 def void(request: Request, command: CreditNoteVoid) -> Outcome:
     """Only while the invoice is open; undoes the note's effect on the invoice and the balance."""
     invoice_id = request.session.execute(
-        select(CreditNote.invoice_id).where(CreditNote.id == command.credit_note)  # type: ignore[arg-type]
+        select(col(CreditNote.invoice_id)).where(col(CreditNote.id) == command.credit_note)
     ).scalar()
     if invoice_id is None:
         raise NotFound("credit note", command.credit_note, field="credit_note")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import delete as delete_rows
 from sqlalchemy import select
+from sqlmodel import col
 
 from domain.coupons import check_redeemable
 from domain.errors import NotFound
@@ -23,7 +24,7 @@ def create(request: Request, command: CustomerDiscountCreate) -> Outcome:
     coupon = request.get(CouponRow, command.coupon, resource="coupon", field="coupon")
     check_redeemable(redemptions(coupon), request.now, field="coupon")
     coupon.times_redeemed += 1
-    request.session.execute(delete_rows(DiscountRow).where(DiscountRow.customer_id == customer.id))  # type: ignore[arg-type]
+    request.session.execute(delete_rows(DiscountRow).where(col(DiscountRow.customer_id) == customer.id))
     end = add_months(request.now, coupon.duration_in_months) if coupon.duration_in_months else None
     discount_id = derived_id(PREFIXES["discount"], request.key)
     request.session.add(
@@ -43,7 +44,9 @@ def delete(request: Request, command: CustomerDiscountDelete) -> Outcome:
     customer = request.lock_customer(command.customer)
     if prior := request.replayed():
         return prior
-    held = request.session.execute(select(DiscountRow).where(DiscountRow.customer_id == customer.id)).scalar()  # type: ignore[arg-type]
+    held = request.session.execute(
+        select(DiscountRow).where(col(DiscountRow.customer_id) == customer.id)
+    ).scalar()
     if held is None:
         raise NotFound("discount of customer", customer.id, field="customer")
     request.session.delete(held)

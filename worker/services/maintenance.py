@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, tuple_, update
-from sqlmodel import Session
+from sqlalchemy import ColumnElement, and_, delete, or_, select, tuple_, update
+from sqlmodel import Session, col
 
 from domain.invoices import AUTO_ADVANCE_AFTER_S, InvoiceStatus
 from domain.subscriptions import ACTIVE
@@ -32,15 +32,15 @@ BATCH = 500
 def due_follow_ups(session: Session, now: int, settings: Settings) -> list[FollowUp]:
     """Outbox rows never published (the publisher died after commit) or published long
     ago and still not done (the message was lost: broker flushed, worker killed)."""
-    stale = OutboxMessage.published_at <= now - settings.outbox_republish_after_s  # type: ignore[operator]
+    stale = col(OutboxMessage.published_at) <= now - settings.outbox_republish_after_s
     never = and_(
-        OutboxMessage.published_at.is_(None),  # type: ignore[union-attr]
-        OutboxMessage.created <= now - settings.outbox_grace_s,
+        col(OutboxMessage.published_at).is_(None),
+        col(OutboxMessage.created) <= now - settings.outbox_grace_s,
     )
     rows = session.execute(
         select(OutboxMessage)
-        .where(OutboxMessage.done_at.is_(None), or_(never, stale))  # type: ignore[union-attr]
-        .order_by(OutboxMessage.created)
+        .where(col(OutboxMessage.done_at).is_(None), or_(never, stale))
+        .order_by(col(OutboxMessage.created))
         .limit(BATCH)
     ).scalars()
     return [FollowUp(row.task_name, row.payload, row.key, row.task_id) for row in rows]
@@ -54,12 +54,12 @@ def stale_backlogs(session: Session, now: int, settings: Settings) -> list[Follo
         return []
     window = now // settings.stale_pending_after_s
     backlogs = session.execute(
-        select(InvoiceItem.customer_id, InvoiceItem.currency)
-        .join(Customer, Customer.id == InvoiceItem.customer_id)  # type: ignore[arg-type]
+        select(col(InvoiceItem.customer_id), col(InvoiceItem.currency))
+        .join(Customer, col(Customer.id) == col(InvoiceItem.customer_id))
         .where(
-            InvoiceItem.invoice_id.is_(None),  # type: ignore[union-attr]
-            InvoiceItem.created <= now - settings.stale_pending_after_s,
-            Customer.deleted.is_(False),  # type: ignore[attr-defined]
+            col(InvoiceItem.invoice_id).is_(None),
+            col(InvoiceItem.created) <= now - settings.stale_pending_after_s,
+            col(Customer.deleted).is_(False),
         )
         .distinct()
         .limit(BATCH)
@@ -84,11 +84,9 @@ def reconcile(session: Session, now: int, settings: Settings) -> list[FollowUp]:
 def purge(session: Session, now: int, settings: Settings) -> list[FollowUp]:
     """Forget idempotency keys, finished outbox rows and delivery counts past the retention."""
     cutoff = now - settings.idempotency_key_retention_s
-    session.execute(delete(IdempotencyKey).where(IdempotencyKey.created < cutoff))  # type: ignore[arg-type]
-    session.execute(
-        delete(OutboxMessage).where(OutboxMessage.done_at < cutoff)  # type: ignore[arg-type,operator]
-    )
-    session.execute(delete(MessageDelivery).where(MessageDelivery.last_seen < cutoff))  # type: ignore[arg-type]
+    session.execute(delete(IdempotencyKey).where(col(IdempotencyKey.created) < cutoff))
+    session.execute(delete(OutboxMessage).where(col(OutboxMessage.done_at) < cutoff))
+    session.execute(delete(MessageDelivery).where(col(MessageDelivery.last_seen) < cutoff))
     return []
 
 
@@ -100,9 +98,9 @@ Chunk = tuple[list[FollowUp], Any]
 FINALIZE_TASK = "billing.invoices.finalize"
 
 
-def _billed_by_beat() -> tuple[Any, ...]:
+def _billed_by_beat() -> tuple[ColumnElement[bool], ...]:
     """Customers beat bills: live, and not on a test clock (those move with their clock)."""
-    return (Customer.test_clock_id.is_(None), Customer.deleted.is_(False))  # type: ignore[union-attr,attr-defined]
+    return (col(Customer.test_clock_id).is_(None), col(Customer.deleted).is_(False))
 
 
 def renew_subscriptions(session: Session, now: int, settings: Settings, after: Any) -> Chunk:
@@ -114,29 +112,29 @@ def renew_subscriptions(session: Session, now: int, settings: Settings, after: A
     per (subscription, period), keyed by both: asking twice bills once.
     """
     due = (
-        select(Subscription.id, Subscription.current_period_end)
-        .join(Customer, Customer.id == Subscription.customer_id)  # type: ignore[arg-type]
+        select(col(Subscription.id), col(Subscription.current_period_end))
+        .join(Customer, col(Customer.id) == col(Subscription.customer_id))
         .where(
-            Subscription.status == ACTIVE,  # type: ignore[arg-type]
-            Subscription.current_period_end <= now,  # type: ignore[arg-type]
+            col(Subscription.status) == ACTIVE,
+            col(Subscription.current_period_end) <= now,
             or_(
-                Subscription.renewal_requested_at.is_(None),  # type: ignore[union-attr]
-                Subscription.renewal_requested_at <= now - settings.outbox_republish_after_s,  # type: ignore[operator]
+                col(Subscription.renewal_requested_at).is_(None),
+                col(Subscription.renewal_requested_at) <= now - settings.outbox_republish_after_s,
             ),
             *_billed_by_beat(),
         )
-        .order_by(Subscription.current_period_end, Subscription.id)
+        .order_by(col(Subscription.current_period_end), col(Subscription.id))
         .limit(settings.beat_chunk_size)
-        .with_for_update(of=Subscription, skip_locked=True)  # type: ignore[arg-type]
+        .with_for_update(of=Subscription, skip_locked=True)
     )
     if after is not None:
-        due = due.where(tuple_(Subscription.current_period_end, Subscription.id) > tuple_(*after))
+        due = due.where(tuple_(col(Subscription.current_period_end), col(Subscription.id)) > tuple_(*after))
     rows = session.execute(due).all()
     if not rows:
         return [], None
     session.execute(
         update(Subscription)
-        .where(Subscription.id.in_([row.id for row in rows]))  # type: ignore[attr-defined]
+        .where(col(Subscription.id).in_([row.id for row in rows]))
         .values(renewal_requested_at=now)
         .execution_options(synchronize_session=False)
     )
@@ -149,19 +147,19 @@ def renew_subscriptions(session: Session, now: int, settings: Settings, after: A
 def finalize_drafts(session: Session, now: int, settings: Settings, after: Any) -> Chunk:
     """Finalize ``auto_advance`` drafts made more than an hour ago (domain/README.md §4; README: Beat)."""
     due = (
-        select(Invoice.id, Invoice.created)
-        .join(Customer, Customer.id == Invoice.customer_id)  # type: ignore[arg-type]
+        select(col(Invoice.id), col(Invoice.created))
+        .join(Customer, col(Customer.id) == col(Invoice.customer_id))
         .where(
-            Invoice.status == InvoiceStatus.DRAFT,  # type: ignore[arg-type]
-            Invoice.auto_advance,  # type: ignore[arg-type]
-            Invoice.created <= now - AUTO_ADVANCE_AFTER_S,  # type: ignore[arg-type]
+            col(Invoice.status) == InvoiceStatus.DRAFT,
+            col(Invoice.auto_advance),
+            col(Invoice.created) <= now - AUTO_ADVANCE_AFTER_S,
             *_billed_by_beat(),
         )
-        .order_by(Invoice.created, Invoice.id)
+        .order_by(col(Invoice.created), col(Invoice.id))
         .limit(settings.beat_chunk_size)
     )
     if after is not None:
-        due = due.where(tuple_(Invoice.created, Invoice.id) > tuple_(*after))
+        due = due.where(tuple_(col(Invoice.created), col(Invoice.id)) > tuple_(*after))
     rows = session.execute(due).all()
     if not rows:
         return [], None
@@ -172,21 +170,21 @@ def finalize_drafts(session: Session, now: int, settings: Settings, after: Any) 
     return follow_ups, (rows[-1].created, rows[-1].id)
 
 
-def overdue(now: int) -> tuple[Any, ...]:
+def overdue(now: int) -> tuple[ColumnElement[bool], ...]:
     """Open ``send_invoice`` invoices past their due date at ``now``, not yet marked."""
     return (
-        Invoice.status == InvoiceStatus.OPEN,
-        Invoice.collection_method == "send_invoice",
-        Invoice.due_date < now,  # type: ignore[operator]
-        Invoice.overdue_at.is_(None),  # type: ignore[union-attr]
+        col(Invoice.status) == InvoiceStatus.OPEN,
+        col(Invoice.collection_method) == "send_invoice",
+        col(Invoice.due_date) < now,
+        col(Invoice.overdue_at).is_(None),
     )
 
 
 def mark_overdue(session: Session, now: int, settings: Settings, after: Any) -> Chunk:
     """Mark a chunk of overdue invoices (``overdue_at``); marked rows leave the selection."""
     chunk = (
-        select(Invoice.id)
-        .join(Customer, Customer.id == Invoice.customer_id)  # type: ignore[arg-type]
+        select(col(Invoice.id))
+        .join(Customer, col(Customer.id) == col(Invoice.customer_id))
         .where(*overdue(now), *_billed_by_beat())
         .limit(settings.beat_chunk_size)
     )
@@ -194,7 +192,7 @@ def mark_overdue(session: Session, now: int, settings: Settings, after: Any) -> 
     if ids:
         session.execute(
             update(Invoice)
-            .where(Invoice.id.in_(ids))  # type: ignore[attr-defined]
+            .where(col(Invoice.id).in_(ids))
             .values(overdue_at=now)
             .execution_options(synchronize_session=False)
         )

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import Row, insert, select
+from sqlmodel import col
 
 from domain import subscriptions as rules
 from domain.coupons import check_redeemable
@@ -35,6 +36,7 @@ from tasks.contracts import (
     SubscriptionRenew,
 )
 from tasks.ids import PREFIXES, derived_id
+from worker.db import table_of
 from worker.services.base import FollowUp, Outcome, Request
 from worker.services.coupons import redemptions
 from worker.services.customers import set_default_currency
@@ -68,20 +70,20 @@ def active_subscriptions(request: Request, customer_id: str) -> list[Subscriptio
     return list(
         request.session.execute(
             select(Subscription)
-            .where(Subscription.customer_id == customer_id, Subscription.status == ACTIVE)  # type: ignore[arg-type]
-            .order_by(Subscription.created, Subscription.id)
+            .where(col(Subscription.customer_id) == customer_id, col(Subscription.status) == ACTIVE)
+            .order_by(col(Subscription.created), col(Subscription.id))
         ).scalars()
     )
 
 
-def _priced_items(request: Request, subscription_id: str) -> list[Any]:
+def _priced_items(request: Request, subscription_id: str) -> list[Row[SubscriptionItem, Price, Product]]:
     return list(
         request.session.execute(
             select(SubscriptionItem, Price, Product)
-            .join(Price, Price.id == SubscriptionItem.price_id)  # type: ignore[arg-type]
-            .join(Product, Product.id == Price.product_id)  # type: ignore[arg-type]
-            .where(SubscriptionItem.subscription_id == subscription_id)  # type: ignore[arg-type]
-            .order_by(SubscriptionItem.created, SubscriptionItem.id)
+            .join(Price, col(Price.id) == col(SubscriptionItem.price_id))
+            .join(Product, col(Product.id) == col(Price.product_id))
+            .where(col(SubscriptionItem.subscription_id) == subscription_id)
+            .order_by(col(SubscriptionItem.created), col(SubscriptionItem.id))
         ).all()
     )
 
@@ -182,7 +184,7 @@ def _add_period_lines(
                 "created": request.now,
             }
         )
-    request.session.execute(insert(InvoiceItem.__table__), rows)  # type: ignore[attr-defined]
+    request.session.execute(insert(table_of(InvoiceItem)), rows)
 
 
 def _period_invoice(
@@ -339,14 +341,14 @@ def _add_items(request: Request, command: SubscriptionCreate) -> None:
 def _lock_subscription(request: Request, subscription_id: str) -> tuple[Subscription, Customer]:
     """Lock the subscription's customer, then read the subscription as it is under that lock."""
     customer_id = request.session.execute(
-        select(Subscription.customer_id).where(Subscription.id == subscription_id)  # type: ignore[arg-type]
+        select(col(Subscription.customer_id)).where(col(Subscription.id) == subscription_id)
     ).scalar()
     if customer_id is None:
         raise NotFound("subscription", subscription_id, field="subscription")
     customer = request.lock_customer(customer_id, field="subscription")
     subscription = request.session.execute(
         select(Subscription)
-        .where(Subscription.id == subscription_id)  # type: ignore[arg-type]
+        .where(col(Subscription.id) == subscription_id)
         .execution_options(populate_existing=True)
     ).scalar_one()
     return subscription, customer

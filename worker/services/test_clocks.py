@@ -11,6 +11,7 @@ and ``send_invoice`` invoices past due at the new time are marked overdue.
 from __future__ import annotations
 
 from sqlalchemy import select, update
+from sqlmodel import col
 
 from domain.errors import BadRequest, NotFound
 from domain.invoices import AUTO_ADVANCE_AFTER_S, InvoiceStatus
@@ -38,20 +39,25 @@ def create(request: Request, command: TestClockCreate) -> Outcome:
 def _next_event(request: Request, clock_id: str, until: int) -> tuple[int, str, str, str] | None:
     """The earliest (time, kind, object id, customer id) due by ``until``; a draft's
     finalization comes before a renewal at the same instant (the draft is older)."""
-    on_clock = (Customer.test_clock_id == clock_id, Customer.deleted.is_(False))  # type: ignore[attr-defined]
-    finalize_at = Invoice.created + AUTO_ADVANCE_AFTER_S
+    on_clock = (col(Customer.test_clock_id) == clock_id, col(Customer.deleted).is_(False))
+    finalize_at = col(Invoice.created) + AUTO_ADVANCE_AFTER_S
     draft = request.session.execute(
-        select(finalize_at, Invoice.id, Invoice.customer_id)
-        .join(Customer, Customer.id == Invoice.customer_id)  # type: ignore[arg-type]
-        .where(*on_clock, Invoice.status == InvoiceStatus.DRAFT, Invoice.auto_advance, finalize_at <= until)  # type: ignore[arg-type]
-        .order_by(Invoice.created, Invoice.id)
+        select(finalize_at, col(Invoice.id), col(Invoice.customer_id))
+        .join(Customer, col(Customer.id) == col(Invoice.customer_id))
+        .where(
+            *on_clock,
+            col(Invoice.status) == InvoiceStatus.DRAFT,
+            col(Invoice.auto_advance),
+            finalize_at <= until,
+        )
+        .order_by(col(Invoice.created), col(Invoice.id))
         .limit(1)
     ).first()
     renewal = request.session.execute(
-        select(Subscription.current_period_end, Subscription.id, Subscription.customer_id)
-        .join(Customer, Customer.id == Subscription.customer_id)  # type: ignore[arg-type]
-        .where(*on_clock, Subscription.status == ACTIVE, Subscription.current_period_end <= until)  # type: ignore[arg-type]
-        .order_by(Subscription.current_period_end, Subscription.id)
+        select(col(Subscription.current_period_end), col(Subscription.id), col(Subscription.customer_id))
+        .join(Customer, col(Customer.id) == col(Subscription.customer_id))
+        .where(*on_clock, col(Subscription.status) == ACTIVE, col(Subscription.current_period_end) <= until)
+        .order_by(col(Subscription.current_period_end), col(Subscription.id))
         .limit(1)
     ).first()
     events = [
@@ -62,7 +68,7 @@ def _next_event(request: Request, clock_id: str, until: int) -> tuple[int, str, 
 
 def advance(request: Request, command: TestClockAdvance) -> Outcome:
     clock = request.session.execute(
-        select(SandboxClock).where(SandboxClock.id == command.test_clock).with_for_update()  # type: ignore[arg-type]
+        select(SandboxClock).where(col(SandboxClock.id) == command.test_clock).with_for_update()
     ).scalar_one_or_none()
     if clock is None:
         raise NotFound("test clock", command.test_clock, field="test_clock")
@@ -98,11 +104,11 @@ def advance(request: Request, command: TestClockAdvance) -> Outcome:
             f"more than {MAX_EVENTS_PER_ADVANCE} billing events before that time; advance in smaller steps",
             field="frozen_time",
         )
-    customers = select(Customer.id).where(Customer.test_clock_id == clock.id)  # type: ignore[arg-type]
+    customers = select(col(Customer.id)).where(col(Customer.test_clock_id) == clock.id)
     request.session.execute(
         update(Invoice)
         .where(
-            Invoice.customer_id.in_(customers.scalar_subquery()),  # type: ignore[attr-defined]
+            col(Invoice.customer_id).in_(customers.scalar_subquery()),
             *overdue(command.frozen_time),
         )
         .values(overdue_at=command.frozen_time)

@@ -14,10 +14,11 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from sqlalchemy import insert, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from domain.invoices import MAX_LINES_PER_INVOICE
 from tasks.contracts import InvoiceCreate
+from worker.db import table_of
 from worker.services import ledger
 from worker.services.base import Outcome, Request, known_keys, lock_customers
 from worker.services.customers import set_default_currency
@@ -123,11 +124,12 @@ def _make(
         outcome = request.done(invoice.id)
         if more:
             outcome.follow_ups.append(next_part(command))
-        keys.append(request.key_row)  # type: ignore[arg-type]
+        assert request.key_row is not None  # set by ``done``
+        keys.append(request.key_row)
         settled[index] = outcome
     session.flush()  # the invoices (one INSERT), then the customers' and balances' changes and ledger rows
     write_lines(session, claims, claim=True)
-    session.execute(insert(IdempotencyKey.__table__), keys)  # type: ignore[attr-defined]
+    session.execute(insert(table_of(IdempotencyKey)), keys)
     return settled
 
 
@@ -150,21 +152,21 @@ def pending_lines_of(session: Session, pairs: Sequence[tuple[str, str]]) -> list
 def read_discounts(session: Session, customer_ids: Collection[str]) -> None:
     """``pricing.customer_discount`` of many customers read with one query, and their
     coupons with another: for invoices made together in one transaction."""
-    held = session.info.setdefault("discounts", {})
+    held: dict[str, DiscountRow | None] = session.info.setdefault("discounts", {})
     wanted = set(customer_ids) - held.keys()
     if not wanted:
         return
     found = {
         row.customer_id: row
         for row in session.execute(
-            select(DiscountRow).where(DiscountRow.customer_id.in_(wanted))  # type: ignore[attr-defined]
+            select(DiscountRow).where(col(DiscountRow.customer_id).in_(wanted))
         ).scalars()
     }
     held.update({customer_id: found.get(customer_id) for customer_id in wanted})
     coupons = {row.coupon_id for row in found.values()}
     if coupons:  # into the session's identity map, where ``request.get`` finds them (held: it is weak)
         session.info.setdefault("coupons", []).extend(
-            session.execute(select(CouponRow).where(CouponRow.id.in_(coupons))).scalars()  # type: ignore[attr-defined]
+            session.execute(select(CouponRow).where(col(CouponRow.id).in_(coupons))).scalars()
         )
 
 
@@ -177,8 +179,8 @@ def finalize_reads_of(session: Session, pairs: Sequence[tuple[str, str]]) -> lis
     tax_ids: dict[str, list[CustomerTaxId]] = {customer: [] for customer in customer_ids}
     for row in session.execute(
         select(CustomerTaxId)
-        .where(CustomerTaxId.customer_id.in_(customer_ids))  # type: ignore[attr-defined]
-        .order_by(CustomerTaxId.created)
+        .where(col(CustomerTaxId.customer_id).in_(customer_ids))
+        .order_by(col(CustomerTaxId.created))
     ).scalars():
         tax_ids[row.customer_id].append(row)
     balances = ledger.lock_balances(session, pairs)

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import select
+from sqlmodel import col
 
 from domain.coupons import check_redeemable
 from domain.credit import CreditApplication, apply_credit_balance
@@ -41,7 +42,7 @@ from worker.tables import (
 
 CREATE_TASK = "billing.invoices.create"
 
-FinalizeReads = tuple[list[dict[str, str]], Any]
+FinalizeReads = tuple[list[dict[str, str]], CustomerBalance]
 """What finalization reads (``finalize_reads``): the customer's tax ids and balance row."""
 
 
@@ -71,8 +72,8 @@ def create_for_pending(request: Request, command: InvoicePendingCreate) -> Outco
     customer = request.lock_customer(command.customer)
     replay = request.replayed()
     currencies = request.session.execute(
-        select(InvoiceItem.currency)
-        .where(InvoiceItem.customer_id == customer.id, statements.PENDING)
+        select(col(InvoiceItem.currency))
+        .where(col(InvoiceItem.customer_id) == customer.id, statements.PENDING)
         .distinct()
     ).scalars()
     base = payload_of(command)
@@ -271,18 +272,17 @@ def _apply_credit_balance(
     """The balance of the invoice's currency drawn on (``domain.credit``), with its ledger rows."""
     info = currency_info(invoice.currency)
     credit = apply_credit_balance(invoice.total, balance.balance, info.minimum_charge if info else 0)
-    common = {
-        "customer_id": customer.id,
-        "currency": invoice.currency,
-        "now": request.now,
-        "invoice_id": invoice.id,
-    }
-    ledger.append(
-        request.session, amount=credit.applied, type="applied_to_invoice", balance=balance, **common
-    )
-    ledger.append(
-        request.session, amount=credit.too_small, type="invoice_too_small", balance=balance, **common
-    )
+    for amount, reason in ((credit.applied, "applied_to_invoice"), (credit.too_small, "invoice_too_small")):
+        ledger.append(
+            request.session,
+            customer_id=customer.id,
+            currency=invoice.currency,
+            amount=amount,
+            type=reason,
+            now=request.now,
+            invoice_id=invoice.id,
+            balance=balance,
+        )
     invoice.starting_balance = credit.starting_balance
     invoice.ending_balance = credit.ending_balance
     invoice.amount_due = invoice.amount_remaining = credit.amount_due

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import delete as delete_rows
 from sqlalchemy import func, select, update
+from sqlmodel import col
 
 from domain.errors import NotFound
 from domain.invoices import check_deletable, transition
@@ -21,13 +22,13 @@ from worker.tables import BalanceTransaction, Customer, Invoice, InvoiceItem
 def lock_invoice(request: Request, invoice_id: str) -> tuple[Invoice, Customer]:
     """Lock the invoice's customer, then read the invoice as it is under that lock."""
     customer_id = request.session.execute(
-        select(Invoice.customer_id).where(Invoice.id == invoice_id)
-    ).scalar()  # type: ignore[arg-type]
+        select(col(Invoice.customer_id)).where(col(Invoice.id) == invoice_id)
+    ).scalar()
     if customer_id is None:
         raise NotFound("invoice", invoice_id, field="invoice")
     customer = request.lock_customer(customer_id, field="invoice")
     invoice = request.session.execute(
-        select(Invoice).where(Invoice.id == invoice_id).execution_options(populate_existing=True)  # type: ignore[arg-type]
+        select(Invoice).where(col(Invoice.id) == invoice_id).execution_options(populate_existing=True)
     ).scalar_one()
     return invoice, customer
 
@@ -47,9 +48,9 @@ def void(request: Request, command: InvoiceAction) -> Outcome:
         return prior
     voided = transition(invoice.id, invoice.status, "void")
     applied = request.session.execute(
-        select(func.coalesce(func.sum(BalanceTransaction.amount), 0)).where(
-            BalanceTransaction.invoice_id == invoice.id,  # type: ignore[arg-type]
-            BalanceTransaction.type.in_(("applied_to_invoice", "unapplied_from_invoice")),  # type: ignore[attr-defined]
+        select(func.coalesce(func.sum(col(BalanceTransaction.amount)), 0)).where(
+            col(BalanceTransaction.invoice_id) == invoice.id,
+            col(BalanceTransaction.type).in_(("applied_to_invoice", "unapplied_from_invoice")),
         )
     ).scalar_one()
     ledger.append(
@@ -107,9 +108,9 @@ def delete(request: Request, command: InvoiceAction) -> Outcome:
     check_deletable(invoice.id, invoice.status)
     request.session.execute(
         update(InvoiceItem)
-        .where(InvoiceItem.invoice_id == invoice.id)  # type: ignore[arg-type]
+        .where(col(InvoiceItem.invoice_id) == invoice.id)
         .values(invoice_id=None, discount_amounts=None, tax_amounts=None)
         .execution_options(synchronize_session=False)
     )
-    request.session.execute(delete_rows(Invoice).where(Invoice.id == invoice.id))  # type: ignore[arg-type]
+    request.session.execute(delete_rows(Invoice).where(col(Invoice.id) == invoice.id))
     return request.done(invoice.id)

@@ -9,10 +9,10 @@ one taken anyway rolls back (``ConcurrentClaim``) rather than steal it.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import case
-from sqlmodel import Session
+from sqlalchemy import CursorResult, case
+from sqlmodel import Session, col
 
 from domain.errors import TransientError
 from domain.invoices import MAX_LINES_PER_INVOICE
@@ -42,10 +42,10 @@ def pending_lines_in(
     """``pending_lines`` in a session, without a request (invoices made together)."""
     stmt = statements.PENDING_LINES
     if subscription_first is not None:
-        first = case((InvoiceItem.subscription_id == subscription_first, 0), else_=1)
-        stmt = stmt.order_by(None).order_by(first, InvoiceItem.created, InvoiceItem.id)
+        first = case((col(InvoiceItem.subscription_id) == subscription_first, 0), else_=1)
+        stmt = stmt.order_by(None).order_by(first, col(InvoiceItem.created), col(InvoiceItem.id))
     rows = session.execute(stmt, {"customer": customer_id, "currency": currency}).all()
-    lines = rows[:MAX_LINES_PER_INVOICE]
+    lines = list(rows[:MAX_LINES_PER_INVOICE])
     if subscription_first is not None:
         lines.sort(key=lambda row: (row.created, row.id))
     return lines, len(rows) > MAX_LINES_PER_INVOICE
@@ -68,7 +68,8 @@ def write_lines(session: Session, lines: list[dict[str, Any]], *, claim: bool = 
             statements.write_lines_elsewhere(claim=claim), [_bound(line, claim=claim) for line in lines]
         )
     if claim:
-        _check_claimed(lines, result.rowcount)  # type: ignore[attr-defined]
+        # Session.execute is typed to return a Result; for an UPDATE it is a CursorResult
+        _check_claimed(lines, cast(CursorResult[Any], result).rowcount)
 
 
 def _bound(line: dict[str, Any], *, claim: bool) -> dict[str, Any]:

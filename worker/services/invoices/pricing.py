@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from domain.errors import NotFound
 from domain.pricing import Coupon, Line, PricedInvoice, TaxRate, price_invoice
@@ -27,7 +27,7 @@ def tax_rates(session: Session, ids: set[str]) -> dict[str, TaxRate]:
     held: dict[str, TaxRate] = session.info.setdefault("tax_rates", {})
     missing = ids - held.keys()
     if missing:
-        rows = session.execute(select(TaxRateRow).where(TaxRateRow.id.in_(missing))).scalars()  # type: ignore[attr-defined]
+        rows = session.execute(select(TaxRateRow).where(col(TaxRateRow.id).in_(missing))).scalars()
         held.update({r.id: TaxRate(r.id, Decimal(r.percentage), r.inclusive) for r in rows})
     return {i: held[i] for i in ids if i in held}
 
@@ -44,7 +44,7 @@ def _as_coupon(row: CouponRow) -> Coupon:
 
 def customer_discount(request: Request, customer_id: str) -> DiscountRow | None:
     # Asked by pricing and again by finalization: read once per transaction (the customer is locked).
-    held = request.session.info.setdefault("discounts", {})
+    held: dict[str, DiscountRow | None] = request.session.info.setdefault("discounts", {})
     if customer_id not in held:
         held[customer_id] = request.session.execute(statements.DISCOUNT, {"customer": customer_id}).scalar()
     row = held[customer_id]
@@ -133,8 +133,8 @@ def reprice_for_tax_status(request: Request, invoice: Invoice, customer: Custome
         return
     lines = request.session.execute(
         select(*statements.PRICED_COLUMNS)
-        .where(InvoiceItem.invoice_id == invoice.id)
-        .order_by(InvoiceItem.created, InvoiceItem.id)
+        .where(col(InvoiceItem.invoice_id) == invoice.id)
+        .order_by(col(InvoiceItem.created), col(InvoiceItem.id))
     ).all()
     coupons = [row for c in invoice.discounts or () if (row := request.session.get(CouponRow, c)) is not None]
     priced = price(request, invoice, lines, customer, coupons)

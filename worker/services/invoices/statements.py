@@ -5,32 +5,51 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Integer, String, bindparam, cast, column, func, select, text, true, update
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    String,
+    Update,
+    bindparam,
+    cast,
+    column,
+    func,
+    select,
+    text,
+    true,
+    update,
+)
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import col
 
 from domain.invoices import MAX_LINES_PER_INVOICE
+from worker.db import table_of
 from worker.tables import CustomerTaxId, DiscountRow, InvoiceItem
 
-PENDING = InvoiceItem.invoice_id.is_(None)  # type: ignore[union-attr]
+PENDING = col(InvoiceItem.invoice_id).is_(None)
 
 
 PRICED_COLUMNS = (
-    InvoiceItem.id,
-    InvoiceItem.amount,
-    InvoiceItem.discountable,
-    InvoiceItem.tax_rates,
-    InvoiceItem.created,
+    col(InvoiceItem.id),
+    col(InvoiceItem.amount),
+    col(InvoiceItem.discountable),
+    col(InvoiceItem.tax_rates),
+    col(InvoiceItem.created),
 )
 """What pricing reads of a line (and claim order needs: created, id)."""
 
+PricedLinesSelect = Select[str, int, bool, list[str] | None, int]
+"""A query of ``PRICED_COLUMNS``: what its rows hold, in order."""
 
-def oldest_pending(customer: Any, currency: Any) -> Any:
+
+def oldest_pending(customer: ColumnElement[Any], currency: ColumnElement[Any]) -> PricedLinesSelect:
     """The 251 oldest pending items of (customer, currency), in claim order: the 251st says
     whether the chain goes on."""
     return (
         select(*PRICED_COLUMNS)
-        .where(InvoiceItem.customer_id == customer, InvoiceItem.currency == currency, PENDING)  # type: ignore[arg-type]
-        .order_by(InvoiceItem.created, InvoiceItem.id)
+        .where(col(InvoiceItem.customer_id) == customer, col(InvoiceItem.currency) == currency, PENDING)
+        .order_by(col(InvoiceItem.created), col(InvoiceItem.id))
         .limit(MAX_LINES_PER_INVOICE + 1)
     )
 
@@ -55,7 +74,7 @@ PENDING_LINES_OF = (
 LATERAL: the single-pair query runs once per pair, on the pending-items index."""
 
 
-DISCOUNT = select(DiscountRow).where(DiscountRow.customer_id == bindparam("customer"))  # type: ignore[arg-type]
+DISCOUNT = select(DiscountRow).where(col(DiscountRow.customer_id) == bindparam("customer"))
 
 
 _WRITE_LINES = (
@@ -78,9 +97,9 @@ CLAIM_LINES = text(
 )
 
 
-def write_lines_elsewhere(*, claim: bool) -> Any:
+def write_lines_elsewhere(*, claim: bool) -> Update:
     """Other databases: the same UPDATE for one line, to run as one executemany."""
-    table: Any = InvoiceItem.__table__  # type: ignore[attr-defined]
+    table = table_of(InvoiceItem)
     stmt = (
         update(table)
         .where(table.c.id == bindparam("line_id"))
@@ -93,6 +112,6 @@ def write_lines_elsewhere(*, claim: bool) -> Any:
 
 TAX_IDS = (
     select(CustomerTaxId)
-    .where(CustomerTaxId.customer_id == bindparam("customer"))  # type: ignore[arg-type]
-    .order_by(CustomerTaxId.created)
+    .where(col(CustomerTaxId.customer_id) == bindparam("customer"))
+    .order_by(col(CustomerTaxId.created))
 )
