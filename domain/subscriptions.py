@@ -7,6 +7,7 @@ Pure functions over plain values; the worker passes in rows as values and the ti
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -15,8 +16,16 @@ from domain.errors import BadRequest, SubscriptionCurrencyConflict, WrongState
 from domain.money import MAX_AMOUNT
 from domain.periods import Period, add_months, period_after, period_containing
 
-ACTIVE: Final = "active"
-CANCELED: Final = "canceled"
+
+class SubscriptionStatus(enum.StrEnum):
+    """Stored as its value (``subscriptions.status``) and shown as it in every object."""
+
+    ACTIVE = "active"
+    CANCELED = "canceled"
+
+
+ACTIVE: Final = SubscriptionStatus.ACTIVE
+CANCELED: Final = SubscriptionStatus.CANCELED
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,7 @@ from sqlmodel import Session, col
 
 from domain.credit_notes import CreditNoteStatus
 from domain.invoices import MAX_LINES_PER_INVOICE, InvoiceStatus
+from domain.subscriptions import SubscriptionStatus
 from worker.db import table_of
 from worker.tables import (
     BalanceTransaction,
@@ -710,7 +711,7 @@ def _one_subscription_currency(session: Session) -> Iterator[Violation]:
             col(Subscription.customer_id),
             func.count(func.distinct(col(Subscription.currency))).label("currencies"),
         )
-        .where(col(Subscription.status) == "active")
+        .where(col(Subscription.status) == SubscriptionStatus.ACTIVE)
         .group_by(col(Subscription.customer_id))
         .having(func.count(func.distinct(col(Subscription.currency))) > 1)
         .order_by(col(Subscription.customer_id))

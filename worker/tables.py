@@ -27,6 +27,7 @@ from sqlmodel import Field, SQLModel
 
 from domain.credit_notes import CreditNoteStatus
 from domain.invoices import InvoiceStatus
+from domain.subscriptions import SubscriptionStatus
 
 SQLModel.metadata.naming_convention = {
     "ix": "ix_%(column_0_label)s",
@@ -471,7 +472,7 @@ class Subscription(SQLModel, table=True):
 
     __tablename__ = "subscriptions"
     __table_args__ = (
-        CheckConstraint("status IN ('active', 'canceled')", name="status_valid"),
+        CheckConstraint(one_of("status", SubscriptionStatus), name="status_valid"),
         CheckConstraint(
             "collection_method IN ('charge_automatically', 'send_invoice')", name="collection_method_valid"
         ),
@@ -481,8 +482,8 @@ class Subscription(SQLModel, table=True):
             "ix_subscriptions_due",
             "current_period_end",
             "id",
-            postgresql_where=text("status = 'active'"),
-            sqlite_where=text("status = 'active'"),
+            postgresql_where=text(f"status = '{SubscriptionStatus.ACTIVE}'"),
+            sqlite_where=text(f"status = '{SubscriptionStatus.ACTIVE}'"),
         ),
     )
 
@@ -491,7 +492,7 @@ class Subscription(SQLModel, table=True):
     currency: str = Field(sa_type=String(3))
     pending_currency: str | None = Field(default=None, sa_type=String(3))
     """Set by a currency change; becomes ``currency`` at the next period boundary."""
-    status: str = Field(default="active", sa_type=String(16))
+    status: str = Field(default=SubscriptionStatus.ACTIVE, sa_type=String(16))
     interval: str = Field(sa_type=String(8))
     interval_count: int = 1
     billing_cycle_anchor: int = time_field()

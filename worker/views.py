@@ -32,6 +32,7 @@ from domain.credit_notes import CreditNoteStatus
 from domain.errors import BadRequest, NotFound
 from domain.invoices import InvoiceStatus
 from domain.money import check_currency
+from domain.subscriptions import SubscriptionStatus
 from tasks.ids import object_type
 from worker import clock
 from worker.tables import (
@@ -60,7 +61,7 @@ EXPANDABLE: dict[str, frozenset[str]] = {"customer": frozenset({"invoice_credit_
 """Fields left out unless named in ``expand``, per object type."""
 
 INVOICE_STATUSES = frozenset(InvoiceStatus)
-SUBSCRIPTION_STATUSES = frozenset({"active", "canceled"})
+SUBSCRIPTION_STATUSES = frozenset(SubscriptionStatus)
 CREDIT_NOTE_STATUSES = frozenset(CreditNoteStatus)
 
 

@@ -11,6 +11,7 @@ from sqlalchemy import update as update_rows
 from sqlmodel import col
 
 from domain.errors import BadRequest, CurrencyLocked
+from domain.subscriptions import SubscriptionStatus
 from tasks.contracts import CustomerCreate, CustomerDelete, CustomerFields, CustomerUpdate
 from tasks.ids import PREFIXES, derived_id
 from worker.services.base import Outcome, Request
@@ -132,8 +133,11 @@ def delete(request: Request, command: CustomerDelete) -> Outcome:
     customer.deleted = True
     request.session.execute(
         update_rows(Subscription)
-        .where(col(Subscription.customer_id) == customer.id, col(Subscription.status) == "active")
-        .values(status="canceled", canceled_at=request.now, ended_at=request.now)
+        .where(
+            col(Subscription.customer_id) == customer.id,
+            col(Subscription.status) == SubscriptionStatus.ACTIVE,
+        )
+        .values(status=SubscriptionStatus.CANCELED, canceled_at=request.now, ended_at=request.now)
         .execution_options(synchronize_session=False)
     )
     request.session.execute(delete_rows(DiscountRow).where(col(DiscountRow.customer_id) == customer.id))

@@ -1,5 +1,6 @@
 """The stored status values are the domain's: the migrations (history, never edited) and the
-tables' check constraints list exactly ``InvoiceStatus`` and ``CreditNoteStatus``."""
+tables' check constraints list exactly ``InvoiceStatus``, ``CreditNoteStatus`` and
+``SubscriptionStatus``."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from sqlalchemy import CheckConstraint
 
 from domain.credit_notes import CreditNoteStatus
 from domain.invoices import InvoiceStatus
+from domain.subscriptions import SubscriptionStatus
 from worker import tables
 
 VERSIONS = Path(tables.__file__).parent / "migrations" / "versions"
@@ -44,6 +46,7 @@ def listed(sql: str) -> list[str]:
     [
         pytest.param("ck_invoices_status_valid", InvoiceStatus, id="invoices"),
         pytest.param("ck_credit_notes_status_valid", CreditNoteStatus, id="credit-notes"),
+        pytest.param("ck_subscriptions_status_valid", SubscriptionStatus, id="subscriptions"),
     ],
 )
 def test_migrated_status_check_lists_the_enum(name: str, statuses: type[InvoiceStatus]) -> None:
