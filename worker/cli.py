@@ -77,10 +77,12 @@ def get(object_id: str, expand: tuple[str, ...]) -> None:
 @click.option("--status")
 @click.option("--overdue", is_flag=True, default=None, help="invoices: open ones past due (marked by beat)")
 @click.option("--subscription", help="invoices: those of one subscription")
-@click.option("--limit", type=click.IntRange(1, 1000), default=100)
-@click.option("--starting-after")
+@click.option("--invoice", help="invoice_items, credit_notes: those of one invoice")
+@click.option("--limit", type=click.IntRange(1, 100), default=100, show_default=True)
+@click.option("--starting-after", help="the last id seen: the next (older) page")
+@click.option("--ending-before", help="the first id seen: the previous (newer) page")
 def list_(resource: str, **filters: Any) -> None:
-    """List objects as JSON (Stripe's list shape)."""
+    """List objects as JSON, newest first (Stripe's list shape and order)."""
     from worker.db import read_session
     from worker.views import list_objects
 

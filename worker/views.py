@@ -6,11 +6,12 @@ page of rows into dicts. Renderers load what an object embeds (a customer's tax 
 balances and discount; an invoice's lines) for the whole page with one query per kind,
 so the number of queries does not grow with the page size.
 
-Lists follow Stripe's shape (``{"object": "list", "data", "has_more", "url"}``), oldest
-first: ordered by (created, id), with ``starting_after`` as the cursor. Ids made from an
-idempotency key are not time-ordered, so id alone would not do. Pending invoice items
-come in the order invoicing consumes them, through the partial index
-``ix_invoice_items_pending``.
+Lists follow Stripe's shape (``{"object": "list", "data", "has_more", "url"}``) and order:
+newest first, by (created, id) descending, with ``starting_after`` (the last object seen:
+the next, older page) or ``ending_before`` (the first object seen: the page just newer) as
+the cursor, and ``limit`` 1-100. Ids made from an idempotency key are not time-ordered, so
+id alone would not do. Pending invoice items are read through the partial index
+``ix_invoice_items_pending`` (scanned backwards).
 
 Balances keep the ledger's sign (negative = credit) everywhere except
 ``invoice_credit_balance``, which goes through ``domain.credit.credit_available``.
@@ -570,9 +571,9 @@ LISTINGS: dict[str, _Listing] = {
     "invoices": _Listing(
         "invoice", frozenset({"customer", "currency", "status", "overdue", "subscription"}), INVOICE_STATUSES
     ),
-    "invoice_items": _Listing("invoice_item", frozenset({"customer", "currency", "pending"})),
+    "invoice_items": _Listing("invoice_item", frozenset({"customer", "currency", "pending", "invoice"})),
     "credit_notes": _Listing(
-        "credit_note", frozenset({"customer", "currency", "status"}), CREDIT_NOTE_STATUSES
+        "credit_note", frozenset({"customer", "currency", "status", "invoice"}), CREDIT_NOTE_STATUSES
     ),
     "balance_transactions": _Listing("customer_balance_transaction", frozenset({"customer", "currency"})),
     "coupons": _Listing("coupon"),
@@ -649,11 +650,15 @@ def list_objects(
     status: str | None = None,
     overdue: bool | None = None,
     subscription: str | None = None,
+    invoice: str | None = None,
     limit: int = MAX_LIMIT,
     starting_after: str | None = None,
+    ending_before: str | None = None,
     now: int | None = None,
 ) -> dict[str, Any]:
-    """One page of ``resource`` in Stripe's list shape; ``starting_after`` is the last id seen."""
+    """One page of ``resource`` in Stripe's list shape, newest first: ``starting_after`` is
+    the last id seen (the page after it, older), ``ending_before`` the first (the page before
+    it, newer)."""
     listing = LISTINGS.get(resource)
     if listing is None:
         raise BadRequest(f"unknown resource {resource!r}", field="resource")
@@ -665,6 +670,7 @@ def list_objects(
         "status": status,
         "overdue": overdue,
         "subscription": subscription,
+        "invoice": invoice,
     }
     for name, value in given.items():
         if value is not None and name not in listing.filters:
@@ -692,27 +698,45 @@ def list_objects(
         stmt = stmt.where(marked if overdue else ~marked)
     if subscription is not None:
         stmt = stmt.where(table.subscription_id == subscription)
+    if invoice is not None:
+        stmt = stmt.where(table.invoice_id == invoice)
     if table is Customer:
         stmt = stmt.where(col(Customer.deleted).is_(False))
 
     order = [table.created, table.id] if hasattr(table, "created") else [table.id]
+    if starting_after is not None and ending_before is not None:
+        raise BadRequest("give starting_after or ending_before, not both", field="ending_before")
     if starting_after is not None:
-        key = _key(kind, starting_after, "starting_after")
-        if len(order) == 1:
-            stmt = stmt.where(table.id > key)
-        else:
-            anchor = session.get(table, key)
-            if anchor is None:
-                raise NotFound(kind.name, starting_after, field="starting_after")
-            stmt = stmt.where(tuple_(*order) > tuple_(anchor.created, anchor.id))
-    rows = session.exec(stmt.order_by(*order).limit(limit + 1)).all()
+        stmt = stmt.where(_sort_key(order) < _cursor(session, kind, order, starting_after, "starting_after"))
+    if ending_before is not None:
+        stmt = stmt.where(_sort_key(order) > _cursor(session, kind, order, ending_before, "ending_before"))
+    newer = ending_before is not None  # read upwards from the cursor, shown newest first
+    rows = session.exec(
+        stmt.order_by(*(column.asc() if newer else column.desc() for column in order)).limit(limit + 1)
+    ).all()
+    page = list(reversed(rows[:limit])) if newer else rows[:limit]
     view = _View(session, frozenset(), clock.now() if now is None else now)
     return {
         "object": "list",
-        "data": kind.render(view, rows[:limit]) if rows else [],
+        "data": kind.render(view, page) if page else [],
         "has_more": len(rows) > limit,
         "url": f"/v1/{resource}",
     }
+
+
+def _sort_key(order: list[Any]) -> Any:
+    return order[0] if len(order) == 1 else tuple_(*order)
+
+
+def _cursor(session: Session, kind: _Kind, order: list[Any], raw: str, field: str) -> Any:
+    """The sort key of the object a page starts after (or ends before)."""
+    key = _key(kind, raw, field)
+    if len(order) == 1:
+        return key
+    anchor: Any = session.get(kind.table, key)
+    if anchor is None:
+        raise NotFound(kind.name, raw, field=field)
+    return tuple_(anchor.created, anchor.id)
 
 
 def customer_balances(session: Session, customer_id: str) -> dict[str, int]:

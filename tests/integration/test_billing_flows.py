@@ -17,7 +17,7 @@ def balances(cus: str) -> dict[str, int]:
 
 
 def ledger(cus: str) -> list[tuple[str, str, int, int]]:
-    rows = call_list("balance_transactions", customer=cus)
+    rows = call_list("balance_transactions", customer=cus)[::-1]  # listed newest first; the ledger's order
     return [(r["type"], r["currency"], r["amount"], r["ending_balance"]) for r in rows]
 
 

@@ -313,10 +313,10 @@ def test_pending_items_of_one_currency_use_the_partial_index(
 
     page = views.list_objects(session, "invoice_items", customer="cus_A", pending=True, currency="usd")
 
-    assert [i["id"] for i in page["data"]] == ["ii_2", "ii_3", "ii_1"]
+    assert [i["id"] for i in page["data"]] == ["ii_1", "ii_3", "ii_2"]  # newest first, as Stripe lists
     assert page["has_more"] is False
     assert page["url"] == "/v1/invoice_items"
-    assert page["data"][0] == {
+    assert page["data"][2] == {
         "object": "invoiceitem",
         "id": "ii_2",
         "customer": "cus_A",
@@ -352,18 +352,23 @@ def test_pending_items_page_by_created_then_id(session: Session, selects: list[t
     first = views.list_objects(session, "invoice_items", **pending)
     selects.clear()
     second = views.list_objects(session, "invoice_items", **pending, starting_after="ii_3")
+    plan = query_plan(session, *selects[-1])
+    back = views.list_objects(session, "invoice_items", **pending, ending_before="ii_2")
 
-    assert ([i["id"] for i in first["data"]], first["has_more"]) == (["ii_2", "ii_3"], True)
-    assert ([i["id"] for i in second["data"]], second["has_more"]) == (["ii_1"], False)
-    assert "USING INDEX ix_invoice_items_pending (customer_id=? AND currency=? AND (created,id)>(?,?))" in (
-        query_plan(session, *selects[-1])
+    assert ([i["id"] for i in first["data"]], first["has_more"]) == (["ii_1", "ii_3"], True)
+    assert ([i["id"] for i in second["data"]], second["has_more"]) == (["ii_2"], False)
+    assert ([i["id"] for i in back["data"]], back["has_more"]) == (["ii_1", "ii_3"], False)
+    assert (
+        "USING INDEX ix_invoice_items_pending (customer_id=? AND currency=? AND (created,id)<(?,?))" in plan
     )
-    with pytest.raises(NotFound) as caught:
-        views.list_objects(session, "invoice_items", pending=True, starting_after="ii_GONE")
-    assert caught.value.field == "starting_after"
+    assert "TEMP B-TREE" not in plan
+    for cursor in ("starting_after", "ending_before"):
+        with pytest.raises(NotFound) as caught:
+            views.list_objects(session, "invoice_items", pending=True, **{cursor: "ii_GONE"})
+        assert caught.value.field == cursor
 
 
-def test_pagination_oldest_first_with_has_more(session: Session) -> None:
+def test_pagination_newest_first_with_has_more(session: Session) -> None:
     add(
         session,
         *(
@@ -378,18 +383,24 @@ def test_pagination_oldest_first_with_has_more(session: Session) -> None:
         pages.append(views.list_objects(session, "tax_rates", limit=2, starting_after=last))
 
     assert [[r["id"] for r in page["data"]] for page in pages] == [
-        ["txr_5", "txr_4"],
-        ["txr_3", "txr_2"],
-        ["txr_1"],
+        ["txr_1", "txr_2"],
+        ["txr_3", "txr_4"],
+        ["txr_5"],
     ]
     assert [page["has_more"] for page in pages] == [True, True, False]
+    backwards = [views.list_objects(session, "tax_rates", limit=2, ending_before="txr_5")]
+    while backwards[-1]["has_more"]:
+        first = backwards[-1]["data"][0]["id"]
+        backwards.append(views.list_objects(session, "tax_rates", limit=2, ending_before=first))
+    assert [[r["id"] for r in page["data"]] for page in backwards] == [["txr_3", "txr_4"], ["txr_1", "txr_2"]]
+    assert [page["has_more"] for page in backwards] == [True, False]
     assert pages[0] == {
         "object": "list",
         "data": pages[0]["data"],
         "has_more": True,
         "url": "/v1/tax_rates",
     }
-    assert pages[0]["data"][0] == {
+    assert pages[2]["data"][0] == {
         "object": "tax_rate",
         "id": "txr_5",
         "display_name": "VAT",
@@ -404,7 +415,8 @@ def test_pagination_oldest_first_with_has_more(session: Session) -> None:
     }
     exact = views.list_objects(session, "tax_rates", limit=5)
     assert (len(exact["data"]), exact["has_more"]) == (5, False)
-    assert views.list_objects(session, "tax_rates", starting_after="txr_1")["data"] == []
+    assert views.list_objects(session, "tax_rates", starting_after="txr_5")["data"] == []
+    assert views.list_objects(session, "tax_rates", ending_before="txr_1")["data"] == []
 
 
 def test_list_filters_invoices_by_customer_status_and_currency(session: Session) -> None:
@@ -421,15 +433,46 @@ def test_list_filters_invoices_by_customer_status_and_currency(session: Session)
     def ids(**filters: Any) -> list[str]:
         return [i["id"] for i in views.list_objects(session, "invoices", **filters)["data"]]
 
-    assert ids(customer="cus_A") == ["in_1", "in_2", "in_4"]
-    assert ids(status="paid") == ["in_1", "in_3"]
+    assert ids(customer="cus_A") == ["in_4", "in_2", "in_1"]
+    assert ids(status="paid") == ["in_3", "in_1"]
     assert ids(customer="cus_A", currency="usd", status="draft") == ["in_4"]
+
+
+def test_items_and_credit_notes_filter_by_invoice(session: Session) -> None:
+    add(
+        session,
+        customer(),
+        Invoice(id="in_1", customer_id="cus_A", currency="usd"),
+        Invoice(id="in_2", customer_id="cus_A", currency="usd"),
+    )
+    add(
+        session,
+        item("ii_1", created=NOW - 3, invoice_id="in_1"),
+        item("ii_2", created=NOW - 2, invoice_id="in_2"),
+        item("ii_3", created=NOW - 1, invoice_id="in_1"),
+        item("ii_PENDING", created=NOW),
+        *(
+            CreditNote(
+                id=f"cn_{n}", invoice_id=invoice, customer_id="cus_A", currency="usd",
+                number=f"APFX-0001-CN-0{n}", type="pre_payment", amount=100, created=NOW + n,
+            )
+            for n, invoice in ((1, "in_1"), (2, "in_2"), (3, "in_1"))
+        ),
+    )  # fmt: skip
+
+    def ids(resource: str, invoice: str) -> list[str]:
+        return [o["id"] for o in views.list_objects(session, resource, invoice=invoice)["data"]]
+
+    assert ids("invoice_items", "in_1") == ["ii_3", "ii_1"]
+    assert ids("invoice_items", "in_2") == ["ii_2"]
+    assert ids("credit_notes", "in_1") == ["cn_3", "cn_1"]
+    assert ids("credit_notes", "in_GONE") == []
 
 
 def test_deleted_customers_are_not_listed(session: Session) -> None:
     add(session, customer("cus_A"), customer("cus_B", deleted=True), customer("cus_C"))
 
-    assert [c["id"] for c in views.list_objects(session, "customers", now=NOW)["data"]] == ["cus_A", "cus_C"]
+    assert [c["id"] for c in views.list_objects(session, "customers", now=NOW)["data"]] == ["cus_C", "cus_A"]
 
 
 @pytest.mark.parametrize(
@@ -444,6 +487,9 @@ def test_deleted_customers_are_not_listed(session: Session) -> None:
         ("invoices", {"limit": 0}, "limit"),
         ("invoices", {"limit": 101}, "limit"),
         ("task_failures", {"starting_after": "tf_1"}, "starting_after"),
+        ("task_failures", {"ending_before": "tf_1"}, "ending_before"),
+        ("invoices", {"starting_after": "in_1", "ending_before": "in_2"}, "ending_before"),
+        ("invoices", {"invoice": "in_1"}, "invoice"),
         ("payment_intents", {}, "resource"),
     ],
 )
@@ -636,11 +682,13 @@ def test_task_failures_list_with_integer_cursor(session: Session) -> None:
 
     first = views.list_objects(session, "task_failures", limit=2)
     rest = views.list_objects(session, "task_failures", starting_after=str(first["data"][-1]["id"]))
+    back = views.list_objects(session, "task_failures", ending_before=str(rest["data"][0]["id"]))
 
-    assert [f["task_id"] for f in first["data"] + rest["data"]] == ["t0", "t1", "t2"]
-    assert first["data"][0] == {
+    assert [f["task_id"] for f in first["data"] + rest["data"]] == ["t2", "t1", "t0"]
+    assert [f["task_id"] for f in back["data"]] == ["t2", "t1"]
+    assert rest["data"][0] == {
         "object": "task_failure",
-        "id": first["data"][0]["id"],
+        "id": rest["data"][0]["id"],
         "task_id": "t0",
         "task_name": "billing.invoices.finalize",
         "payload": {"invoice": "in_1"},
