@@ -32,11 +32,23 @@ def db() -> None:
 @db.command("upgrade")
 @click.argument("revision", default="head")
 def db_upgrade(revision: str) -> None:
-    """Create or upgrade the schema to REVISION (default: head)."""
+    """Create or upgrade the schema to REVISION (default: head); PostgreSQL: create the database
+    first when it does not exist and the role may (CREATEDB)."""
     from worker.migrate import upgrade
 
+    if _ensure_database():
+        click.echo("database created")
     upgrade(revision=revision)
     click.echo(f"database at {revision}")
+
+
+def _ensure_database() -> bool:
+    from worker.migrate import DatabaseMissing, ensure_database
+
+    try:
+        return ensure_database()
+    except DatabaseMissing as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @main.command("get")
@@ -331,6 +343,7 @@ def demo() -> None:
     """Run a demo billing run through the client, broker and an in-process worker."""
     from worker.devtools.demo import run_demo
 
+    _ensure_database()
     run_demo()
 
 
