@@ -20,6 +20,7 @@ def _print_json(data: Any) -> None:
 
 
 @click.group()
+@click.version_option(package_name="billing-worker", prog_name="billing")
 def main() -> None:
     """Multi-currency billing on Celery workers. Settings: BILLING_DATABASE_URL, BILLING_BROKER_URL."""
 
