@@ -20,6 +20,7 @@ def _print_json(data: Any) -> None:
 
 
 @click.group()
+@click.version_option(package_name="billing-worker", prog_name="billing")
 def main() -> None:
     """Multi-currency billing on Celery workers. Settings: BILLING_DATABASE_URL, BILLING_BROKER_URL."""
 
@@ -32,11 +33,23 @@ def db() -> None:
 @db.command("upgrade")
 @click.argument("revision", default="head")
 def db_upgrade(revision: str) -> None:
-    """Create or upgrade the schema to REVISION (default: head)."""
+    """Create or upgrade the schema to REVISION (default: head); PostgreSQL: create the database
+    first when it does not exist and the role may (CREATEDB)."""
     from worker.migrate import upgrade
 
+    if _ensure_database():
+        click.echo("database created")
     upgrade(revision=revision)
     click.echo(f"database at {revision}")
+
+
+def _ensure_database() -> bool:
+    from worker.migrate import DatabaseMissing, ensure_database
+
+    try:
+        return ensure_database()
+    except DatabaseMissing as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @main.command("get")
@@ -131,34 +144,94 @@ def failures() -> None:
     """Dead letters: tasks that could not succeed (also: billing list task_failures)."""
 
 
+def _failure_filters(func: Any) -> Any:
+    """The options that choose failures, shared by ``list`` and ``retry``."""
+    options = [
+        click.option("--task", help="task name, e.g. billing.invoices.create"),
+        click.option("--code", help="error code, e.g. resource_missing, message_parked"),
+        click.option("--customer", help="the payload's customer"),
+        click.option("--since", help="failed last at or after: Unix seconds or ISO 8601"),
+        click.option("--parked/--not-parked", default=None, help="parked after too many redeliveries"),
+        click.option("--status", type=click.Choice(["open", "retried", "resolved"])),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _filter(since: str | None, **criteria: Any) -> Any:
+    from worker.dead_letters import FailureFilter
+
+    return FailureFilter(since=_timestamp(since) if since else None, **criteria)
+
+
+def _operator() -> str:
+    import getpass
+    import socket
+
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+@failures.command("list")
+@_failure_filters
+@click.option("--limit", type=click.IntRange(1, 100), default=100)
+@click.option("--starting-after", help="the last task id seen")
+def failures_list(limit: int, starting_after: str | None, **criteria: Any) -> None:
+    """List failures with their status (open, retried, resolved), oldest first, as JSON."""
+    from worker.db import read_session
+    from worker.dead_letters import list_failures
+
+    with read_session() as session:
+        _print_json(list_failures(session, _filter(**criteria), limit=limit, starting_after=starting_after))
+
+
+@failures.command("show")
+@click.argument("task_id")
+def failures_show(task_id: str) -> None:
+    """One failure with its payload, error, status and history (retries, resolutions, reopenings)."""
+    from worker.db import read_session
+    from worker.dead_letters import show_failure
+
+    with read_session() as session:
+        _print_json(show_failure(session, task_id))
+
+
 @failures.command("retry")
-@click.argument("task_ids", nargs=-1, required=True)
-def failures_retry(task_ids: tuple[str, ...]) -> None:
-    """Send recorded failed tasks again, with their payload and task id, once the cause is fixed.
+@click.argument("task_ids", nargs=-1)
+@_failure_filters
+@click.option("--actor", default=_operator, show_default="user@host", help="who, for the audit trail")
+def failures_retry(task_ids: tuple[str, ...], actor: str, **criteria: Any) -> None:
+    """Send failures again, with their payload and task id, once the cause is fixed: the TASK_IDS
+    given, or those the filters choose (open ones unless --status says otherwise).
 
-    Safe to repeat: every billing task is idempotent, and a retried failure that fails
-    again updates its row (attempts + 1)."""
-    from sqlalchemy import select
-    from sqlmodel import col
-
+    Safe to repeat: every billing task is idempotent. Each becomes "retried"; one that fails
+    again is open again (attempts + 1). An unknown id or a payload that cannot be replayed
+    refuses the whole retry (exit 2)."""
     from tasks.client import BillingClient
     from tasks.operations import queue_for
-    from worker.db import read_session
+    from worker.dead_letters import retry_failures
     from worker.tables import TaskFailure
 
     client = BillingClient()
-    failures = select(TaskFailure).where(col(TaskFailure.task_id).in_(task_ids))
-    with read_session() as session:
-        rows = {r.task_id: r for r in session.execute(failures).scalars()}
-    for task_id in task_ids:
-        row = rows.get(task_id)
-        if row is None or not row.payload or "raw" in row.payload:
-            click.echo(f"{task_id}: no replayable payload recorded", err=True)
-            continue
+
+    def send(row: TaskFailure) -> None:
         client.app.send_task(
-            row.task_name, kwargs=row.payload, queue=queue_for(row.task_name), task_id=task_id
+            row.task_name, kwargs=row.payload, queue=queue_for(row.task_name), task_id=row.task_id
         )
-        click.echo(f"{task_id}: sent {row.task_name} again")
+
+    _print_json(retry_failures(task_ids, _filter(**criteria), actor=actor, send=send))
+
+
+@failures.command("resolve")
+@click.argument("task_ids", nargs=-1, required=True)
+@click.option("--note", required=True, help="why it needs nothing more (kept in its history)")
+@click.option("--actor", default=_operator, show_default="user@host", help="who, for the audit trail")
+def failures_resolve(task_ids: tuple[str, ...], note: str, actor: str) -> None:
+    """Close failures that need nothing more (fixed by hand, or not to be done). An unknown id
+    refuses them all (exit 2)."""
+    from worker.dead_letters import resolve_failures
+
+    _print_json(resolve_failures(task_ids, note=note, actor=actor))
 
 
 @main.command()
@@ -333,6 +406,7 @@ def demo() -> None:
     """Run a demo billing run through the client, broker and an in-process worker."""
     from worker.devtools.demo import run_demo
 
+    _ensure_database()
     run_demo()
 
 

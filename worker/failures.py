@@ -13,7 +13,7 @@ from sqlmodel import col
 from domain.errors import BillingError
 from worker import clock
 from worker.db import UnitOfWork, table_of
-from worker.tables import MessageDelivery, OutboxMessage, TaskFailure
+from worker.tables import FailureStatus, MessageDelivery, OutboxMessage, TaskFailure, TaskFailureEvent
 
 log = logging.getLogger("billing.failures")
 
@@ -55,6 +55,10 @@ def record_failure(
                 attempts=0,
             )
             uow.session.add(row)
+        elif row.status != FailureStatus.OPEN:  # failed again after a retry or a resolution
+            row.status, row.resolved_at, row.note = FailureStatus.OPEN, None, None
+            event = TaskFailureEvent(task_id=task_id, action="reopened", actor="worker", at=now, note=message)
+            uow.session.add(event)
         row.payload = body
         row.error_type, row.error_code, row.error_field, row.error_message = error_type, code, field, message
         row.retryable = retryable

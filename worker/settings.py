@@ -1,7 +1,9 @@
-"""Settings from the environment (prefix ``BILLING_``); defaults run everything in-process."""
+"""Settings from the environment (prefix ``BILLING_``), else from ``./.env`` (README: Running it
+for real); defaults run everything in-process."""
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from typing import Literal
 
@@ -10,7 +12,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="BILLING_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="BILLING_", extra="ignore", env_file=".env", env_file_encoding="utf-8"
+    )
 
     database_url: str = Field(
         default="sqlite:///billing.db",
@@ -118,4 +122,7 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    # BILLING_ENV_FILE names another file, or none when empty (the tests: a developer's .env
+    # must not reach them, nor the worker processes they start, which inherit the variable)
+    env_file = os.environ.get("BILLING_ENV_FILE", ".env")
+    return Settings(_env_file=env_file or None)

@@ -6,6 +6,7 @@ Percentages are decimal strings ("8.25"), never floats.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable
 from typing import Any
 
@@ -354,10 +355,20 @@ class IdempotencyKey(SQLModel, table=True):
     created: int = time_field(index=True)
 
 
+class FailureStatus(enum.StrEnum):
+    """Where an operator is with a dead letter (README: Failures). A failure recorded again
+    after a retry or a resolution is open again."""
+
+    OPEN = "open"
+    RETRIED = "retried"  # sent again; open again if it fails again
+    RESOLVED = "resolved"  # an operator closed it, with a note
+
+
 class TaskFailure(SQLModel, table=True):
     """Dead letters: a task that could not succeed, with its payload and error."""
 
     __tablename__ = "task_failures"
+    __table_args__ = (CheckConstraint(one_of("status", FailureStatus), name="status_valid"),)
 
     id: int | None = Field(default=None, primary_key=True)
     task_id: str = Field(unique=True, sa_type=String(64))
@@ -371,6 +382,26 @@ class TaskFailure(SQLModel, table=True):
     attempts: int = 1
     first_seen: int = time_field()
     last_seen: int = time_field()
+    status: str = Field(
+        default=FailureStatus.OPEN,
+        sa_type=String(16),
+        sa_column_kwargs={"server_default": FailureStatus.OPEN},
+    )
+    resolved_at: int | None = time_field(nullable=True)
+    note: str | None = None
+
+
+class TaskFailureEvent(SQLModel, table=True):
+    """The audit trail of a dead letter: each retry, resolution and reopening, by whom and when."""
+
+    __tablename__ = "task_failure_events"
+
+    id: int | None = Field(default=None, primary_key=True)
+    task_id: str = Field(sa_type=String(64), index=True)
+    action: str = Field(sa_type=String(16))  # retried | resolved | reopened
+    actor: str = Field(sa_type=String(128))
+    at: int = time_field()
+    note: str | None = None
 
 
 class OutboxMessage(SQLModel, table=True):

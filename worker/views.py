@@ -375,7 +375,7 @@ def _test_clock(row: SandboxClock) -> dict[str, Any]:
     }
 
 
-def _task_failure(row: TaskFailure) -> dict[str, Any]:
+def task_failure_object(row: TaskFailure) -> dict[str, Any]:
     return {
         "object": "task_failure",
         "id": row.id,
@@ -550,7 +550,7 @@ OBJECTS: dict[str, _Kind] = {
     "discount": _Kind(DiscountRow, "discount", _render_discounts),
     "tax_rate": _Kind(TaxRateRow, "tax_rate", _each(_tax_rate)),
     "tax_id": _Kind(CustomerTaxId, "tax_id", _each(_tax_id)),
-    "task_failure": _Kind(TaskFailure, "task_failure", _each(_task_failure)),
+    "task_failure": _Kind(TaskFailure, "task_failure", _each(task_failure_object)),
     "product": _Kind(Product, "product", _each(_product)),
     "price": _Kind(Price, "price", _each(_price)),
     "subscription": _Kind(Subscription, "subscription", _render_subscriptions),

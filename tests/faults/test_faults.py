@@ -8,7 +8,6 @@ the worker) and ends with the ledger checker.
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ from sqlalchemy import select, text
 from tasks.client import BillingClient
 from tasks.ids import derived_id
 from tasks.operations import ALL_QUEUES
-from tests.faults.harness import BeatProcess, Cluster, RedisServer, wait_for
+from tests.faults.harness import BeatProcess, Cluster, PostgresServer, RedisServer, wait_for
 from tests.support import call, count, customer, get, items
 from worker.audit import audit_database
 from worker.db import get_engine, read_session
@@ -34,10 +33,25 @@ CREATE = "billing.invoices.create"
 
 @pytest.fixture
 def cluster(postgres: str, redis_url: str, tmp_path: Path) -> Iterator[Cluster]:
-    redis_lib.Redis.from_url(redis_url).flushdb()
+    yield from _cluster(postgres, redis_url, tmp_path)
+
+
+@pytest.fixture
+def private_cluster(private_postgres_url: str, redis_url: str, tmp_path: Path) -> Iterator[Cluster]:
+    """Workers on a PostgreSQL cluster this session started, for the test that restarts it."""
+    yield from _cluster(private_postgres_url, redis_url, tmp_path)
+
+
+def _cluster(database_url: str, redis_url: str, tmp_path: Path) -> Iterator[Cluster]:
+    redis_lib.Redis.from_url(redis_url).flushdb()  # the tests' own database (BILLING_TEST_REDIS_URL)
     # a short visibility timeout makes redelivery after a crash come within seconds
     workers = Cluster(
-        postgres, redis_url, tmp_path, visibility_timeout_s=2, unacked_restore_interval_s=1, outbox_grace_s=1
+        database_url,
+        redis_url,
+        tmp_path,
+        visibility_timeout_s=2,
+        unacked_restore_interval_s=1,
+        outbox_grace_s=1,
     )
     try:
         yield workers
@@ -225,7 +239,7 @@ def test_two_workers_racing_on_one_customer_and_currency(cluster: Cluster, clien
 
 
 def test_redis_killed_and_restarted_with_queued_and_in_flight_work(postgres: str, tmp_path: Path) -> None:
-    server = RedisServer(tmp_path, 6391).start()
+    server = RedisServer(tmp_path).start()  # a private server on a free port: this test kills it
     workers = Cluster(postgres, server.url, tmp_path, visibility_timeout_s=2, unacked_restore_interval_s=1)
     try:
         client = BillingClient(broker_url=server.url)
@@ -234,7 +248,7 @@ def test_redis_killed_and_restarted_with_queued_and_in_flight_work(postgres: str
         invoices = [
             client.create_invoice(customer=c, finalize=True, idempotency_key=f"redis-{c}") for c in backlogs
         ]
-        wait_for(lambda: redis_lib.Redis(port=6391).hlen("unacked") > 0, what="a task in flight")
+        wait_for(lambda: redis_lib.Redis(port=server.port).hlen("unacked") > 0, what="a task in flight")
         server.kill()  # one task in flight, the others queued
         time.sleep(2)
         server.start()
@@ -267,14 +281,16 @@ def test_redis_flushed_reconciler_invoices_every_pending_item(cluster: Cluster, 
     assert_books_clean()
 
 
-def test_postgres_restarted_mid_transaction(cluster: Cluster, client: BillingClient, redis_url: str) -> None:
+def test_postgres_restarted_mid_transaction(
+    private_cluster: Cluster, private_postgres: PostgresServer, client: BillingClient, redis_url: str
+) -> None:
+    """On a cluster this session started (tests/faults/conftest.py), never the one it was given."""
     cus = backlog()
-    cluster.spawn(BILLING_FAILPOINTS=f"{CREATE}@before_commit=sleep3:once")
+    private_cluster.spawn(BILLING_FAILPOINTS=f"{CREATE}@before_commit=sleep3:once")
     client.create_invoice(customer=cus, finalize=True, idempotency_key="pg-restart")
     time.sleep(1.5)  # the worker holds its transaction open in the failpoint
-    version = subprocess.run(["ls", "/etc/postgresql"], capture_output=True, text=True).stdout.split()[0]
     started = time.monotonic()
-    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"], check=True)
+    private_postgres.restart()
     get_engine().dispose()
     wait_for(
         lambda: _count_or_zero() == 1 and broker_empty(redis_url),
