@@ -20,6 +20,7 @@ from tasks.broker import transport_for
 from tasks.operations import ALL_QUEUES, QUEUE_DEFAULT, queue_for
 from worker import failpoints
 from worker.db import forget_inherited_engines
+from worker.heartbeat import WorkerHeartbeat
 from worker.settings import get_settings
 from worker.tasks import register
 
@@ -152,3 +153,20 @@ def _project_log_level(**_: Any) -> None:
     """BILLING_LOG_LEVEL sets the project's own loggers (``billing.*``): a task's warnings and
     records show whatever Celery's ``--loglevel`` is."""
     logging.getLogger("billing").setLevel(get_settings().log_level)
+
+
+def _apply_run_limits(celery: Celery) -> None:
+    """Time limits below every deploy file's stop grace, and the heartbeat file for liveness
+    probes (README: Running it for real)."""
+    settings = get_settings()
+    celery.conf.update(
+        task_soft_time_limit=settings.task_soft_time_limit_s,
+        task_time_limit=settings.task_time_limit_s,
+        beat_scheduler="worker.heartbeat:HeartbeatScheduler",
+    )
+    if settings.heartbeat_file:
+        celery.conf.beat_max_loop_interval = settings.heartbeat_interval_s
+    celery.steps["consumer"].add(WorkerHeartbeat)
+
+
+_apply_run_limits(app)

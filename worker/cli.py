@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
+import time
 from typing import Any
 
 import click
@@ -408,6 +410,45 @@ def demo() -> None:
 
     _ensure_database()
     run_demo()
+
+
+@main.command("health")
+@click.option(
+    "--heartbeat", metavar="FILE", help="fail unless FILE (BILLING_HEARTBEAT_FILE) was touched recently"
+)
+@click.option("--max-age", type=float, default=120.0, show_default=True, help="seconds, for --heartbeat")
+@click.option("--schema", is_flag=True, help="fail unless the database schema is at the migrations' head")
+def health(heartbeat: str | None, max_age: float, schema: bool) -> None:
+    """Liveness and readiness checks for probes: exit 0 when healthy, 1 with the reason otherwise.
+
+    --heartbeat reads one file's age (no broker round trip); --schema makes one query."""
+    problems = []
+    if heartbeat:  # a stat, nothing imported: the probe runs every few seconds
+        try:
+            age = time.time() - os.stat(heartbeat).st_mtime
+        except FileNotFoundError:
+            problems.append(f"heartbeat {heartbeat}: missing")
+        else:
+            if age > max_age:
+                problems.append(f"heartbeat {heartbeat}: {age:.0f} s old")
+    if schema:
+        problems.extend(_schema_behind())
+    if problems:
+        raise click.ClickException("; ".join(problems))
+    click.echo("ok")
+
+
+def _schema_behind() -> list[str]:
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from worker.db import get_engine
+    from worker.migrate import alembic_config
+
+    heads = set(ScriptDirectory.from_config(alembic_config()).get_heads())
+    with get_engine().connect() as connection:
+        current = set(MigrationContext.configure(connection).get_current_heads())
+    return [] if current == heads else [f"schema at {sorted(current) or 'nothing'}, head is {sorted(heads)}"]
 
 
 def run() -> None:

@@ -5,7 +5,8 @@ connections its parent opened, so ``get_engine`` starts afresh when the pid chan
 
 SQLite: every transaction starts with ``BEGIN IMMEDIATE`` so that two writers queue up
 at the start instead of failing on lock upgrade halfway through. PostgreSQL: services
-lock the customer row (``SELECT … FOR UPDATE``) and ``lock_timeout`` bounds the wait.
+lock the customer row (``SELECT … FOR UPDATE``) and ``lock_timeout`` bounds the wait;
+``statement_timeout`` bounds every statement, below the task's soft time limit.
 """
 
 from __future__ import annotations
@@ -55,7 +56,10 @@ def make_engine(url: str) -> Engine:
     return create_engine(
         url,
         pool_size=settings.database_pool_size,
-        connect_args={"options": f"-c lock_timeout={settings.lock_timeout_ms}"},
+        connect_args={
+            "options": f"-c lock_timeout={settings.lock_timeout_ms}"
+            f" -c statement_timeout={settings.statement_timeout_ms}"
+        },
     )
 
 

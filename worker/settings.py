@@ -7,7 +7,7 @@ import os
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -113,6 +113,43 @@ class Settings(BaseSettings):
         description="Level of the project's own loggers (billing.*) in workers and beat;"
         " Celery's --loglevel sets the rest",
     )
+
+    task_soft_time_limit_s: int = Field(
+        default=240,
+        ge=1,
+        description="Celery task_soft_time_limit: a task still running after this long is interrupted"
+        " (its transaction rolls back, the failure is recorded). Keep it above the statement timeout",
+    )
+    task_time_limit_s: int = Field(
+        default=270,
+        ge=1,
+        description="Celery task_time_limit: the process of a task still running after this long is killed."
+        " Every deploy file's stop grace (300 s) is above it, so a warm shutdown never cuts a task short",
+    )
+    statement_timeout_ms: int = Field(
+        default=60_000,
+        ge=0,
+        description="PostgreSQL statement_timeout of the worker's connections; 0 = none (migrations run"
+        " with 0: a long ALTER must not be cancelled halfway)",
+    )
+    heartbeat_file: str = Field(
+        default="",
+        description="Workers and beat touch this file every heartbeat_interval_s while their main loop runs;"
+        " a liveness probe checks its age (billing health --heartbeat FILE). Empty: off",
+    )
+    heartbeat_interval_s: float = Field(
+        default=15.0, gt=0, description="How often the heartbeat file is touched"
+    )
+
+    @model_validator(mode="after")
+    def _limits_in_order(self) -> Settings:
+        """A statement is cancelled before the soft limit interrupts its task, and the soft limit
+        comes before the hard one (README: Running it for real)."""
+        if self.task_soft_time_limit_s >= self.task_time_limit_s:
+            raise ValueError("task_soft_time_limit_s must be below task_time_limit_s")
+        if self.statement_timeout_ms >= self.task_soft_time_limit_s * 1000:
+            raise ValueError("statement_timeout_ms must be below task_soft_time_limit_s")
+        return self
 
     @field_validator("log_level", mode="before")
     @classmethod
