@@ -669,10 +669,40 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
     return path
 
 
+def _unstorable(value: object, path: str) -> str | None:
+    """The path of the first text in ``value`` that PostgreSQL cannot store: a NUL character
+    (text and JSONB refuse it) or a lone surrogate (not encodable as UTF-8)."""
+    if isinstance(value, str):
+        if "\x00" in value or not (value.isascii() or _utf8(value)):
+            return path or None
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if (key_path := _unstorable(key, path)) is not None:
+                return key_path
+            if (bad := _unstorable(item, f"{path}.{key}" if path else str(key))) is not None:
+                return bad
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            if (bad := _unstorable(item, f"{path}[{index}]")) is not None:
+                return bad
+    return None
+
+
+def _utf8(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def parse(model: type[Contract], payload: dict[str, Any]) -> Contract:
     """Validate ``payload``; a bad one raises ``BadRequest`` naming the first bad field."""
     if not isinstance(payload, dict):
         raise BadRequest(f"payload must be a JSON object (got {type(payload).__name__})")
+    if (bad := _unstorable(payload, "")) is not None:
+        raise BadRequest("must not contain NUL characters or unpaired surrogates", field=bad)
     try:
         return model.model_validate(payload)
     except ValidationError as exc:
