@@ -5,6 +5,7 @@
     │   ├── IdempotencyConflict   the key was used before with other parameters
     │   └── SubscriptionCurrencyConflict  the customer's active subscriptions bill another currency
     ├── NotFound                  the object named by a field does not exist (.field)
+    │   └── Deleted               it existed and was deleted: it will never be there
     ├── WrongState                the object exists but the operation is not allowed now
     │   ├── CurrencyLocked        the customer's default currency is already set
     │   └── NothingToInvoice      no pending items of that currency
@@ -67,6 +68,16 @@ class NotFound(BillingError):
         super().__init__(f"no such {resource}: {object_id!r}", field=field)
         self.resource = resource
         self.object_id = object_id
+
+
+class Deleted(NotFound):
+    """The object was deleted. Unlike a plain ``NotFound`` it cannot be on its way (in another
+    queue, or being redelivered), so a request naming it fails at once, never retried."""
+
+    def __init__(self, resource: str, object_id: str, *, field: str | None = None) -> None:
+        super().__init__(resource, object_id, field=field)
+        self.message = f"{resource} {object_id!r} was deleted"
+        self.args = (self.message,)
 
 
 class WrongState(BillingError):
