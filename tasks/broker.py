@@ -119,8 +119,31 @@ def doorbell(queue: str) -> str:
     return DOORBELL_PREFIX + queue
 
 
+class QoS(kombu_redis.QoS):
+    """kombu's, except that a broker refusing writes (maxmemory, an ACL) never raises out of a
+    restore into the worker's main process: the message stays unacked, restored later."""
+
+    def restore_visible(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().restore_visible(*args, **kwargs)
+        except ResponseError as exc:
+            logger.warning("could not restore unacked messages now (the broker refuses writes): %s", exc)
+            return None
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        if requeue:
+            try:
+                self.restore_by_tag(delivery_tag, leftmost=True)
+            except ResponseError as exc:  # kept unacked: restored after the visibility timeout
+                logger.warning("could not requeue %s now (the broker refuses writes): %s", delivery_tag, exc)
+                return
+        self.ack(delivery_tag)
+
+
 class Channel(kombu_redis.Channel):
     """Takes messages atomically and checks them; waits on doorbells when its queues are empty."""
+
+    QoS = QoS
 
     from_transport_options = (*kombu_redis.Channel.from_transport_options, "check_entries", "refused_handler")
     check_entries = False
