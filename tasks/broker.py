@@ -36,6 +36,7 @@ from time import monotonic, time
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 from redis.exceptions import ResponseError
@@ -120,8 +121,33 @@ def doorbell(queue: str) -> str:
 
 
 class QoS(kombu_redis.QoS):
-    """kombu's, except that a broker refusing writes (maxmemory, an ACL) never raises out of a
-    restore into the worker's main process: the message stays unacked, restored later."""
+    """kombu's, except that a broker refusing writes (maxmemory, an ACL) never raises out of an
+    ack, a requeue or a restore into the worker's main process (kombu's would stop the worker):
+    what could not be written stays unacked, restored after the visibility timeout."""
+
+    def ack(self, delivery_tag: str) -> None:
+        # Plain commands, not kombu's MULTI: under maxmemory Redis refuses every command queued
+        # in a transaction, even those that free memory. HDEL first: an index entry left alone
+        # is dropped by the next restore, a hash entry left alone would never be.
+        try:
+            channel: Any = self.channel  # kombu's Redis channel (its stubs leave conn_or_acquire out)
+            with channel.conn_or_acquire() as client:
+                client.pipeline(transaction=False).hdel(self.unacked_key, delivery_tag).zrem(
+                    self.unacked_index_key, delivery_tag
+                ).execute()
+        except ResponseError as exc:  # redelivered later; its replay is harmless
+            logger.warning("could not acknowledge %s now (the broker refuses writes): %s", delivery_tag, exc)
+        virtual.QoS.ack(self, delivery_tag)
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        if requeue:
+            try:
+                self.restore_by_tag(delivery_tag, leftmost=True)
+            except ResponseError as exc:
+                logger.warning("could not requeue %s now (the broker refuses writes): %s", delivery_tag, exc)
+                virtual.QoS.ack(self, delivery_tag)  # forgotten here, still unacked in Redis
+                return
+        self.ack(delivery_tag)
 
     def restore_visible(self, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -129,15 +155,6 @@ class QoS(kombu_redis.QoS):
         except ResponseError as exc:
             logger.warning("could not restore unacked messages now (the broker refuses writes): %s", exc)
             return None
-
-    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
-        if requeue:
-            try:
-                self.restore_by_tag(delivery_tag, leftmost=True)
-            except ResponseError as exc:  # kept unacked: restored after the visibility timeout
-                logger.warning("could not requeue %s now (the broker refuses writes): %s", delivery_tag, exc)
-                return
-        self.ack(delivery_tag)
 
 
 class Channel(kombu_redis.Channel):

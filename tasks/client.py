@@ -102,7 +102,7 @@ class BillingClient:
             return
         deadline = time.monotonic() + self.queue_full_wait_s
         while True:
-            depth, counted_at = self.queue_depth(queue), time.monotonic()
+            depth, counted_at = self._queue_depth(queue), time.monotonic()
             if depth + messages <= limit:
                 self._depths[queue] = (depth + messages, counted_at)
                 return
@@ -113,7 +113,7 @@ class BillingClient:
                 )
             time.sleep(min(0.05, max(deadline - counted_at, 0.0)))
 
-    def queue_depth(self, queue: str) -> int:
+    def _queue_depth(self, queue: str) -> int:
         """Messages waiting in ``queue`` (not those workers hold)."""
         with self.app.connection_for_write() as connection:
             try:

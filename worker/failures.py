@@ -38,26 +38,26 @@ def excerpt(raw: bytes | str) -> dict[str, Any]:
 
 
 def _storable(payload: Any) -> dict[str, Any]:
-    """The payload as sent when it is a strict-JSON object the database can store and at most
-    ``PAYLOAD_LIMIT`` long; else an excerpt of its JSON (or repr). Never raises."""
+    """The payload as sent when it is a strict-JSON object the database can store, at most
+    ``PAYLOAD_LIMIT`` long; else its repr when it is not strict JSON (NaN, not an object), as
+    before; else (too long, NUL, lone surrogates) an excerpt of its JSON. Never raises."""
     try:
         text = json.dumps(payload, allow_nan=False, ensure_ascii=False)
     except (Exception, RecursionError):
-        try:
-            text = json.dumps(payload, ensure_ascii=False, default=repr)
-        except (Exception, RecursionError):
-            text = _repr(payload)
-        return excerpt(text)
-    if isinstance(payload, dict) and len(text) <= PAYLOAD_LIMIT and "\\u0000" not in text and _encodes(text):
+        shown = _repr(payload)  # repr escapes NUL and lone surrogates
+        return {"raw": shown[:10_000]} if shown is not None else excerpt(f"<{type(payload).__name__}>")
+    if not isinstance(payload, dict):
+        return {"raw": (_repr(payload) or "")[:10_000]}
+    if len(text) <= PAYLOAD_LIMIT and "\\u0000" not in text and _encodes(text):
         return payload
     return excerpt(text)
 
 
-def _repr(value: Any) -> str:
+def _repr(value: Any) -> str | None:
     try:
-        return repr(value)[: EXCERPT_LIMIT + 1]
+        return repr(value)
     except (Exception, RecursionError):
-        return f"<unrepresentable {type(value).__name__}>"
+        return None
 
 
 def _encodes(text: str) -> bool:

@@ -13,7 +13,7 @@ from sqlalchemy import bindparam, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, col
 
-from domain.errors import BadRequest, Deleted, IdempotencyConflict, NotFound, Parked
+from domain.errors import BadRequest, IdempotencyConflict, NotFound, Parked
 from tasks.contracts import Contract
 from worker import clock
 from worker.db import UnitOfWork, table_of
@@ -155,7 +155,7 @@ class Request:
         if customer is None:
             raise NotFound("customer", customer_id, field=field)
         if customer.deleted and self.session.get(IdempotencyKey, self.key) is None:
-            raise Deleted("customer", customer_id, field=field)  # final: never retried as "not there yet"
+            raise NotFound("customer", customer_id, field=field, deleted=True)  # final: never retried
         self.customer_id = customer.id
         if customer.test_clock_id is not None:
             test_clock = self.session.get(SandboxClock, customer.test_clock_id)

@@ -4,7 +4,7 @@ Outcomes by error kind:
 - ``BillingError`` (bad input, not found, wrong state, key conflict): final. Nothing is
   written but a ``task_failures`` row; the task fails and the message is acknowledged.
   Two exceptions, for what may still be on its way in another queue: a customer or
-  invoice that is not there yet (``NotFound`` on a reference, unless it was ``Deleted``:
+  invoice that is not there yet (``NotFound`` on a reference, unless it was deleted:
   that one is final at once), and the items of an
   invoice request that finds nothing pending (``NothingToInvoice``). Both are retried
   a few times with backoff before they are recorded.
@@ -27,7 +27,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session
 
-from domain.errors import BadRequest, BillingError, Deleted, NotFound, NothingToInvoice, TransientError
+from domain.errors import BadRequest, BillingError, NotFound, NothingToInvoice, TransientError
 from tasks.operations import queue_for
 from worker import clock
 from worker.db import UnitOfWork
@@ -68,7 +68,7 @@ def backoff(retries: int, *, base: float = 1.0, cap: float = 300.0) -> float:
 def in_flight_wait(exc: BillingError, retries: int, settings: Settings) -> float | None:
     """How long to wait before looking again for what ``exc`` says is missing, when it
     may be in flight: ``None`` when it cannot be, or the budget is spent."""
-    missing = isinstance(exc, NotFound) and not isinstance(exc, Deleted)
+    missing = isinstance(exc, NotFound) and not exc.deleted
     if missing and (exc.field or "").rpartition(".")[2] in REFERENCE_FIELDS:
         if retries < settings.missing_reference_retries:
             return backoff(retries, base=0.5, cap=60) or 0.01
