@@ -4,7 +4,8 @@
     ├── BadRequest                a field is missing, malformed or out of bounds (.field)
     │   ├── IdempotencyConflict   the key was used before with other parameters
     │   └── SubscriptionCurrencyConflict  the customer's active subscriptions bill another currency
-    ├── NotFound                  the object named by a field does not exist (.field)
+    ├── NotFound                  the object named by a field does not exist (.field;
+    │                             .deleted when it existed and was deleted: never there again)
     ├── WrongState                the object exists but the operation is not allowed now
     │   ├── CurrencyLocked        the customer's default currency is already set
     │   └── NothingToInvoice      no pending items of that currency
@@ -63,10 +64,15 @@ class SubscriptionCurrencyConflict(BadRequest):
 class NotFound(BillingError):
     code = "resource_missing"
 
-    def __init__(self, resource: str, object_id: str, *, field: str | None = None) -> None:
+    def __init__(
+        self, resource: str, object_id: str, *, field: str | None = None, deleted: bool = False
+    ) -> None:
         super().__init__(f"no such {resource}: {object_id!r}", field=field)
         self.resource = resource
         self.object_id = object_id
+        self.deleted = deleted
+        """It existed and was deleted: unlike a missing one it cannot be on its way (in another
+        queue, or being redelivered), so a request naming it is never retried."""
 
 
 class WrongState(BillingError):

@@ -29,42 +29,84 @@ but Celery.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from queue import Empty
 from time import monotonic, time
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
+from redis.exceptions import ResponseError
+
+from tasks.envelope import body_problem, envelope_problem
+
+logger = logging.getLogger("billing.broker")
 
 DOORBELL_PREFIX = "_billing.doorbell."
 DOORBELL_TOKENS = 16
 """Tokens kept per queue: enough to wake every idle consumer of a burst."""
 
-# KEYS[1] the unacked hash, KEYS[2] its index, KEYS[3..] the queues in polling order.
-# ARGV[1] the time now, ARGV[i] for i >= 2: "1" when KEYS[i + 1] is consumed without
+REFUSED_KEY = "_billing.refused"
+"""Entries the transport would not deliver, each ``seq\\nqueue\\nreason\\nraw``, until the worker
+records them (``worker.quarantine``); nothing is taken off it before its record is committed."""
+REFUSED_SEQ_KEY = "_billing.refused.seq"
+
+# KEYS[1] the unacked hash, KEYS[2] its index, KEYS[3] the refused list, KEYS[4] its sequence,
+# KEYS[5..] the queues in polling order. ARGV[1] the time now, ARGV[2] "1" when entries are
+# checked (``check_entries``), ARGV[i] for i >= 3: "1" when KEYS[i + 2] is consumed without
 # acks (nothing to record then, as kombu's QoS.append is skipped for it too).
+# Returns {queue, entry, tag}: the tag the entry is unacked under; "" when consumed without
+# acks; false when it has no string delivery tag to be acknowledged by, so nothing records
+# it: checked, it is then moved to the refused list instead of being handed on.
+# The entry is read first and popped last: under maxmemory the first write fails, and the
+# script stops with the entry still queued (Redis keeps a failed script's earlier writes).
 TAKE_SCRIPT = """
-for i = 3, #KEYS do
-  local raw = redis.call('RPOP', KEYS[i])
+for i = 5, #KEYS do
+  local raw = redis.call('LINDEX', KEYS[i], -1)
   if raw then
-    if ARGV[i - 1] ~= '1' then
+    local tag = ''
+    if ARGV[i - 2] ~= '1' then
       local ok, message = pcall(cjson.decode, raw)
-      if ok and type(message) == 'table' and type(message.properties) == 'table'
-          and message.properties.delivery_tag then
+      tag = false
+      if ok and type(message) == 'table' and type(message.properties) == 'table' then
+        tag = message.properties.delivery_tag
+      end
+      if type(tag) == 'string' and #tag > 0 and #tag <= 64 then
         local info = message.properties.delivery_info
         if type(info) ~= 'table' then info = {} end
-        local tag = message.properties.delivery_tag
+        local exchange, routing_key = info.exchange, info.routing_key
+        if type(exchange) ~= 'string' then exchange = '' end
+        if type(routing_key) ~= 'string' then routing_key = '' end
         redis.call('HSET', KEYS[1], tag, '[' .. raw .. ',' ..
-          cjson.encode(info.exchange or '') .. ',' .. cjson.encode(info.routing_key or '') .. ']')
+          cjson.encode(exchange) .. ',' .. cjson.encode(routing_key) .. ']')
         redis.call('ZADD', KEYS[2], ARGV[1], tag)
+      else
+        tag = false
+        if ARGV[2] == '1' then
+          local seq = redis.call('INCR', KEYS[4])
+          redis.call('LPUSH', KEYS[3], seq .. '\\n' .. KEYS[i] .. '\\n' ..
+            'no string properties.delivery_tag (of 1-64 characters)' .. '\\n' .. raw)
+        end
       end
     end
-    return {KEYS[i], raw}
+    redis.call('RPOP', KEYS[i])
+    return {KEYS[i], raw, tag}
   end
 end
 return false
+"""
+
+# KEYS[1] the refused list, KEYS[2] its sequence, KEYS[3] the unacked hash, KEYS[4] its index.
+# ARGV[1] the queue, ARGV[2] why, ARGV[3] the entry, ARGV[4] the tag it is unacked under.
+REFUSE_SCRIPT = """
+local seq = redis.call('INCR', KEYS[2])
+redis.call('LPUSH', KEYS[1], seq .. '\\n' .. ARGV[1] .. '\\n' .. ARGV[2] .. '\\n' .. ARGV[3])
+redis.call('HDEL', KEYS[3], ARGV[4])
+redis.call('ZREM', KEYS[4], ARGV[4])
+return seq
 """
 
 
@@ -78,8 +120,55 @@ def doorbell(queue: str) -> str:
     return DOORBELL_PREFIX + queue
 
 
+class QoS(kombu_redis.QoS):
+    """kombu's, except that a broker refusing writes (maxmemory, an ACL) never raises out of an
+    ack, a requeue or a restore into the worker's main process (kombu's would stop the worker):
+    what could not be written stays unacked, restored after the visibility timeout."""
+
+    def ack(self, delivery_tag: str) -> None:
+        # Plain commands, not kombu's MULTI: under maxmemory Redis refuses every command queued
+        # in a transaction, even those that free memory. HDEL first: an index entry left alone
+        # is dropped by the next restore, a hash entry left alone would never be.
+        try:
+            channel: Any = self.channel  # kombu's Redis channel (its stubs leave conn_or_acquire out)
+            with channel.conn_or_acquire() as client:
+                client.pipeline(transaction=False).hdel(self.unacked_key, delivery_tag).zrem(
+                    self.unacked_index_key, delivery_tag
+                ).execute()
+        except ResponseError as exc:  # redelivered later; its replay is harmless
+            logger.warning("could not acknowledge %s now (the broker refuses writes): %s", delivery_tag, exc)
+        virtual.QoS.ack(self, delivery_tag)
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        if requeue:
+            try:
+                self.restore_by_tag(delivery_tag, leftmost=True)
+            except ResponseError as exc:
+                logger.warning("could not requeue %s now (the broker refuses writes): %s", delivery_tag, exc)
+                virtual.QoS.ack(self, delivery_tag)  # forgotten here, still unacked in Redis
+                return
+        self.ack(delivery_tag)
+
+    def restore_visible(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().restore_visible(*args, **kwargs)
+        except ResponseError as exc:
+            logger.warning("could not restore unacked messages now (the broker refuses writes): %s", exc)
+            return None
+
+
 class Channel(kombu_redis.Channel):
-    """Takes messages atomically; waits on doorbells when its queues are empty."""
+    """Takes messages atomically and checks them; waits on doorbells when its queues are empty."""
+
+    QoS = QoS
+
+    from_transport_options = (*kombu_redis.Channel.from_transport_options, "check_entries", "refused_handler")
+    check_entries = False
+    """Transport option: entries of queues consumed with acks must be Celery task messages
+    (``tasks.envelope``); others move to the refused list. The worker sets it."""
+    refused_handler: Callable[[Any], None] | None = None
+    """Transport option: called with a Redis client after an entry moved to the refused list, to
+    record it (the worker sets it: ``worker.quarantine``). Without it entries wait there, never lost."""
 
     # kombu's internals this channel drives, which kombu's type stubs leave out (pyproject
     # bounds kombu to the minor they are tested on). Annotations only: kombu's own stay in force.
@@ -88,6 +177,7 @@ class Channel(kombu_redis.Channel):
     _expires: dict[str, int]
     _q_for_pri: Callable[[str, int], str]
     _flush_brpop_reauth: Callable[[], None]
+    _fanout_queues: dict[str, Any]
     _create_client: Callable[[], Any]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -98,17 +188,27 @@ class Channel(kombu_redis.Channel):
         self._waiting = False
         """True when the next poll waits on the doorbells instead of taking."""
         self._put_client: Any = None
-        """Sends messages: a client over the channel's connection pool, not over the
-        connection the consumer polls on."""
+        self._last_write_warning = 0.0
 
     # -- consuming ---------------------------------------------------------
 
-    def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
+    def basic_consume(self, queue: str, no_ack: bool, callback: Any, *args: Any, **kwargs: Any) -> Any:
         if no_ack:
             self._no_ack_queues.add(queue)
         else:
             self._no_ack_queues.discard(queue)
-        return super().basic_consume(queue, no_ack, *args, **kwargs)
+        consumer = super().basic_consume(queue, no_ack, callback, *args, **kwargs)
+        if self.check_entries and not no_ack and queue not in self._fanout_queues:
+            # Entries of this queue reach the callback as messages already built and checked
+            # by _checked (kombu's own callback would build them from the raw entry, unchecked).
+            def deliver(message: Any) -> Any:
+                self.qos.append(message, message.delivery_tag)
+                return callback(message)
+
+            callbacks = self.connection._callbacks
+            assert callbacks is not None  # kombu's basic_consume just set this queue's
+            callbacks[queue] = deliver
+        return consumer
 
     def _brpop_start(self, timeout: float | None = None) -> None:
         if timeout is None:
@@ -126,11 +226,14 @@ class Channel(kombu_redis.Channel):
             command = [
                 "EVAL",
                 TAKE_SCRIPT,
-                2 + len(ordered),
+                4 + len(ordered),
                 self.unacked_key,
                 self.unacked_index_key,
+                REFUSED_KEY,
+                REFUSED_SEQ_KEY,
                 *(key for _, key in ordered),
                 repr(time()),
+                "1" if self.check_entries else "0",
                 *flags,
             ]
         self._in_poll = self.client.connection
@@ -146,6 +249,10 @@ class Channel(kombu_redis.Channel):
             except self.connection_errors:
                 self.client.connection.disconnect()
                 raise
+            except ResponseError as exc:  # maxmemory, a denying ACL: the entry stays queued
+                self._refused_writes(exc)
+                self._waiting = True
+                raise Empty() from None
             if sent == "BRPOP":
                 # woken by a token, or the wait timed out: either way, look again
                 self._waiting = False
@@ -153,14 +260,72 @@ class Channel(kombu_redis.Channel):
             if not reply:
                 self._waiting = True
                 raise Empty()
-            dest, item = reply
+            dest, item, tag = reply
             dest = bytes_to_str(dest).rsplit(self.sep, 1)[0]
             self._queue_cycle.rotate(dest)
-            self.connection._deliver(loads(bytes_to_str(item)), dest)
+            if tag == b"" or not self.check_entries:  # kombu's own path
+                self.connection._deliver(loads(bytes_to_str(item)), dest)
+            elif (message := self._checked(dest, item, tag)) is not None:
+                self.connection._deliver(message, dest)
+            else:
+                raise Empty()  # refused: look again at once
             return True
         finally:
             self._in_poll = None
             self._flush_brpop_reauth()
+
+    # -- refusing ----------------------------------------------------------
+
+    def _checked(self, queue: str, item: bytes, tag: bytes | None) -> Any:
+        """The entry as a kombu message, or ``None`` once it is refused (README: Reliability).
+
+        ``tag`` is ``None`` when the script refused it already (no delivery tag to ack it
+        by); else the entry is unacked under it, and a refusal moves it to the refused
+        list in one script. Decoding the body here costs nothing extra: kombu caches it on
+        the message, and Celery's strategy reads that cache rather than decoding again.
+        """
+        problem = "no string properties.delivery_tag" if tag is None else None
+        message = None
+        if problem is None:
+            try:
+                entry = loads(bytes_to_str(item))
+                problem = envelope_problem(entry, max_eta=time() + self.visibility_timeout)
+                if problem is None:
+                    message = self.Message(entry, channel=self)
+                    problem = body_problem(message.decode())
+            except (Exception, RecursionError) as exc:  # any bytes at all may arrive here
+                problem = f"undecodable entry: {type(exc).__name__}: {str(exc)[:200]}"
+        if problem is None:
+            return message
+        if tag is not None:
+            try:
+                self._side_client().eval(
+                    REFUSE_SCRIPT, 4, REFUSED_KEY, REFUSED_SEQ_KEY, self.unacked_key,
+                    self.unacked_index_key, queue, problem.replace("\n", " "), item, tag,
+                )  # fmt: skip
+            except ResponseError as exc:  # still unacked: redelivered after the visibility timeout
+                self._refused_writes(exc)
+                return None
+        logger.warning("refused an entry of %s (%d bytes): %s", queue, len(item), problem)
+        if self.refused_handler is not None:
+            try:
+                self.refused_handler(self._side_client())
+            except Exception:  # the entry waits on the refused list for the next attempt
+                logger.exception("could not record refused entries")
+        return None
+
+    def _refused_writes(self, exc: Exception) -> None:
+        """The broker refuses writes (maxmemory, an ACL): wait and look again, never crash."""
+        now = monotonic()
+        if now - self._last_write_warning > 10:
+            self._last_write_warning = now
+            logger.warning("the broker refuses writes, taking nothing until it accepts them: %s", exc)
+
+    def _side_client(self) -> Any:
+        """A client over the channel's connection pool, not over the connection the consumer polls on."""
+        if self._put_client is None or self._put_client.connection_pool is not self.pool:
+            self._put_client = self._create_client()
+        return self._put_client
 
     # -- producing ---------------------------------------------------------
 
@@ -178,9 +343,7 @@ class Channel(kombu_redis.Channel):
                 batch.add(name, *args)
             return
         # kombu makes a client per message; one per channel (and connection pool) will do
-        if self._put_client is None or self._put_client.connection_pool is not self.pool:
-            self._put_client = self._create_client()
-        with self._put_client.pipeline() as pipe:
+        with self._side_client().pipeline() as pipe:
             for name, *args in commands:
                 getattr(pipe, name)(*args)
             pipe.execute()

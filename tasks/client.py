@@ -20,22 +20,49 @@ the project's transport (``tasks.broker``), whose doorbell wakes an idle worker 
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from typing import Any
 
+from amqp.exceptions import ChannelError
 from celery import Celery
 
-from domain.errors import BadRequest
+from domain.errors import BadRequest, TransientError
 from tasks import contracts
 from tasks.broker import transport_for
 from tasks.ids import PREFIXES, derived_id, new_id, new_ids
 from tasks.operations import QUEUE_DEFAULT, contract_of, queue_for
 
-__all__ = ["BillingClient"]
+__all__ = ["BillingClient", "QueueFull"]
+
+DEPTH_RECHECK_S = 0.5
+"""How long a queue's depth is estimated (last count plus what this client sent since) before it
+is counted again: one round trip per queue per half second, whatever the sending rate."""
+
+
+class QueueFull(TransientError):
+    """A queue holds ``BILLING_MAX_QUEUE_DEPTH`` messages or more, still after waiting
+    ``BILLING_QUEUE_FULL_WAIT_S``: the workers are behind; send again later. Nothing was sent."""
+
+
+def _env_number(name: str) -> float | None:
+    value = os.environ.get(name, "").strip()
+    return float(value) if value else None
 
 
 class BillingClient:
-    def __init__(self, broker_url: str | None = None, *, app: Celery | None = None) -> None:
+    def __init__(
+        self,
+        broker_url: str | None = None,
+        *,
+        app: Celery | None = None,
+        max_queue_depth: int | None = None,
+        queue_full_wait_s: float | None = None,
+    ) -> None:
+        """``max_queue_depth`` (default ``BILLING_MAX_QUEUE_DEPTH``; none: no bound) bounds each
+        queue: a call that would pass it waits up to ``queue_full_wait_s`` (default
+        ``BILLING_QUEUE_FULL_WAIT_S``, else 5 s) for the workers to drain it, then raises
+        ``QueueFull`` with nothing sent. README: Reliability."""
         if app is None:
             app = Celery("billing-client", set_as_current=False)
             broker_url = broker_url or os.environ.get("BILLING_BROKER_URL", "memory://localhost/")
@@ -48,12 +75,52 @@ class BillingClient:
                 broker_connection_retry_on_startup=True,
             )
         self.app = app
+        depth = max_queue_depth if max_queue_depth is not None else _env_number("BILLING_MAX_QUEUE_DEPTH")
+        self.max_queue_depth = int(depth) if depth else None
+        wait = (
+            queue_full_wait_s if queue_full_wait_s is not None else _env_number("BILLING_QUEUE_FULL_WAIT_S")
+        )
+        self.queue_full_wait_s = 5.0 if wait is None else wait
+        self._depths: dict[str, tuple[int, float]] = {}
 
     # -- plumbing ---------------------------------------------------------------------------
     def _send(self, task_name: str, params: dict[str, Any]) -> contracts.Contract:
         command = contracts.parse(contract_of(task_name), params)
-        self.app.send_task(task_name, kwargs=contracts.payload_of(command), queue=queue_for(task_name))
+        queue = queue_for(task_name)
+        self._admit(queue)
+        self.app.send_task(task_name, kwargs=contracts.payload_of(command), queue=queue)
         return command
+
+    def _admit(self, queue: str, messages: int = 1) -> None:
+        """Wait for room for ``messages`` more in ``queue``, or raise ``QueueFull``."""
+        limit = self.max_queue_depth
+        if limit is None:
+            return
+        depth, counted_at = self._depths.get(queue, (0, float("-inf")))
+        if time.monotonic() - counted_at < DEPTH_RECHECK_S and depth + messages <= limit:
+            self._depths[queue] = (depth + messages, counted_at)
+            return
+        deadline = time.monotonic() + self.queue_full_wait_s
+        while True:
+            depth, counted_at = self._queue_depth(queue), time.monotonic()
+            if depth + messages <= limit:
+                self._depths[queue] = (depth + messages, counted_at)
+                return
+            if counted_at >= deadline:
+                raise QueueFull(
+                    f"queue {queue} holds {depth} messages (BILLING_MAX_QUEUE_DEPTH={limit}); nothing was"
+                    f" sent: the workers are behind, try again later"
+                )
+            time.sleep(min(0.05, max(deadline - counted_at, 0.0)))
+
+    def _queue_depth(self, queue: str) -> int:
+        """Messages waiting in ``queue`` (not those workers hold)."""
+        with self.app.connection_for_write() as connection:
+            try:
+                channel: Any = connection.default_channel  # kombu's virtual channel (stubs: StdChannel)
+                return int(channel.queue_declare(queue=queue, passive=True).message_count)
+            except ChannelError:  # Redis drops an empty queue's key
+                return 0
 
     @staticmethod
     def _identity(kind: str, idempotency_key: str | None) -> tuple[str, str]:
@@ -128,6 +195,7 @@ class BillingClient:
         ]
         for chunk in chunks:  # the envelope's rules (not empty, key length); its items passed above
             contracts.parse(contracts.InvoiceItemsCreate, {**chunk, "items": chunk["items"][:1]})
+        self._admit(queue_for(name), len(chunks))
         for chunk in chunks:
             self.app.send_task(name, kwargs=chunk, queue=queue_for(name))
         return [item["id"] for item in prepared]

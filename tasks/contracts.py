@@ -669,10 +669,51 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
     return path
 
 
+def _storable(value: object) -> bool:
+    """Whether every text in ``value`` can be stored by PostgreSQL: no NUL character (text and
+    JSONB refuse it), no lone surrogate (not encodable as UTF-8). The fast pass, without paths."""
+    if isinstance(value, str):
+        return "\x00" not in value and (value.isascii() or _utf8(value))
+    if isinstance(value, dict):
+        return all(_storable(key) and _storable(item) for key, item in value.items())
+    if isinstance(value, list):
+        return all(map(_storable, value))
+    return True
+
+
+def _unstorable(value: object, path: str) -> str | None:
+    """The path of the first text in ``value`` that ``_storable`` refuses."""
+    if isinstance(value, str):
+        return None if _storable(value) else path
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not _storable(key):
+                return path
+            if not _storable(item):
+                return _unstorable(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            if not _storable(item):
+                return _unstorable(item, f"{path}[{index}]")
+    return None
+
+
+def _utf8(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def parse(model: type[Contract], payload: dict[str, Any]) -> Contract:
     """Validate ``payload``; a bad one raises ``BadRequest`` naming the first bad field."""
     if not isinstance(payload, dict):
         raise BadRequest(f"payload must be a JSON object (got {type(payload).__name__})")
+    if not _storable(payload):
+        raise BadRequest(
+            "must not contain NUL characters or unpaired surrogates", field=_unstorable(payload, "") or None
+        )
     try:
         return model.model_validate(payload)
     except ValidationError as exc:

@@ -21,6 +21,7 @@ from tasks.operations import ALL_QUEUES, QUEUE_DEFAULT, queue_for
 from worker import failpoints
 from worker.db import forget_inherited_engines
 from worker.heartbeat import WorkerHeartbeat
+from worker.quarantine import drain_quietly
 from worker.settings import get_settings
 from worker.tasks import register
 
@@ -94,6 +95,9 @@ def celery_config(
             # the in-process broker is polled; on Redis this is how long an idle consumer
             # blocks before looking again (producers' doorbells wake it sooner)
             "polling_interval": 0.05 if broker_url.startswith("memory") else poll_interval_s,
+            # malformed entries never reach Celery: they are refused and recorded (README: Reliability)
+            "check_entries": True,
+            "refused_handler": drain_quietly,
         },
         "broker_connection_retry_on_startup": True,
         "task_default_queue": QUEUE_DEFAULT,

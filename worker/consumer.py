@@ -1,8 +1,11 @@
 """The worker's message consumer: messages refused before any task runs are recorded too.
 
-Celery logs and drops a message it cannot decode (not JSON: ``accept_content`` is
-JSON only), one naming an unknown task, and one with an invalid body. Each of those is
-a request that will never succeed, so it also gets a ``task_failures`` row.
+On Redis the transport refuses malformed entries before Celery sees them (``tasks.envelope``)
+and this consumer records them (``worker.quarantine``): at once, and every
+``REFUSED_DRAIN_INTERVAL_S`` for what a failed attempt left. Celery itself logs and drops
+a message it cannot decode, one naming an unknown task, and one with an invalid body
+(on any broker). Each of those is a request that will never succeed, so it also gets a
+``task_failures`` row. README: Reliability.
 """
 
 from __future__ import annotations
@@ -13,22 +16,25 @@ from typing import Any
 from celery.worker.consumer import Consumer
 
 from domain.errors import BadRequest
-from worker.failures import record_failure
+from worker.failures import excerpt, record_failure
+from worker.quarantine import client_for, drain_quietly
 
 log = logging.getLogger("billing.consumer")
 
+REFUSED_DRAIN_INTERVAL_S = 30.0
+
 
 def _record(message: Any, error: BaseException, body: Any = None) -> None:
-    headers = message.headers or {}
     try:
+        headers = message.headers if isinstance(message.headers, dict) else {}
         record_failure(
             task_id=str(
                 headers.get("id") or message.properties.get("correlation_id") or message.delivery_tag
             ),
             task_name=str(headers.get("task") or "unknown"),
             payload={
-                "content_type": message.content_type,
-                "body": repr(body if body is not None else message.body)[:10_000],
+                "content_type": str(message.content_type)[:100],
+                **excerpt(repr(body) if body is not None else message.body or b""),
             },
             error=error,
             retryable=False,
@@ -38,6 +44,13 @@ def _record(message: Any, error: BaseException, body: Any = None) -> None:
 
 
 class BillingConsumer(Consumer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        url = self.app.conf.broker_url
+        if url.startswith(("redis://", "rediss://")):
+            self.timer.call_repeatedly(REFUSED_DRAIN_INTERVAL_S, lambda: drain_quietly(client_for(url)))
+            self.timer.call_after(0.1, lambda: drain_quietly(client_for(url)))  # what a previous worker left
+
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         _record(message, BadRequest(f"refused message of content type {message.content_type!r}: {exc}"))
         super().on_decode_error(message, exc)

@@ -19,17 +19,60 @@ log = logging.getLogger("billing.failures")
 
 
 FIELD_LENGTH = cast(String, table_of(TaskFailure).c.error_field.type).length
+ID_LENGTH = cast(String, table_of(TaskFailure).c.task_id.type).length
+NAME_LENGTH = cast(String, table_of(TaskFailure).c.task_name.type).length
+TYPE_LENGTH = cast(String, table_of(TaskFailure).c.error_type.type).length
+
+
+PAYLOAD_LIMIT = 256 * 1024
+"""A payload whose JSON is larger is stored as an excerpt: a 10 MB body is not a 10 MB row."""
+EXCERPT_LIMIT = 16 * 1024
+
+
+def excerpt(raw: bytes | str) -> dict[str, Any]:
+    """A bounded, storable excerpt of anything: text as is, bytes as UTF-8 with every other
+    byte escaped (``\\xff``), NUL escaped (PostgreSQL's text and JSONB refuse it)."""
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else bytes(raw)
+    text = data[:EXCERPT_LIMIT].decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
+    return {"excerpt": text, "bytes": len(data), "truncated": len(data) > EXCERPT_LIMIT}
 
 
 def _storable(payload: Any) -> dict[str, Any]:
-    """The payload as sent when it is a strict-JSON object, else its repr (NaN, non-objects)."""
-    if isinstance(payload, dict):
-        try:
-            json.dumps(payload, allow_nan=False)
-            return payload
-        except (TypeError, ValueError):
-            pass
-    return {"raw": repr(payload)[:10_000]}
+    """The payload as sent when it is a strict-JSON object the database can store, at most
+    ``PAYLOAD_LIMIT`` long; else its repr when it is not strict JSON (NaN, not an object), as
+    before; else (too long, NUL, lone surrogates) an excerpt of its JSON. Never raises."""
+    try:
+        text = json.dumps(payload, allow_nan=False, ensure_ascii=False)
+    except (Exception, RecursionError):
+        shown = _repr(payload)  # repr escapes NUL and lone surrogates
+        return {"raw": shown[:10_000]} if shown is not None else excerpt(f"<{type(payload).__name__}>")
+    if not isinstance(payload, dict):
+        return {"raw": (_repr(payload) or "")[:10_000]}
+    if len(text) <= PAYLOAD_LIMIT and "\\u0000" not in text and _encodes(text):
+        return payload
+    return excerpt(text)
+
+
+def _repr(value: Any) -> str | None:
+    try:
+        return repr(value)
+    except (Exception, RecursionError):
+        return None
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _column_text(value: str, limit: int | None = None) -> str:
+    """Text a column can hold: no NUL, no lone surrogate, at most ``limit`` characters."""
+    if not value.isascii() or "\x00" in value:
+        value = value.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+    return value[:limit] if limit else value
 
 
 def record_failure(
@@ -41,7 +84,9 @@ def record_failure(
     else:
         error_type, code, field, message = type(error).__name__, None, None, str(error) or repr(error)
     body = _storable(payload)
-    field = field[:FIELD_LENGTH] if field else field
+    field = _column_text(field, FIELD_LENGTH) if field else field
+    task_id, task_name = _column_text(task_id, ID_LENGTH), _column_text(task_name, NAME_LENGTH)
+    error_type, message = _column_text(error_type, TYPE_LENGTH), _column_text(message, 10_000)
     with UnitOfWork() as uow:
         now = clock.now()
         row = uow.session.execute(select(TaskFailure).where(col(TaskFailure.task_id) == task_id)).scalar()

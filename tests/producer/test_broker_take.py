@@ -34,7 +34,7 @@ from kombu import Connection, Exchange, Producer, Queue
 from kombu.transport import redis as kombu_redis
 
 from tasks import broker
-from tasks.broker import DOORBELL_TOKENS, TAKE_SCRIPT, doorbell
+from tasks.broker import DOORBELL_TOKENS, REFUSED_KEY, REFUSED_SEQ_KEY, TAKE_SCRIPT, doorbell
 from tests.producer.wire import broker_url, decode
 
 TRANSPORT = "tasks.broker:Transport"
@@ -47,10 +47,13 @@ def kombu_message(tag: str, **info: str) -> str:
     return json.dumps({"body": "e30=", "properties": {"delivery_tag": tag, "delivery_info": info}})
 
 
-def take(redis: fakeredis.FakeRedis, *queues: str, no_ack: tuple[str, ...] = ()) -> Any:
+def take(
+    redis: fakeredis.FakeRedis, *queues: str, no_ack: tuple[str, ...] = (), checked: bool = False
+) -> Any:
     """The script as ``Channel._brpop_start`` calls it."""
     flags = ["1" if queue in no_ack else "0" for queue in queues]
-    return redis.eval(TAKE_SCRIPT, 2 + len(queues), "unacked", "unacked_index", *queues, repr(NOW), *flags)
+    keys = ("unacked", "unacked_index", REFUSED_KEY, REFUSED_SEQ_KEY, *queues)
+    return redis.eval(TAKE_SCRIPT, len(keys), *keys, repr(NOW), "1" if checked else "0", *flags)
 
 
 # -- the script --------------------------------------------------------------------------
@@ -63,7 +66,7 @@ def test_the_take_pops_the_oldest_message_and_records_it_in_the_same_step(
     second = kombu_message("tag-2", exchange="billing.default", routing_key="billing.default")
     fake_redis.lpush("billing.default", first, second)
 
-    assert take(fake_redis, "billing.default") == [b"billing.default", first.encode()]
+    assert take(fake_redis, "billing.default") == [b"billing.default", first.encode(), b"tag-1"]
     assert fake_redis.lrange("billing.default", 0, -1) == [second.encode()]
     assert fake_redis.hgetall("unacked") == {
         b"tag-1": f'[{first},"billing.default","billing.default"]'.encode()
@@ -75,7 +78,7 @@ def test_the_queues_are_tried_in_the_order_given(fake_redis: fakeredis.FakeRedis
     fake_redis.lpush("b", kombu_message("tag-b"))
     fake_redis.lpush("c", kombu_message("tag-c"))
 
-    assert take(fake_redis, "a", "b", "c") == [b"b", kombu_message("tag-b").encode()]
+    assert take(fake_redis, "a", "b", "c") == [b"b", kombu_message("tag-b").encode(), b"tag-b"]
     assert (fake_redis.llen("b"), fake_redis.llen("c")) == (0, 1)
     assert fake_redis.hkeys("unacked") == [b"tag-b"]
 
@@ -92,7 +95,8 @@ def test_a_queue_consumed_without_acks_is_taken_without_a_record(
     acked one not recorded could be lost."""
     fake_redis.lpush(holder, kombu_message("tag"))
 
-    assert take(fake_redis, "a", "b", no_ack=no_ack) == [holder.encode(), kombu_message("tag").encode()]
+    tag = b"tag" if recorded else b""
+    assert take(fake_redis, "a", "b", no_ack=no_ack) == [holder.encode(), kombu_message("tag").encode(), tag]
     assert fake_redis.hkeys("unacked") == ([b"tag"] if recorded else [])
     assert fake_redis.zcard("unacked_index") == (1 if recorded else 0)
 
@@ -114,8 +118,28 @@ def test_an_entry_that_is_not_kombus_is_handed_on_without_a_record(
     an entry it cannot read goes to the consumer as it is, with nothing to restore."""
     fake_redis.lpush("q", raw)
 
-    assert take(fake_redis, "q") == [b"q", raw.encode()]
+    assert take(fake_redis, "q") == [b"q", raw.encode(), None]
     assert (fake_redis.llen("q"), fake_redis.hlen("unacked"), fake_redis.zcard("unacked_index")) == (0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["not json", json.dumps(["a", "list"]), json.dumps({"properties": {"delivery_tag": 7}}), "\xff\x00"],
+    ids=["not-json", "a-list", "numeric-delivery-tag", "binary"],
+)
+def test_a_checked_entry_without_a_delivery_tag_moves_to_the_refused_list(
+    fake_redis: fakeredis.FakeRedis, raw: str
+) -> None:
+    """Nothing could acknowledge it, so nothing may hold it only in memory: it leaves its
+    queue for the refused list in the same step, numbered, with its queue and why."""
+    fake_redis.lpush("q", raw)
+
+    assert take(fake_redis, "q", checked=True) == [b"q", raw.encode(), None]
+    assert (fake_redis.llen("q"), fake_redis.hlen("unacked")) == (0, 0)
+    (refused,) = fake_redis.lrange(REFUSED_KEY, 0, -1)
+    seq, queue_name, reason, entry = refused.split(b"\n", 3)
+    assert (seq, queue_name, entry) == (b"1", b"q", raw.encode())
+    assert b"delivery_tag" in reason
 
 
 def test_a_message_without_delivery_info_is_recorded_with_empty_routing(

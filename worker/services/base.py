@@ -152,8 +152,10 @@ class Request:
         clock's time: from here on ``now`` is the clock's ``frozen_time``.
         """
         customer = self.session.scalars(_LOCK_CUSTOMER, {"id": customer_id}).one_or_none()
-        if customer is None or (customer.deleted and self.session.get(IdempotencyKey, self.key) is None):
+        if customer is None:
             raise NotFound("customer", customer_id, field=field)
+        if customer.deleted and self.session.get(IdempotencyKey, self.key) is None:
+            raise NotFound("customer", customer_id, field=field, deleted=True)  # final: never retried
         self.customer_id = customer.id
         if customer.test_clock_id is not None:
             test_clock = self.session.get(SandboxClock, customer.test_clock_id)

@@ -42,7 +42,7 @@ def _row(
 ) -> dict[str, Any]:
     customer = customers.get(item.customer)
     if customer is None or customer.deleted:
-        raise NotFound("customer", item.customer, field=f"{at}customer")
+        raise NotFound("customer", item.customer, field=f"{at}customer", deleted=customer is not None)
     currency = item.currency or customer.currency
     if currency is None:
         raise BadRequest(
@@ -79,7 +79,7 @@ def _rows(request: Request, items: Sequence[InvoiceItemCreate], field_prefix: st
         at = f"{field_prefix}[{index}]." if field_prefix else ""
         customer = customers.get(item.customer)
         if customer is None or customer.deleted:
-            raise NotFound("customer", item.customer, field=f"{at}customer")
+            raise NotFound("customer", item.customer, field=f"{at}customer", deleted=customer is not None)
         if item.id in seen:
             raise BadRequest(f"invoice item {item.id} already exists", field=f"{at}id")
         seen.add(item.id)

@@ -4,7 +4,8 @@ Outcomes by error kind:
 - ``BillingError`` (bad input, not found, wrong state, key conflict): final. Nothing is
   written but a ``task_failures`` row; the task fails and the message is acknowledged.
   Two exceptions, for what may still be on its way in another queue: a customer or
-  invoice that is not there yet (``NotFound`` on a reference), and the items of an
+  invoice that is not there yet (``NotFound`` on a reference, unless it was deleted:
+  that one is final at once), and the items of an
   invoice request that finds nothing pending (``NothingToInvoice``). Both are retried
   a few times with backoff before they are recorded.
 - Infrastructure trouble (database or broker unreachable, lock timeout, serialisation
@@ -16,10 +17,12 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from celery import Task
+from celery.exceptions import Reject
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session
@@ -65,12 +68,21 @@ def backoff(retries: int, *, base: float = 1.0, cap: float = 300.0) -> float:
 def in_flight_wait(exc: BillingError, retries: int, settings: Settings) -> float | None:
     """How long to wait before looking again for what ``exc`` says is missing, when it
     may be in flight: ``None`` when it cannot be, or the budget is spent."""
-    if isinstance(exc, NotFound) and (exc.field or "").rpartition(".")[2] in REFERENCE_FIELDS:
+    missing = isinstance(exc, NotFound) and not exc.deleted
+    if missing and (exc.field or "").rpartition(".")[2] in REFERENCE_FIELDS:
         if retries < settings.missing_reference_retries:
             return backoff(retries, base=0.5, cap=60) or 0.01
     elif isinstance(exc, NothingToInvoice) and retries < settings.nothing_pending_retries:
         return backoff(retries, base=1.0, cap=30) or 0.01
     return None
+
+
+class Unpublished(Exception):
+    """A retry the broker would not take: the task retries in its own process instead."""
+
+    def __init__(self, countdown: float, reason: object) -> None:
+        super().__init__(f"retry not published: {reason}")
+        self.countdown, self.reason = countdown, reason
 
 
 if TYPE_CHECKING:
@@ -93,7 +105,32 @@ class BillingTask(_Task):
 
         Task functions take ``(self, /, *args, **payload)`` so that no message, however
         malformed, fails in the call itself before it can be recorded.
+
+        A retry is a new message; when the broker refuses it (maxmemory, an ACL, an outage),
+        Celery would reject the original without requeue, and lose it. Here the retry is
+        made in this process instead, after the same wait: the original stays unacknowledged
+        until it ends (a worker killed meanwhile has it redelivered). README: Reliability.
         """
+        while True:
+            try:
+                return self._attempt(payload, args)
+            except Unpublished as unpublished:
+                log.warning(
+                    "%s [%s]: the broker refused the retry (%s); retrying here in %.1f s, the message"
+                    " still unacknowledged", self.name, self.request.id, unpublished.reason,
+                    unpublished.countdown,
+                )  # fmt: skip
+                time.sleep(unpublished.countdown)
+                self.request.retries = (self.request.retries or 0) + 1
+
+    def retry_later(self, exc: Exception, countdown: float) -> Exception:
+        """Celery's ``retry``, raised; ``Unpublished`` when the broker refused the new message."""
+        try:
+            return self.retry(exc=exc, countdown=countdown)
+        except Reject as refused:  # raised by ``retry`` only when publishing failed
+            raise Unpublished(countdown, refused.args[0] if refused.args else refused) from exc
+
+    def _attempt(self, payload: dict[str, Any], args: tuple[Any, ...]) -> dict[str, Any]:
         settings = get_settings()
         retries = self.request.retries or 0
         try:
@@ -107,13 +144,13 @@ class BillingTask(_Task):
             )
         except BillingError as exc:
             if wait := in_flight_wait(exc, retries, settings):
-                raise self.retry(exc=exc, countdown=wait) from exc
+                raise self.retry_later(exc, wait) from exc
             self._record({**payload, "__args__": list(args)} if args else payload, exc, retryable=False)
             raise
         except Exception as exc:
             if is_transient(exc) and retries < settings.max_retries:
                 log.warning("%s: transient %s, retry %d: %s", self.name, type(exc).__name__, retries + 1, exc)
-                raise self.retry(exc=exc, countdown=backoff(retries)) from exc
+                raise self.retry_later(exc, backoff(retries)) from exc
             self._record(payload, exc, retryable=is_transient(exc))
             raise
         self.publish(outcome)
@@ -131,7 +168,7 @@ class BillingTask(_Task):
         except Exception as exc:
             if not is_transient(exc):
                 raise
-            raise self.retry(exc=exc, countdown=backoff(self.request.retries or 0)) from exc
+            raise self.retry_later(exc, backoff(self.request.retries or 0)) from exc
 
     def send_follow_ups(self, outcome: Outcome) -> None:
         failpoint("before_publish", self.name)

@@ -12,7 +12,7 @@ from celery.states import FAILURE, RETRY, SUCCESS
 from celery_batches import Batches, SimpleRequest
 from celery_batches.trace import apply_batches_task
 
-from domain.errors import BillingError
+from domain.errors import BadRequest, BillingError
 from tasks.contracts import parse
 from tasks.operations import contract_of
 from worker.services.base import Outcome
@@ -128,14 +128,14 @@ class BillingBatchTask(Batches, BillingTask):  # type: ignore[misc]  # celery-ba
         message's state (SUCCESS, RETRY or FAILURE, and the error) by task id."""
         alone: list[SimpleRequest] = []
         together: list[tuple[SimpleRequest, Any]] = []
-        for request in requests:
-            info = request.delivery_info or {}
-            if request.args or info.get("redelivered") or (request.request_dict or {}).get("retries"):
-                alone.append(request)
-                continue
+        for request in requests:  # each checked alone: one bad request never holds back its mates
             try:
+                info = request.delivery_info or {}
+                if request.args or info.get("redelivered") or (request.request_dict or {}).get("retries"):
+                    alone.append(request)
+                    continue
                 together.append((request, parse(contract_of(self.name), dict(request.kwargs))))
-            except BillingError:
+            except Exception:  # bad input, or a request no JSON producer could send: it runs alone
                 alone.append(request)
         if together:
             try:
@@ -168,6 +168,18 @@ class BillingBatchTask(Batches, BillingTask):  # type: ignore[misc]  # celery-ba
         return True
 
     def _perform_alone(self, request: SimpleRequest) -> tuple[str, str | None]:
+        if not isinstance(request.kwargs, dict) or not isinstance(request.args, list | tuple):
+            # Not a JSON object of keyword arguments: recorded as a task of its own would be
+            # (on Redis the transport refuses such an entry before it gets here).
+            self.push_request(id=request.id, called_directly=False)
+            try:
+                error = BadRequest("billing tasks take one JSON object of keyword arguments")
+                self._record(
+                    {"args": repr(request.args), "kwargs": repr(request.kwargs)}, error, retryable=False
+                )
+            finally:
+                self.pop_request()
+            return FAILURE, repr(error)
         self.push_request(
             id=request.id,
             args=list(request.args),
