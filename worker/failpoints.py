@@ -7,7 +7,8 @@
   ``before_publish`` (follow-ups are in the outbox, not yet sent);
 - actions: ``raise`` (a ``FailpointError``), ``kill_child`` (SIGKILL this process: a
   prefork pool child dies as if OOM-killed), ``kill_worker`` (SIGKILL the worker's main
-  process, then this one), ``sleep<seconds>`` (e.g. ``sleep5``, a slow task);
+  process, then this one), ``sleep<seconds>`` (e.g. ``sleep5``, a slow task),
+  ``hang<seconds>`` (sleeps through the soft time limit, as code stuck in C would);
 - ``:once`` fires the first time only, across processes and restarts (a marker file in
   ``BILLING_FAILPOINT_DIR``), so the redelivered message can then succeed.
 
@@ -21,6 +22,8 @@ import signal
 import time
 from functools import lru_cache
 from pathlib import Path
+
+from celery.exceptions import SoftTimeLimitExceeded
 
 
 class FailpointError(RuntimeError):
@@ -67,3 +70,10 @@ def failpoint(point: str, task_name: str | None = None) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     if action.startswith("sleep"):
         time.sleep(float(action.removeprefix("sleep")))
+    if action.startswith("hang"):
+        deadline = time.monotonic() + float(action.removeprefix("hang"))
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                time.sleep(left)
+            except SoftTimeLimitExceeded:
+                continue

@@ -99,6 +99,7 @@ class BillingTask(_Task):
     reject_on_worker_lost = True
     ignore_result = True
     throws = (BillingError,)  # expected failures: logged without a traceback
+    Request = "worker.tasks.timeouts:BillingRequest"  # a task killed at its hard time limit is recorded
 
     def perform(self, payload: dict[str, Any], args: tuple[Any, ...] = ()) -> dict[str, Any]:
         """Run the operation named like this task on ``payload`` (the message's keyword arguments).
