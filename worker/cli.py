@@ -179,7 +179,7 @@ def _operator() -> str:
 @click.option("--limit", type=click.IntRange(1, 100), default=100)
 @click.option("--starting-after", help="the last task id seen")
 def failures_list(limit: int, starting_after: str | None, **criteria: Any) -> None:
-    """List failures with their status (open, retried, resolved), oldest first, as JSON."""
+    """List failures with their status (open, retried, resolved), newest first, as JSON."""
     from worker.db import read_session
     from worker.dead_letters import list_failures
 

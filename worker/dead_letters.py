@@ -85,19 +85,22 @@ def failure_object(row: TaskFailure, history: Sequence[TaskFailureEvent] | None 
 
 
 def replayable(row: TaskFailure) -> bool:
-    """Sent again as recorded: a known task with its JSON payload (not a refused message's repr)."""
-    return row.task_name in OPERATIONS and bool(row.payload) and "raw" not in (row.payload or {})
+    """Sent again as recorded: a known task with its JSON payload (not a refused message's repr,
+    nor the excerpt kept of one too large or unstorable: ``worker.failures``)."""
+    payload = row.payload or {}
+    return row.task_name in OPERATIONS and bool(payload) and not {"raw", "excerpt"} & payload.keys()
 
 
 def list_failures(
     session: Session, filters: FailureFilter, *, limit: int = MAX_LIMIT, starting_after: str | None = None
 ) -> dict[str, Any]:
-    """One page of failures, oldest first, in Stripe's list shape; ``starting_after`` is a task id."""
+    """One page of failures, newest first as every list (``worker.views``), in Stripe's list
+    shape; ``starting_after`` is the last task id seen (the next, older page)."""
     stmt = select(TaskFailure).where(*filters.conditions())
     if starting_after is not None:
         anchor = _by_task_ids(session, [starting_after], field="starting_after")[0]
-        stmt = stmt.where(col(TaskFailure.id) > anchor.id)
-    rows = session.execute(stmt.order_by(col(TaskFailure.id)).limit(limit + 1)).scalars().all()
+        stmt = stmt.where(col(TaskFailure.id) < anchor.id)
+    rows = session.execute(stmt.order_by(col(TaskFailure.id).desc()).limit(limit + 1)).scalars().all()
     return {
         "object": "list",
         "data": [failure_object(row) for row in rows[:limit]],

@@ -43,6 +43,12 @@ def recorded() -> dict[str, str]:
     return {"ada": ada, "bea": bea}
 
 
+def test_an_excerpt_of_a_payload_too_large_to_keep_is_not_replayed(recorded: dict[str, str]) -> None:
+    fail("t-huge", ITEM, {"customer": recorded["ada"], "description": "x" * 300_000}, BadRequest("too long"))
+    shown = cli("failures", "show", "t-huge")
+    assert shown["payload"]["truncated"] is True and shown["replayable"] is False
+
+
 def cli(*args: str) -> Any:
     result = CliRunner().invoke(main, list(args), catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -64,20 +70,20 @@ def ids(listing: dict[str, Any]) -> list[str]:
 
 
 def test_list_filters_by_task_code_customer_parked_status_and_time(recorded: dict[str, str]) -> None:
-    assert ids(cli("failures", "list")) == ["t-missing", "t-parked", "t-bad", "t-raw"]
-    assert ids(cli("failures", "list", "--task", CREATE)) == ["t-missing", "t-parked"]
+    assert ids(cli("failures", "list")) == ["t-raw", "t-bad", "t-parked", "t-missing"]  # newest first
+    assert ids(cli("failures", "list", "--task", CREATE)) == ["t-parked", "t-missing"]
     assert ids(cli("failures", "list", "--code", "resource_missing")) == ["t-missing"]
-    assert ids(cli("failures", "list", "--customer", recorded["ada"])) == ["t-missing", "t-parked"]
+    assert ids(cli("failures", "list", "--customer", recorded["ada"])) == ["t-parked", "t-missing"]
     assert ids(cli("failures", "list", "--customer", recorded["bea"])) == ["t-bad"]
     assert ids(cli("failures", "list", "--parked")) == ["t-parked"]
     assert ids(cli("failures", "list", "--not-parked", "--task", CREATE)) == ["t-missing"]
-    assert ids(cli("failures", "list", "--status", "open")) == ["t-missing", "t-parked", "t-bad", "t-raw"]
+    assert ids(cli("failures", "list", "--status", "open")) == ["t-raw", "t-bad", "t-parked", "t-missing"]
     assert ids(cli("failures", "list", "--status", "resolved")) == []
     assert ids(cli("failures", "list", "--since", "2999-01-01T00:00:00")) == []
     assert len(ids(cli("failures", "list", "--since", "0"))) == 4
     page = cli("failures", "list", "--limit", "2")
-    assert (ids(page), page["has_more"]) == (["t-missing", "t-parked"], True)
-    assert ids(cli("failures", "list", "--starting-after", "t-parked")) == ["t-bad", "t-raw"]
+    assert (ids(page), page["has_more"]) == (["t-raw", "t-bad"], True)
+    assert ids(cli("failures", "list", "--starting-after", "t-bad")) == ["t-parked", "t-missing"]
 
 
 def test_a_failure_shows_its_status_and_whether_it_was_parked(recorded: dict[str, str]) -> None:
@@ -127,7 +133,7 @@ def test_a_retry_that_cannot_be_sent_reopens_what_was_not_sent(recorded: dict[st
     with read_session() as session:
         listing = list_failures(session, FailureFilter(status="open"))
         shown = show_failure(session, "t-missing")
-    assert ids(listing) == ["t-missing", "t-parked", "t-bad", "t-raw"]
+    assert ids(listing) == ["t-raw", "t-bad", "t-parked", "t-missing"]
     assert [h["action"] for h in shown["history"]] == ["retried", "reopened"]
 
 
@@ -142,7 +148,7 @@ def test_resolve_keeps_who_when_and_why(recorded: dict[str, str]) -> None:
     assert [(h["action"], h["actor"], h["note"]) for h in shown["history"]] == [
         ("resolved", "ada@ops", "refunded by hand")
     ]
-    assert ids(cli("failures", "list", "--status", "resolved")) == ["t-bad", "t-raw"]
+    assert ids(cli("failures", "list", "--status", "resolved")) == ["t-raw", "t-bad"]
 
 
 def test_unknown_ids_and_unreplayable_payloads_exit_non_zero_and_change_nothing(
@@ -161,10 +167,10 @@ def test_unknown_ids_and_unreplayable_payloads_exit_non_zero_and_change_nothing(
     assert code == 2 and "give task ids or at least one filter" in err
     with read_session() as session:
         assert ids(list_failures(session, FailureFilter(status="open"))) == [
-            "t-missing",
-            "t-parked",
-            "t-bad",
             "t-raw",
+            "t-bad",
+            "t-parked",
+            "t-missing",
         ]
 
 
