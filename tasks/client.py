@@ -33,7 +33,7 @@ from tasks.broker import transport_for
 from tasks.ids import PREFIXES, derived_id, new_id, new_ids
 from tasks.operations import QUEUE_DEFAULT, contract_of, queue_for
 
-__all__ = ["BillingClient", "QueueFull"]
+__all__ = ["BillingClient", "BrokerNotConfigured", "QueueFull"]
 
 DEPTH_RECHECK_S = 0.5
 """How long a queue's depth is estimated (last count plus what this client sent since) before it
@@ -43,6 +43,12 @@ is counted again: one round trip per queue per half second, whatever the sending
 class QueueFull(TransientError):
     """A queue holds ``BILLING_MAX_QUEUE_DEPTH`` messages or more, still after waiting
     ``BILLING_QUEUE_FULL_WAIT_S``: the workers are behind; send again later. Nothing was sent."""
+
+
+class BrokerNotConfigured(RuntimeError):
+    """No broker URL was given and ``BILLING_BROKER_URL`` is not set. The client does not fall
+    back to Celery's in-process ``memory://`` broker: a message sent there from a producer's
+    process reaches no worker and is lost."""
 
 
 def _env_number(name: str) -> float | None:
@@ -65,7 +71,12 @@ class BillingClient:
         ``QueueFull`` with nothing sent. README: Reliability."""
         if app is None:
             app = Celery("billing-client", set_as_current=False)
-            broker_url = broker_url or os.environ.get("BILLING_BROKER_URL", "memory://localhost/")
+            broker_url = broker_url or os.environ.get("BILLING_BROKER_URL", "").strip()
+            if not broker_url:
+                raise BrokerNotConfigured(
+                    "no broker URL: pass BillingClient(broker_url=...) or set BILLING_BROKER_URL"
+                    " (e.g. redis://127.0.0.1:6379/0)"
+                )
             app.conf.update(
                 broker_url=broker_url,
                 broker_transport=transport_for(broker_url),

@@ -212,9 +212,16 @@ def failures_retry(task_ids: tuple[str, ...], actor: str, **criteria: Any) -> No
     from tasks.client import BillingClient
     from tasks.operations import queue_for
     from worker.dead_letters import retry_failures
+    from worker.settings import get_settings
     from worker.tables import TaskFailure
 
-    client = BillingClient()
+    broker_url = get_settings().broker_url
+    if broker_url.startswith("memory://"):
+        raise click.UsageError(
+            "retrying sends the failures to the workers' broker: set BILLING_BROKER_URL (the embedded"
+            " in-process broker lives only inside a running process)"
+        )
+    client = BillingClient(broker_url=broker_url)
 
     def send(row: TaskFailure) -> None:
         client.app.send_task(

@@ -19,6 +19,7 @@ from worker.cli import main, run
 from worker.db import read_session
 from worker.dead_letters import FailureFilter, list_failures, retry_failures, show_failure
 from worker.failures import record_failure
+from worker.settings import get_settings
 from worker.tables import TaskFailure
 from worker.views import list_objects
 
@@ -154,6 +155,8 @@ def test_resolve_keeps_who_when_and_why(recorded: dict[str, str]) -> None:
 def test_unknown_ids_and_unreplayable_payloads_exit_non_zero_and_change_nothing(
     recorded: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    monkeypatch.setenv("BILLING_BROKER_URL", "redis://127.0.0.1:1/0")  # refused before anything is sent
+    get_settings.cache_clear()
     code, err = exit_of(monkeypatch, capsys, "failures", "retry", "t-missing", "t-nope")
     assert code == 2
     assert json.loads(err)["error"]["message"] == "no such task failure: 't-nope'"
@@ -174,9 +177,30 @@ def test_unknown_ids_and_unreplayable_payloads_exit_non_zero_and_change_nothing(
         ]
 
 
-def test_the_cli_retry_sends_on_the_broker(recorded: dict[str, str]) -> None:
-    out = cli("failures", "retry", "--parked")  # the memory broker: sent, nobody consumes
+@pytest.mark.redis
+def test_the_cli_retry_sends_on_the_broker(
+    recorded: dict[str, str], redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import redis
+
+    queue = redis.Redis.from_url(redis_url)
+    queue.delete("billing.invoices")
+    monkeypatch.setenv("BILLING_BROKER_URL", redis_url)
+    get_settings.cache_clear()
+    out = cli("failures", "retry", "--parked")
     assert [(f["task_id"], f["status"]) for f in out["data"]] == [("t-parked", "retried")]
+    (entry,) = [json.loads(raw) for raw in queue.lrange("billing.invoices", 0, -1)]
+    assert (entry["headers"]["id"], entry["headers"]["task"]) == ("t-parked", CREATE)
+    queue.delete("billing.invoices")
+
+
+def test_the_cli_retry_refuses_the_in_process_broker(
+    recorded: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = exit_of(monkeypatch, capsys, "failures", "retry", "--parked")
+    assert code == 2 and "set BILLING_BROKER_URL" in err
+    with read_session() as session:
+        assert show_failure(session, "t-parked")["status"] == "open"  # nothing sent, nothing marked
 
 
 def test_list_task_failures_keeps_its_shape(recorded: dict[str, str]) -> None:
