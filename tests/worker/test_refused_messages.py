@@ -11,7 +11,7 @@ from kombu import Exchange, Producer
 
 from tests.support import count, row_counts
 from worker.devtools.embedded import EmbeddedWorker
-from worker.tables import TaskFailure
+from worker.tables import Customer, TaskFailure
 
 pytestmark = [pytest.mark.usefixtures("database"), pytest.mark.slow]
 
@@ -71,3 +71,37 @@ def test_an_unknown_task_name_is_refused_and_recorded(worker: EmbeddedWorker) ->
         "billing.invoices.explode", "BadRequest", "task",
     )  # fmt: skip
     assert count(TaskFailure) == 1
+
+
+def test_an_expired_request_is_recorded_not_silently_skipped(worker: EmbeddedWorker) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    task_id = str(uuid.uuid4())
+    payload = {"id": "cus_EXPIRED", "idempotency_key": "expired", "email": "late@example.com"}
+    worker.app.send_task(
+        "billing.customers.create",
+        kwargs=payload,
+        queue="billing.default",
+        task_id=task_id,
+        expires=datetime.now(UTC) - timedelta(minutes=1),
+    )
+    worker.wait_idle()
+    skipped = failure(task_id)
+    assert (skipped.task_name, skipped.error_type, skipped.retryable) == (
+        "billing.customers.create", "RequestDropped", True,
+    )  # fmt: skip
+    assert skipped.payload == payload and "expires time passed" in skipped.error_message
+    assert count(Customer) == 0
+
+
+def test_an_expired_beat_job_is_not_a_failure(worker: EmbeddedWorker) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    before = row_counts()
+    worker.app.send_task(
+        "billing.maintenance.purge",
+        queue="billing.recurring",
+        expires=datetime.now(UTC) - timedelta(seconds=5),
+    )
+    worker.wait_idle()
+    assert row_counts() == before  # beat asks again at its next tick
