@@ -163,6 +163,22 @@ class Request:
                 self.now = test_clock.frozen_time
         return customer
 
+    def lock_owner(self, model: type[Row], object_id: str, *, resource: str) -> tuple[Row, Customer]:
+        """Lock the customer an object (invoice, subscription) belongs to, then read the object
+        as it is under that lock: a change made by the lock's previous holder is seen. Errors
+        name the request field called like the resource."""
+        table = table_of(model)
+        customer_id = self.session.execute(
+            select(table.c.customer_id).where(table.c.id == object_id)
+        ).scalar()
+        if customer_id is None:
+            raise NotFound(resource, object_id, field=resource)
+        customer = self.lock_customer(customer_id, field=resource)
+        row = self.session.execute(
+            select(model).where(table.c.id == object_id).execution_options(populate_existing=True)
+        ).scalar_one()
+        return row, customer
+
 
 Service = Callable[[Request, Any], Outcome]
 

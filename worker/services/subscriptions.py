@@ -25,7 +25,6 @@ from sqlmodel import col
 
 from domain import subscriptions as rules
 from domain.coupons import check_redeemable
-from domain.errors import NotFound
 from domain.periods import Period
 from domain.subscriptions import ACTIVE, CANCELED, PriceTerms, Schedule, SubscriptionState
 from tasks.contracts import (
@@ -338,22 +337,6 @@ def _add_items(request: Request, command: SubscriptionCreate) -> None:
     request.session.flush()
 
 
-def _lock_subscription(request: Request, subscription_id: str) -> tuple[Subscription, Customer]:
-    """Lock the subscription's customer, then read the subscription as it is under that lock."""
-    customer_id = request.session.execute(
-        select(col(Subscription.customer_id)).where(col(Subscription.id) == subscription_id)
-    ).scalar()
-    if customer_id is None:
-        raise NotFound("subscription", subscription_id, field="subscription")
-    customer = request.lock_customer(customer_id, field="subscription")
-    subscription = request.session.execute(
-        select(Subscription)
-        .where(col(Subscription.id) == subscription_id)
-        .execution_options(populate_existing=True)
-    ).scalar_one()
-    return subscription, customer
-
-
 def renew(request: Request, command: SubscriptionRenew) -> Outcome:
     """Bill the period starting at ``period_start`` if it is the next one and it is due.
 
@@ -362,7 +345,7 @@ def renew(request: Request, command: SubscriptionRenew) -> Outcome:
     after this one is due too (beat was down), it is asked for next, so missed periods
     are billed one by one, in order.
     """
-    subscription, customer = _lock_subscription(request, command.subscription)
+    subscription, customer = request.lock_owner(Subscription, command.subscription, resource="subscription")
     if prior := request.replayed():
         return prior
     period = rules.renewal_period(_state(subscription), command.period_start, request.now)
@@ -382,7 +365,7 @@ def renew(request: Request, command: SubscriptionRenew) -> Outcome:
 def cancel(request: Request, command: SubscriptionCancel) -> Outcome:
     """Now: the subscription ends at once (the period already billed is not refunded).
     At period end: it ends at the next boundary instead of billing it."""
-    subscription, _ = _lock_subscription(request, command.subscription)
+    subscription, _ = request.lock_owner(Subscription, command.subscription, resource="subscription")
     if prior := request.replayed():
         return prior
     rules.check_cancelable(subscription.id, subscription.status)

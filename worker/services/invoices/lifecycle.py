@@ -21,16 +21,7 @@ from worker.tables import BalanceTransaction, Customer, Invoice, InvoiceItem
 
 def lock_invoice(request: Request, invoice_id: str) -> tuple[Invoice, Customer]:
     """Lock the invoice's customer, then read the invoice as it is under that lock."""
-    customer_id = request.session.execute(
-        select(col(Invoice.customer_id)).where(col(Invoice.id) == invoice_id)
-    ).scalar()
-    if customer_id is None:
-        raise NotFound("invoice", invoice_id, field="invoice")
-    customer = request.lock_customer(customer_id, field="invoice")
-    invoice = request.session.execute(
-        select(Invoice).where(col(Invoice.id) == invoice_id).execution_options(populate_existing=True)
-    ).scalar_one()
-    return invoice, customer
+    return request.lock_owner(Invoice, invoice_id, resource="invoice")
 
 
 def finalize(request: Request, command: InvoiceAction) -> Outcome:
