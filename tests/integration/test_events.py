@@ -10,7 +10,7 @@ from sqlmodel import col, select
 
 from tasks.contracts import InvoiceItemCreate, parse
 from tasks.ids import new_id
-from tests.support import call, customer, get
+from tests.support import call, customer, get, items
 from worker.db import read_session
 from worker.services.registry import run, run_together
 from worker.tables import Event
@@ -79,3 +79,114 @@ def test_one_event_per_item_of_a_list_and_of_single_item_messages_taken_together
     with read_session() as session:
         page = list_objects(session, "events", type="invoiceitem.created", limit=2)
     assert [e["id"] for e in page["data"]] == [e["id"] for e in reversed(items)][:2] and page["has_more"]
+
+
+# -- every kind of change: the events of each request, each object as ``billing get`` prints it --
+
+
+def since(seen: set[str]) -> list[dict[str, Any]]:
+    """The events written since ``seen`` (ids, updated), oldest first. Each object that still
+    exists is exactly what ``billing get`` prints now: the request's events render it as
+    its transaction left it."""
+    fresh = [e for e in events() if e["id"] not in seen]
+    seen.update(e["id"] for e in fresh)
+    for event in fresh:
+        obj = event["data"]["object"]
+        if event["type"] not in GONE and obj.get("id"):
+            kind = "coupon" if obj["object"] == "coupon" else None  # chosen ids: no prefix
+            assert obj == get(obj["id"], kind=kind), event["type"]
+    return fresh
+
+
+GONE = {"invoice.deleted", "customer.discount.deleted", "request.failed"}
+"""Events whose object is no longer there to get (or is not an object of ``billing get``)."""
+
+
+def types(fresh: list[dict[str, Any]]) -> list[str]:
+    return [e["type"] for e in fresh]
+
+
+def test_invoices_credit_notes_and_the_ledger(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: set[str] = set()
+    cus = customer("usd")
+    assert types(since(seen)) == ["customer.created"]
+    call("billing.balance_transactions.create", customer=cus, amount=-500)
+    assert types(since(seen)) == ["customer.balance_transaction.created"]
+
+    items(cus, "usd", [1000, 2000])
+    since(seen)
+    inv = call("billing.invoices.create", customer=cus, finalize=True).id
+    fresh = since(seen)
+    assert types(fresh) == ["invoice.created", "customer.balance_transaction.created", "invoice.finalized"]
+    assert (
+        fresh[0]["data"]["object"]["id"] == inv and fresh[1]["data"]["object"]["type"] == "applied_to_invoice"
+    )
+
+    note = call("billing.credit_notes.create", invoice=inv, amount=300).id
+    assert types(since(seen)) == ["credit_note.created"]
+    call("billing.credit_notes.void", credit_note=note)
+    assert types(since(seen)) == ["credit_note.voided"]
+
+    call("billing.invoices.pay", invoice=inv, paid_out_of_band=True)
+    (paid,) = since(seen)
+    assert paid["type"] == "invoice.paid" and paid["data"]["object"]["status"] == "paid"
+    call("billing.credit_notes.create", invoice=inv, amount=400, credit_amount=400)
+    assert types(since(seen)) == ["credit_note.created", "customer.balance_transaction.created"]
+
+    items(cus, "usd", [700])
+    since(seen)
+    other = call("billing.invoices.create", customer=cus, finalize=True).id
+    since(seen)
+    call("billing.invoices.void", invoice=other)
+    voided = since(seen)  # it consumed the credit note's 4.00: given back
+    assert types(voided) == ["invoice.voided", "customer.balance_transaction.created"]
+    assert voided[1]["data"]["object"]["amount"] == -400
+
+    items(cus, "usd", [800])
+    since(seen)
+    third = call("billing.invoices.create", customer=cus, finalize=True).id
+    since(seen)
+    call("billing.invoices.mark_uncollectible", invoice=third)
+    assert types(since(seen)) == ["invoice.marked_uncollectible"]
+
+    items(cus, "usd", [900])
+    since(seen)
+    draft = call("billing.invoices.create", customer=cus).id
+    since(seen)
+    shown = get(draft)
+    call("billing.invoices.delete", invoice=draft)
+    (deleted,) = since(seen)
+    assert deleted["type"] == "invoice.deleted" and deleted["data"]["object"] == shown
+
+
+def test_catalogue_discounts_and_a_once_coupon_used_up() -> None:
+    seen: set[str] = set()
+    cus = customer("usd")
+    since(seen)
+    call("billing.tax_rates.create", display_name="VAT", percentage="20", inclusive=False)
+    call("billing.products.create", name="Pro")
+    assert types(since(seen)) == ["tax_rate.created", "product.created"]
+    call("billing.coupons.create", id="ONCE5", amount_off=500, currency="usd", duration="once")
+    call("billing.coupons.create", id="TEN", percent_off="10", duration="forever")
+    assert types(since(seen)) == ["coupon.created", "coupon.created"]
+
+    call("billing.discounts.create", customer=cus, coupon="TEN")
+    (attached,) = since(seen)
+    assert attached["type"] == "customer.discount.created"
+    assert attached["data"]["object"] == get(cus)["discount"]
+    call("billing.discounts.create", customer=cus, coupon="ONCE5")  # replaces TEN
+    assert types(since(seen)) == ["customer.discount.deleted", "customer.discount.created"]
+
+    items(cus, "usd", [2000])
+    since(seen)
+    call("billing.invoices.create", customer=cus, finalize=True)
+    assert "customer.discount.deleted" in types(since(seen))  # the once coupon is used up
+    assert get(cus)["discount"] is None
+
+    call("billing.discounts.create", customer=cus, coupon="TEN")
+    since(seen)
+    call("billing.discounts.delete", customer=cus)
+    (removed,) = since(seen)
+    assert (
+        removed["type"] == "customer.discount.deleted" and removed["data"]["object"]["coupon"]["id"] == "TEN"
+    )
