@@ -64,28 +64,45 @@ def test_a_replayed_request_writes_no_second_event() -> None:
     assert len(events()) == 1
 
 
-def test_one_event_per_item_of_a_list_and_of_single_item_messages_taken_together() -> None:
+def test_a_list_is_one_summary_event_and_single_item_messages_taken_together_one_each() -> None:
     cus = customer("eur")
     batch = [
         {"id": new_id("ii"), "idempotency_key": new_id("req"), "customer": cus, "amount": 100 + i}
         for i in range(3)
     ]
     call("billing.invoice_items.create_many", items=batch, idempotency_key="list-1")
+    (summary,) = events("invoiceitem.batch_created")
+    assert summary["request"] == {"id": "list-1", "idempotency_key": "list-1"}
+    assert summary["data"]["object"] == {
+        "object": "invoiceitem_batch",
+        "id": "list-1",
+        "count": 3,
+        "items": [item["id"] for item in batch],
+        "customers": [cus],
+        "customer": cus,
+        "created": summary["created"],
+    }
     singles = []
     for amount in (7, 8):
         item_id = new_id("ii")
         singles.append({"id": item_id, "idempotency_key": item_id, "customer": cus, "amount": amount})
     assert all(run_together("billing.invoice_items.create", [parse(InvoiceItemCreate, p) for p in singles]))
+    call("billing.invoice_items.create", customer=cus, amount=9, idempotency_key="one")
 
     items = events("invoiceitem.created")
-    assert [e["data"]["object"] for e in items] == [get(i["id"]) for i in batch + singles]
-    assert {e["request"]["id"] for e in items[:3]} == {"list-1"}
-    assert [e["request"] for e in items[3:]] == [{"id": s["id"], "idempotency_key": s["id"]} for s in singles]
+    assert [e["data"]["object"] for e in items] == [get(i["id"]) for i in singles] + [
+        get(items[2]["data"]["object"]["id"])
+    ]
+    assert [e["request"]["id"] for e in items] == [s["id"] for s in singles] + ["one"]
     assert all(e["data"]["object"]["customer"] == cus for e in items)
 
     with read_session() as session:
-        page = list_objects(session, "events", type="invoiceitem.created", limit=2)
-    assert [e["id"] for e in page["data"]] == [e["id"] for e in reversed(items)][:2] and page["has_more"]
+        page = list_objects(session, "events", type="invoiceitem.*", limit=2)
+        rest = list_objects(session, "events", type="invoiceitem.*", starting_after=page["data"][-1]["id"])
+    listed = [e["id"] for e in page["data"] + rest["data"]]
+    assert (
+        listed == [e["id"] for e in reversed([summary, *items])] and page["has_more"] and not rest["has_more"]
+    )
 
 
 # -- every kind of change: the events of each request, each object as ``billing get`` prints it --
