@@ -31,7 +31,7 @@ from sqlmodel import Session, SQLModel, col, select
 
 from domain.credit import credit_available
 from domain.credit_notes import CreditNoteStatus
-from domain.errors import BadRequest, NotFound
+from domain.errors import BadRequest, NotFound, error_type
 from domain.invoices import InvoiceStatus
 from domain.money import check_currency
 from domain.subscriptions import SubscriptionStatus
@@ -395,10 +395,11 @@ def task_failure_object(row: TaskFailure) -> dict[str, Any]:
         "task_name": row.task_name,
         "payload": row.payload or {},
         "error": {
-            "type": row.error_type,
+            "type": error_type(row.error_type),
             "code": row.error_code,
             "field": row.error_field,
             "message": row.error_message,
+            "class": row.error_type,
         },
         "retryable": row.retryable,
         "attempts": row.attempts,
