@@ -125,6 +125,17 @@ class QoS(kombu_redis.QoS):
     ack, a requeue or a restore into the worker's main process (kombu's would stop the worker):
     what could not be written stays unacked, restored after the visibility timeout."""
 
+    def append(self, message: Any, delivery_tag: str) -> None:
+        """A message the take script recorded as unacked is only remembered here: kombu's
+        ``append`` would write the same record again, in a transaction that Redis refuses under
+        maxmemory, and that refusal, raised in the main process, stopped the worker with the
+        message taken (found by the maxmemory fault test). Messages taken otherwise (kombu's
+        ``basic_get``) are recorded as kombu records them."""
+        if delivery_tag == getattr(self.channel, "recorded_tag", None):
+            virtual.QoS.append(self, message, delivery_tag)
+        else:
+            super().append(message, delivery_tag)
+
     def ack(self, delivery_tag: str) -> None:
         # Plain commands, not kombu's MULTI: under maxmemory Redis refuses every command queued
         # in a transaction, even those that free memory. HDEL first: an index entry left alone
@@ -189,6 +200,9 @@ class Channel(kombu_redis.Channel):
         """True when the next poll waits on the doorbells instead of taking."""
         self._put_client: Any = None
         self._last_write_warning = 0.0
+        self.recorded_tag: str | None = None
+        """The delivery tag of the entry being delivered, which the take script has recorded as
+        unacked already (``QoS.append``)."""
 
     # -- consuming ---------------------------------------------------------
 
@@ -263,6 +277,7 @@ class Channel(kombu_redis.Channel):
             dest, item, tag = reply
             dest = bytes_to_str(dest).rsplit(self.sep, 1)[0]
             self._queue_cycle.rotate(dest)
+            self.recorded_tag = bytes_to_str(tag) if tag else None
             if tag == b"" or not self.check_entries:  # kombu's own path
                 self.connection._deliver(loads(bytes_to_str(item)), dest)
             elif (message := self._checked(dest, item, tag)) is not None:
@@ -271,6 +286,7 @@ class Channel(kombu_redis.Channel):
                 raise Empty()  # refused: look again at once
             return True
         finally:
+            self.recorded_tag = None
             self._in_poll = None
             self._flush_brpop_reauth()
 

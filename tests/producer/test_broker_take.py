@@ -367,3 +367,27 @@ def test_an_acked_message_is_never_restored(
     clock[0] = NOW + 10 * 3600
     restore_visible(connection)
     assert fake_redis.llen("a") == 0
+
+
+def test_a_taken_message_is_recorded_by_the_take_alone(
+    connection: Connection, fake_redis: fakeredis.FakeRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kombu's ``QoS.append`` would write the record again, in a transaction that Redis refuses
+    under maxmemory: raised in the worker's main process, that refusal stopped the worker with
+    the message taken. The take's record stands (its time, not a rewrite's); the consumer only
+    remembers the message, and its ack still removes the record."""
+    monkeypatch.setattr(broker, "time", lambda: NOW)
+    monkeypatch.setattr(kombu_redis, "time", lambda: NOW + 50)
+    channel = connection.default_channel
+    received: list[Any] = []
+    A(channel).declare()
+    channel.basic_consume("a", False, received.append, consumer_tag="a")
+    publish(connection, A, {"n": 5})
+    assert poll(connection)
+    (message,) = received
+    assert fake_redis.zscore("unacked_index", message.delivery_tag) == NOW
+    assert message.delivery_tag in channel.qos._delivered
+    assert channel.recorded_tag is None  # only while the entry is handed over
+
+    message.ack()
+    assert (fake_redis.hlen("unacked"), fake_redis.zcard("unacked_index")) == (0, 0)
