@@ -142,6 +142,27 @@ def test_a_checked_entry_without_a_delivery_tag_moves_to_the_refused_list(
     assert b"delivery_tag" in reason
 
 
+def test_a_checked_entry_forging_an_unacked_tag_moves_to_the_refused_list(
+    fake_redis: fakeredis.FakeRedis,
+) -> None:
+    """A second record under one tag would replace the first message's (lost if its worker then
+    dies), and the first ack would remove both: the copy is refused, the original untouched."""
+    original, forged = kombu_message("tag-1", routing_key="q"), kombu_message("tag-1", routing_key="x")
+    fake_redis.lpush("q", original, forged)
+    take(fake_redis, "q", checked=True)
+
+    assert take(fake_redis, "q", checked=True) == [b"q", forged.encode(), None]
+    assert fake_redis.hgetall("unacked") == {b"tag-1": f'[{original},"","q"]'.encode()}
+    (refused,) = fake_redis.lrange(REFUSED_KEY, 0, -1)
+    assert refused.split(b"\n", 3)[2:] == [
+        b"properties.delivery_tag is the tag of a message still unacknowledged",
+        forged.encode(),
+    ]
+    # Unchecked (kombu's own behaviour), the same entry is taken as it comes.
+    fake_redis.lpush("q", forged)
+    assert take(fake_redis, "q") == [b"q", forged.encode(), b"tag-1"]
+
+
 def test_a_message_without_delivery_info_is_recorded_with_empty_routing(
     fake_redis: fakeredis.FakeRedis,
 ) -> None:
