@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from sqlalchemy import func, select
@@ -102,6 +103,21 @@ def row_counts() -> dict[str, int]:
     with read_session() as session:
         return {
             table.name: session.execute(select(func.count()).select_from(table)).scalar_one()
+            for table in SQLModel.metadata.sorted_tables
+        }
+
+
+def table_contents() -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table, sorted: a refused request (or a preview) must leave all of
+    them as they were."""
+    with read_session() as session:
+        return {
+            table.name: sorted(
+                (
+                    tuple(json.dumps(v, sort_keys=True, default=str) for v in row)
+                    for row in session.execute(select(table))
+                ),
+            )
             for table in SQLModel.metadata.sorted_tables
         }
 
