@@ -14,7 +14,17 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import Engine, event
 
-from tests.support import adjust, call, customer, get, invoice, items, table_contents
+from tests.support import (
+    adjust,
+    call,
+    customer,
+    get,
+    invoice,
+    items,
+    seat_subscription,
+    table_contents,
+    tax_rate,
+)
 from worker import clock
 from worker.cli import main
 from worker.services.invoices import preview
@@ -61,12 +71,6 @@ def assert_made_as_previewed(shown: dict[str, Any], made: dict[str, Any]) -> Non
     assert {k: shown[k] for k in COMPARED} == {k: made[k] for k in COMPARED}
     assert shown["lines"] == made["lines"]
     assert shown["lines"]["total_count"] > 0
-
-
-def tax_rate(percentage: str, *, inclusive: bool) -> str:
-    outcome = call("billing.tax_rates.create", display_name="VAT", percentage=percentage, inclusive=inclusive)
-    assert outcome.id
-    return outcome.id
 
 
 def discount(cus: str, coupon_id: str, **coupon: Any) -> None:
@@ -186,25 +190,6 @@ def test_a_backlog_past_250_is_previewed_part_by_part(now: list[int]) -> None:
     assert_made_as_previewed(second, get(part2.id))
 
 
-def subscribed(cus: str, *, coupon: str | None = None) -> str:
-    product = call("billing.products.create", name="Seat").id
-    price = call(
-        "billing.prices.create",
-        product=product,
-        currency="usd",
-        unit_amount=2000,
-        currency_options={"eur": {"unit_amount": 1800}},
-        recurring={"interval": "month"},
-    ).id
-    assert price
-    fields: dict[str, Any] = {"coupon": coupon} if coupon else {}
-    outcome = call(
-        "billing.subscriptions.create", customer=cus, items=[{"price": price, "quantity": 3}], **fields
-    )
-    assert outcome.id
-    return outcome.id
-
-
 def renew_and_finalize(sub: str, now: list[int]) -> dict[str, Any]:
     now[0] = get(sub)["current_period_end"]
     renewal = call("billing.subscriptions.renew", subscription=sub, period_start=now[0])
@@ -216,7 +201,7 @@ def renew_and_finalize(sub: str, now: list[int]) -> dict[str, Any]:
 def test_a_subscription_renewal_is_billed_as_previewed(now: list[int]) -> None:
     cus = customer("usd")
     call("billing.coupons.create", id="Q25", percent_off="25", duration="repeating", duration_in_months=3)
-    sub = subscribed(cus, coupon="Q25")
+    sub = seat_subscription(cus, coupon="Q25")
     vat = tax_rate("8.875", inclusive=False)
     items(cus, "usd", [1250], tax_rates=[vat])  # pending: swept into the renewal, after the period's lines
     adjust(cus, -2000, "usd")
@@ -236,7 +221,7 @@ def test_a_subscription_renewal_is_billed_as_previewed(now: list[int]) -> None:
 
 def test_a_renewal_after_a_currency_change_is_previewed_in_the_new_currency(now: list[int]) -> None:
     cus = customer("usd")
-    sub = subscribed(cus)
+    sub = seat_subscription(cus)
     call("billing.subscriptions.change_currency", customer=cus, currency="eur")
     items(cus, "eur", [400])
     items(cus, "usd", [300])  # the old currency: not swept
@@ -273,7 +258,7 @@ def test_a_preview_writes_nothing(now: list[int], statements: list[str]) -> None
     """Every table holds exactly what it held, and every statement the previews ran was a read."""
     cus = percent_off_and_exclusive_tax()
     call("billing.coupons.create", id="ONCE", percent_off="50", duration="once")
-    sub = subscribed(cus, coupon="ONCE")
+    sub = seat_subscription(cus, coupon="ONCE")
     items(cus, "usd", [10] * 300)
     adjust(cus, -900, "usd")
     adjust(cus, -900, "eur")

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import call, customer, get, invoice, items
+from tests.support import call, customer, get, invoice, items, seat_subscription, tax_rate
 from worker import clock
 from worker.app import app
 
@@ -24,12 +24,6 @@ def now(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     current = [NOW]
     monkeypatch.setattr(clock, "_source", lambda: float(current[0]))
     return current
-
-
-def tax_rate(percentage: str, *, inclusive: bool) -> str:
-    outcome = call("billing.tax_rates.create", display_name="VAT", percentage=percentage, inclusive=inclusive)
-    assert outcome.id
-    return outcome.id
 
 
 def coupon(coupon_id: str, **fields: Any) -> str:
@@ -87,16 +81,7 @@ def test_period_of_manual_first_and_cycle_invoices_and_the_test_clock(now: list[
     cus = customer("usd", test_clock=test_clock)
     items(cus, "usd", [700])
     manual = get(invoice(cus).id)
-    product = call("billing.products.create", name="Seat").id
-    price = call(
-        "billing.prices.create",
-        product=product,
-        currency="usd",
-        unit_amount=2000,
-        recurring={"interval": "month"},
-    ).id
-    sub = call("billing.subscriptions.create", customer=cus, items=[{"price": price, "quantity": 1}]).id
-    assert sub
+    sub = seat_subscription(cus, quantity=1)
     first = get(get(sub)["latest_invoice"])
     call("billing.test_clocks.advance", test_clock=test_clock, frozen_time=NOW + month)
     cycle = get(get(sub)["latest_invoice"])
