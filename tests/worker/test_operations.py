@@ -149,3 +149,29 @@ def test_metrics_move_on_a_running_worker_and_its_logs_are_one_json_line_per_tas
     assert [line["outcome"] for line in task_lines if line["customer"] is None and
             line["task"] == "billing.customers.create"] == []  # fmt: skip  # the bad one names "id" only
     assert {"ts", "level", "message", "process"} <= set(created[0])
+
+
+def test_billing_exporter_serves_and_prints_its_urls_masked(postgres: str, redis_url: str) -> None:
+    """The command the deploy files run: it answers a scrape, and what it prints names no password."""
+    import subprocess
+    import sys
+
+    port = free_port()
+    database_url = make_url(postgres).set(password=PASSWORD).render_as_string(hide_password=False)
+    env = {**os.environ, "BILLING_DATABASE_URL": database_url, "BILLING_BROKER_URL": redis_url}
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from worker.cli import run; run()", "exporter", f"--port={port}",
+         "--address=127.0.0.1"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        banner = process.stdout.readline()
+        assert banner.startswith(f"billing exporter on 127.0.0.1:{port}/metrics")
+        assert "postgres:***@" in banner and PASSWORD not in banner
+        wait_for(lambda: value(scrape(port), "billing_exporter_up", source="database") == 1.0, 30, "a scrape")
+        assert value(scrape(port), "billing_exporter_up", source="redis") == 1.0
+    finally:
+        process.terminate()
+        output, _ = process.communicate(timeout=20)
+    assert process.returncode == 0 and PASSWORD not in output
