@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -47,6 +48,7 @@ PRIORITY_STEPS = (0, 3, 6, 9)
 PRIORITY_SEP = "\x06\x16"
 UNACKED_KEY, UNACKED_INDEX_KEY = "unacked", "unacked_index"
 UNACKED_SCAN_LIMIT = 10_000
+_ROUTING_KEY = re.compile(rb',\s*"([^"\\]*)"\s*\]\s*$')
 
 BEAT_JOBS = tuple(name for name, operation in OPERATIONS.items() if operation.kind in ("job", "sweep"))
 
@@ -184,10 +186,10 @@ class BillingCollector(Collector):
         if total <= UNACKED_SCAN_LIMIT:
             for _, raw in client.hscan_iter(UNACKED_KEY, count=1000):
                 scanned += 1
-                try:
-                    queue = str(json.loads(raw)[2])  # [message, exchange, routing_key]
-                except Exception:
-                    queue = ""
+                # [message, exchange, routing_key]: the routing key (the queue) read off the tail,
+                # without decoding the message (an items batch is some 200 KB)
+                match = _ROUTING_KEY.search(raw[-300:])
+                queue = match.group(1).decode(errors="replace") if match else ""
                 counts[queue] = counts.get(queue, 0) + 1
         for queue in ALL_QUEUES:
             family.add_metric([queue], float(counts.pop(queue, 0)))
