@@ -22,6 +22,7 @@ PERSONAL_FIELDS = frozenset({"email", "name", "phone", "address", "shipping", "t
 cheap to hide, and it keeps the rule one line)."""
 
 REDACTED = "[redacted]"
+LIST_ITEMS_SHOWN = 400
 
 
 def redaction_on() -> bool:
@@ -34,14 +35,17 @@ def redaction_on() -> bool:
 
 
 def redacted(value: Any) -> Any:
-    """``value`` with the value of every personal key replaced by ``REDACTED``, at any depth."""
+    """``value`` with the value of every personal key replaced by ``REDACTED``, at any depth (lists cut
+    at ``LIST_ITEMS_SHOWN`` elements: it is made to be shown, not run)."""
     if isinstance(value, dict):
         return {
             key: REDACTED if key in PERSONAL_FIELDS and item is not None else redacted(item)
             for key, item in value.items()
         }
     if isinstance(value, list | tuple):
-        return [redacted(item) for item in value]
+        # what a 1,024-character repr can show, at most: a batch of 1,000 items costs no more than 400
+        shown = [redacted(item) for item in value[:LIST_ITEMS_SHOWN]]
+        return [*shown, "..."] if len(value) > LIST_ITEMS_SHOWN else shown
     return value
 
 
