@@ -108,3 +108,14 @@ def test_task_arguments_are_shown_without_personal_data(monkeypatch: pytest.Monk
     assert shown is not None and "ada@example.com" not in shown and "DE123" not in shown and "pro" in shown
     monkeypatch.setenv("BILLING_REDACT_TASK_ARGS", "false")
     assert kwargsrepr(payload) is None  # Celery's own repr: everything
+
+
+def test_a_long_list_is_redacted_only_as_far_as_it_can_be_shown() -> None:
+    from tasks.redaction import LIST_ITEMS_SHOWN
+
+    batch = {"items": [{"customer": "cus_1", "name": "Ada"} for _ in range(1000)]}
+    shown = redacted(batch)["items"]
+    assert len(shown) == LIST_ITEMS_SHOWN + 1 and shown[-1] == "..."
+    assert shown[0] == {"customer": "cus_1", "name": REDACTED}
+    shown_repr = kwargsrepr(batch) or ""
+    assert len(shown_repr) < 1100 and "Ada" not in shown_repr  # saferepr bounds it roughly
