@@ -452,6 +452,8 @@ def exporter(port: int, address: str) -> None:
 def flower(flower_args: tuple[str, ...]) -> None:
     """Flower on the worker app with /metrics behind its authentication; refuses to start without
     authentication (FLOWER_BASIC_AUTH, or FLOWER_AUTH for OAuth). Flower's options follow."""
+    if importlib.util.find_spec("flower") is None:
+        raise click.ClickException("Flower is not installed: pip install 'billing-worker[monitor]'")
     from worker.flower import NoAuthentication
     from worker.flower import main as flower_main
 
