@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,19 +25,19 @@ from worker.tables import Customer, Invoice, TaskFailure
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
 PASSWORD = "s3cret-Pa55"  # PostgreSQL here trusts local connections: the password is carried, never checked
-SAMPLE = re.compile(r"^(?P<name>[a-z_]+)(?:\{(?P<labels>[^}]*)\})? (?P<value>\S+)$")
 
 
 def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """One scrape, as Prometheus reads it (prometheus_client's parser of the text format)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
         body = response.read().decode()
-    samples = {}
-    for line in body.splitlines():
-        match = SAMPLE.match(line)
-        if match:
-            labels = frozenset(re.findall(r'(\w+)="([^"]*)"', match["labels"] or ""))
-            samples[(match["name"], labels)] = float(match["value"])
-    return samples
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(body)
+        for sample in family.samples
+    }
 
 
 def value(samples: dict[Any, float], name: str, **labels: str) -> float | None:
