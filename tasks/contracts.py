@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from domain.errors import BadRequest
+from domain.locales import MAX_TAG_LENGTH, well_formed
 from domain.money import MAX_AMOUNT, check_currency
 from domain.periods import MAX_INTERVAL_COUNT
 from tasks.ids import PREFIXES
@@ -273,7 +274,18 @@ class TaxIdData(Contract):
         return value
 
 
-Locale = Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")]
+def _language_tag(value: object) -> str:
+    if not isinstance(value, str) or not well_formed(value):
+        raise ValueError(
+            f"{value!r} is not a well-formed BCP 47 language tag (such as 'en', 'fr-CA', 'zh-Hant-TW')"
+        )
+    return value
+
+
+Locale = Annotated[
+    str, PlainValidator(_language_tag), WithJsonSchema({"type": "string", "maxLength": MAX_TAG_LENGTH})
+]
+"""A language tag as RFC 5646 (BCP 47) spells it (``domain.locales``), in the caller's case."""
 TaxExempt = Literal["none", "exempt", "reverse"]
 
 
@@ -655,6 +667,27 @@ class TestClockAdvance(Contract):
     test_clock: TestClockId
     frozen_time: Timestamp
     idempotency_key: IdempotencyKeyStr
+
+
+class DocumentRender(Contract):
+    """Render and store the PDF of a finalized invoice or of a credit note, once. Sent through
+    the outbox by the transaction that finalizes the invoice or creates the note."""
+
+    invoice: InvoiceId | None = None
+    credit_note: CreditNoteId | None = None
+    idempotency_key: IdempotencyKeyStr
+
+    @model_validator(mode="after")
+    def _one_object(self) -> DocumentRender:
+        if (self.invoice is None) == (self.credit_note is None):
+            raise ValueError("invoice: give exactly one of invoice or credit_note")
+        return self
+
+    @property
+    def object_id(self) -> str:
+        object_id = self.invoice or self.credit_note
+        assert object_id is not None
+        return object_id
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:

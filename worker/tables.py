@@ -17,6 +17,7 @@ from sqlalchemy import (
     Column,
     ForeignKey,
     Index,
+    LargeBinary,
     String,
     UniqueConstraint,
     inspect,
@@ -571,6 +572,26 @@ class SubscriptionPeriod(SQLModel, table=True):
     currency: str = Field(sa_type=String(3))
     invoice_id: str | None = ref("invoices.id")
     billing_reason: str = Field(sa_type=String(32))
+    created: int = time_field()
+
+
+class Document(SQLModel, table=True):
+    """A rendered document (worker/documents): the PDF of an invoice or a credit note.
+
+    Made once, after the object is finalized (an invoice) or created (a credit note), and
+    never replaced: one row per object. ``content_hash`` is the SHA-256 of ``content``.
+    """
+
+    __tablename__ = "documents"
+    __table_args__ = (CheckConstraint("kind IN ('invoice', 'credit_note')", name="kind_valid"),)
+
+    object_id: str = Field(primary_key=True, sa_type=String(64))
+    kind: str = Field(sa_type=String(16))
+    locale: str = Field(sa_type=String(35))
+    content_type: str = Field(default="application/pdf", sa_type=String(64))
+    content_hash: str = Field(sa_type=String(64))
+    size: int = Field(sa_type=BigInteger)
+    content: bytes = Field(sa_type=LargeBinary)
     created: int = time_field()
 
 

@@ -44,6 +44,7 @@ from worker.tables import (
     CustomerBalance,
     CustomerTaxId,
     DiscountRow,
+    Document,
     Invoice,
     InvoiceItem,
     Price,
@@ -198,7 +199,18 @@ def _line(item: InvoiceItem) -> dict[str, Any]:
     }
 
 
-def _invoice(row: Invoice, lines: list[InvoiceItem]) -> dict[str, Any]:
+def _document_link(object_id: str, rendered: set[str]) -> str | None:
+    """Where an object's PDF is fetched, once the document task has made it (else null)."""
+    return f"billing pdf {object_id}" if object_id in rendered else None
+
+
+def _rendered(view: _View, rows: Sequence[Any]) -> set[str]:
+    """The ids of ``rows`` that have a stored document: one query per page."""
+    ids = [row.id for row in rows]
+    return set(view.session.exec(select(Document.object_id).where(col(Document.object_id).in_(ids))))
+
+
+def _invoice(row: Invoice, lines: list[InvoiceItem], rendered: set[str]) -> dict[str, Any]:
     return {
         "object": "invoice",
         "id": row.id,
@@ -248,6 +260,7 @@ def _invoice(row: Invoice, lines: list[InvoiceItem]) -> dict[str, Any]:
             "marked_uncollectible_at": row.marked_uncollectible_at,
         },
         "lines": _list_of([_line(item) for item in lines]),
+        "invoice_pdf": _document_link(row.id, rendered),
     }
 
 
@@ -272,7 +285,7 @@ def _invoice_item(row: InvoiceItem) -> dict[str, Any]:
     }
 
 
-def _credit_note(row: CreditNote) -> dict[str, Any]:
+def _credit_note(row: CreditNote, rendered: set[str]) -> dict[str, Any]:
     return {
         "object": "credit_note",
         "id": row.id,
@@ -294,6 +307,7 @@ def _credit_note(row: CreditNote) -> dict[str, Any]:
         "metadata": row.metadata_ or {},
         "created": row.created,
         "voided_at": row.voided_at,
+        "pdf": _document_link(row.id, rendered),
     }
 
 
@@ -461,7 +475,13 @@ def _render_invoices(view: _View, rows: Sequence[Invoice]) -> list[dict[str, Any
         ),
         "invoice_id",
     )
-    return [_invoice(row, lines[row.id]) for row in rows]
+    rendered = _rendered(view, rows)
+    return [_invoice(row, lines[row.id], rendered) for row in rows]
+
+
+def _render_credit_notes(view: _View, rows: Sequence[CreditNote]) -> list[dict[str, Any]]:
+    rendered = _rendered(view, rows)
+    return [_credit_note(row, rendered) for row in rows]
 
 
 def _render_subscriptions(view: _View, rows: Sequence[Subscription]) -> list[dict[str, Any]]:
@@ -542,7 +562,7 @@ OBJECTS: dict[str, _Kind] = {
     "customer": _Kind(Customer, "customer", _render_customers),
     "invoice": _Kind(Invoice, "invoice", _render_invoices),
     "invoice_item": _Kind(InvoiceItem, "invoiceitem", _each(_invoice_item)),
-    "credit_note": _Kind(CreditNote, "credit_note", _each(_credit_note)),
+    "credit_note": _Kind(CreditNote, "credit_note", _render_credit_notes),
     "customer_balance_transaction": _Kind(
         BalanceTransaction, "customer_balance_transaction", _each(_balance_transaction)
     ),

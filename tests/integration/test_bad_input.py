@@ -580,9 +580,23 @@ def cases() -> list[Case]:
         "shipping.address",
     )
     row(
-        "preferred-locale-uppercase",
+        "preferred-locale-underscore",
         CUSTOMERS_CREATE,
-        lambda: customer_create(preferred_locales=["EN"]),
+        lambda: customer_create(preferred_locales=["en_US"]),
+        BadRequest,
+        "preferred_locales[0]",
+    )
+    row(
+        "preferred-locale-two-regions",
+        CUSTOMERS_CREATE,
+        lambda: customer_create(preferred_locales=["fr-CA", "de-DE-DE"]),
+        BadRequest,
+        "preferred_locales[1]",
+    )
+    row(
+        "preferred-locale-dangling-hyphen",
+        CUSTOMERS_UPDATE,
+        lambda: customer_update(customer("usd"), preferred_locales=["en-"]),
         BadRequest,
         "preferred_locales[0]",
     )

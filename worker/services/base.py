@@ -93,6 +93,9 @@ class Request:
     """This transaction runs again after a unique violation (see ``execute``)."""
     key_row: dict[str, Any] | None = None
     """The idempotency key to store, once ``done``."""
+    follow_ups: list[FollowUp] = field(default_factory=list)
+    """Follow-ups asked for deep in the operation (a finalized invoice's document): ``done``
+    hands them to the outcome, so they reach the outbox in this transaction."""
 
     def __post_init__(self) -> None:
         self.received = self.received or self.now
@@ -123,7 +126,9 @@ class Request:
     def done(self, resource_id: str | None, **extra: Any) -> Outcome:
         """The operation's effect is made: its key is stored with it (``settle``)."""
         self.key_row = key_row(self.key, self.operation, self.fingerprint, resource_id, self.received)
-        return Outcome(resource_id, **extra)
+        outcome = Outcome(resource_id, **extra)
+        outcome.follow_ups.extend(self.follow_ups)
+        return outcome
 
     def get(self, model: type[Row], object_id: str, *, resource: str, field: str) -> Row:
         row = self.session.get(model, object_id)
