@@ -13,6 +13,7 @@ from __future__ import annotations
 import calendar
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -53,7 +54,12 @@ def enqueue_and_run(
     tag = str(int(time.time() * 1000))
     echo("1. customers, a coupon and a tax rate")
     ada = client.create_customer(
-        email="ada@example.com", name="Ada Lovelace", currency="usd", metadata={"user_id": f"ada-{tag}"}
+        email="ada@example.com",
+        name="Ada Lovelace",
+        currency="usd",
+        preferred_locales=["de-DE", "en"],
+        address={"line1": "Unter den Linden 1", "city": "Berlin", "postal_code": "10117", "country": "DE"},
+        metadata={"user_id": f"ada-{tag}"},
     )
     bea = client.create_customer(
         email="bea@example.ca",
@@ -70,7 +76,13 @@ def enqueue_and_run(
         metadata={"user_id": f"bea-{tag}"},
     )
     chloe = client.create_customer(
-        email="chloe@example.fr", name="Chloé Martin", currency="eur", metadata={"user_id": f"chloe-{tag}"}
+        email="chloe@example.fr",
+        name="Chloé Martin",
+        currency="eur",
+        preferred_locales=["fr-FR"],
+        address={"line1": "12 rue de Rivoli", "city": "Paris", "postal_code": "75004", "country": "FR"},
+        tax_id_data=[{"type": "eu_vat", "value": "FR40303265045"}],
+        metadata={"user_id": f"chloe-{tag}"},
     )
     coupon = client.create_coupon(
         id=f"USD10OFF-{tag}", name="10.00 USD off", amount_off=1000, currency="usd", duration="forever"
@@ -138,6 +150,7 @@ def enqueue_and_run(
         email="dan@example.com",
         name="Dan Brown",
         currency="usd",
+        preferred_locales=["ja-JP"],
         test_clock=clock,
         metadata={"user_id": f"dan-{tag}"},
     )
@@ -238,6 +251,31 @@ def report(run: dict[str, Any], echo: Callable[[str], None]) -> None:
         echo(f"Recorded task failures: {len(failures)}")
 
 
+def write_documents(run: dict[str, Any], directory: Path, echo: Callable[[str], None]) -> list[Path]:
+    """Write the PDF of every invoice and credit note of the run, as the document worker made it."""
+    from worker.documents.store import DatabaseStore
+
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    with read_session() as session:
+        store = DatabaseStore(session)
+        for name, customer in run["customers"].items():
+            objects = [
+                *list_objects(session, "invoices", customer=customer, limit=100)["data"],
+                *list_objects(session, "credit_notes", customer=customer, limit=100)["data"],
+            ]
+            for obj in objects:
+                document = store.get(obj["id"])
+                if document is None:
+                    continue
+                path = directory / f"{name}-{obj['number']}.pdf"
+                path.write_bytes(document.content)
+                written.append(path)
+    echo(f"\nDocuments: {len(written)} PDFs in {directory.resolve()} (billing pdf <in_…|cn_…> -o FILE;")
+    echo("  Ada in German, Bea in Canadian French, Chloé in French, Dan in Japanese)")
+    return written
+
+
 def run_demo(echo: Callable[[str], None] = click.echo) -> dict[str, Any]:
     from worker.app import app
     from worker.migrate import upgrade
@@ -248,4 +286,5 @@ def run_demo(echo: Callable[[str], None] = click.echo) -> dict[str, Any]:
     with EmbeddedWorker(app) as worker:
         run = enqueue_and_run(BillingClient(app=app), worker, echo)
     report(run, echo)
+    write_documents(run, Path(settings.documents_dir), echo)
     return run
