@@ -45,9 +45,8 @@ def main() -> None:
             rendered += 1
     elapsed = time.perf_counter() - started
     largest = max(sizes)
-    print(
-        f"documents rendered: {rendered} in {elapsed:.1f} s = {rendered / elapsed:.2f} documents/s (one process)"
-    )
+    rate = rendered / elapsed
+    print(f"documents rendered: {rendered} in {elapsed:.1f} s = {rate:.2f} documents/s (one process)")
     print(f"largest: {largest[0]} lines, {largest[1]:.2f} s, {largest[2] / 1024:.0f} KiB")
     small = [s[1] for s in sizes if s[0] <= 10]
     if small:
