@@ -5,7 +5,7 @@ rates and coupons it names, the customer's preferred locales, the credited invoi
 ``Source``; ``view`` turns a ``Source`` into the plain values the template lays out, every
 amount and date already written for the document's locale. Nothing here renders or writes.
 
-What the documents show (domain/README.md §9): the issuer (settings) and the customer as
+What the documents show (domain/README.md §10): the issuer (settings) and the customer as
 snapshotted at finalization (billing address, else shipping), tax IDs of both, number and
 dates, the lines (quantity, unit amount, amount, a line's discounts), the discounts and the
 tax of each rate (with "Reverse charge" or "Tax exempt" when the customer's tax status says

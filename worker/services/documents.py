@@ -7,7 +7,7 @@ runs on its own queue (``billing.documents``), off the billing path.
 Made once: the first rendition is stored and never replaced (Stripe: finalized invoices
 are immutable). A voided invoice keeps its document as it was: Stripe's documentation says
 nothing of a "Void" mark on the PDF of a voided invoice, only that voiding keeps a paper
-trail, so no new rendition is made (domain/README.md §9). A redelivery finds the document
+trail, so no new rendition is made (domain/README.md §10). A redelivery finds the document
 (or the request's key) and does nothing; rendering the same object twice gives the same
 bytes anyway (``worker.documents.render``).
 
