@@ -690,6 +690,11 @@ class DocumentRender(Contract):
         return object_id
 
 
+class DocumentEmail(DocumentRender):
+    """Email a stored document to its customer (a follow-up of the render: a send_invoice
+    invoice's, or any credit note's)."""
+
+
 def _field_path(loc: tuple[int | str, ...]) -> str:
     path = ""
     for part in loc:

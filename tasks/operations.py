@@ -104,6 +104,7 @@ _ROWS = (
     Operation("billing.test_clocks.advance", c.TestClockAdvance),
     # Follow-ups of finalization and credit note creation (worker/documents).
     Operation("billing.documents.render", c.DocumentRender, QUEUE_DOCUMENTS),
+    Operation("billing.documents.email", c.DocumentEmail, QUEUE_DOCUMENTS),
     # Beat jobs (schedule: ``worker.app.beat_schedule``).
     Operation("billing.maintenance.reconcile", None, QUEUE_RECURRING, kind="job"),
     Operation("billing.maintenance.purge", None, QUEUE_RECURRING, kind="job"),

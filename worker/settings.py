@@ -192,6 +192,20 @@ class Settings(BaseSettings):
     issuer_logo_file: str = Field(
         default="", description="A PNG, JPEG or SVG file shown at the top of documents; empty: none"
     )
+    smtp_url: str = Field(
+        default="",
+        description="Where document emails are sent: smtp://user:password@host:587 (STARTTLS; add"
+        " ?starttls=false for a server without TLS) or smtps://…:465. Empty: written as .eml files"
+        " to emails_dir",
+    )
+    email_from: str = Field(
+        default="",
+        max_length=512,
+        description="The From of document emails; default: the issuer's support email",
+    )
+    emails_dir: str = Field(
+        default="billing-emails", description="Where emails are written as .eml files when smtp_url is empty"
+    )
     documents_dir: str = Field(
         default="billing-documents",
         description="Where `billing demo` writes the PDFs it renders (relative to the working directory)",

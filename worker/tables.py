@@ -595,6 +595,20 @@ class Document(SQLModel, table=True):
     created: int = time_field()
 
 
+class EmailDelivery(SQLModel, table=True):
+    """One document emailed to one recipient: recorded before the message is sent (``sent_at``
+    null), marked sent after; a retry finds the row and sends the same ``Message-ID`` again."""
+
+    __tablename__ = "email_deliveries"
+
+    message_id: str = Field(primary_key=True, sa_type=String(255))
+    object_id: str = Field(sa_type=String(64), index=True)
+    recipient: str = Field(sa_type=String(512))
+    attempts: int = 0
+    created: int = time_field()
+    sent_at: int | None = time_field(nullable=True)
+
+
 # Flush order: the unit of work orders INSERTs between tables by relationship(), not by
 # foreign key alone. A ledger row may be added in the same flush as the invoice it points
 # at (generation writes a finalized invoice with one INSERT): the invoice goes first.

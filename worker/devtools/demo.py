@@ -129,8 +129,12 @@ def enqueue_and_run(
     client.attach_discount(bea, coupon)
     _wait(worker, "items, credit and discount recorded", echo)
 
-    echo("3. invoice everything pending, finalized (one chain per customer and currency)")
-    runs = {c: client.invoice_pending(c, finalize=True) for c in (ada, bea, chloe)}
+    echo("3. invoice everything pending, finalized (one chain per customer and currency);")
+    echo("   Chloé's is sent (send_invoice, due in 30 days): she gets it by email")
+    runs = {c: client.invoice_pending(c, finalize=True) for c in (ada, bea)}
+    runs[chloe] = client.invoice_pending(
+        chloe, finalize=True, collection_method="send_invoice", days_until_due=30
+    )
     _wait(worker, "invoice chains finished", echo)
 
     echo("4. Bea pays her second CAD invoice out of band; a 7.50 CAD credit note credits her CAD balance")
@@ -273,6 +277,13 @@ def write_documents(run: dict[str, Any], directory: Path, echo: Callable[[str], 
                 written.append(path)
     echo(f"\nDocuments: {len(written)} PDFs in {directory.resolve()} (billing pdf <in_…|cn_…> -o FILE;")
     echo("  Ada in German, Bea in Canadian French, Chloé in French, Dan in Japanese)")
+    settings = get_settings()
+    if settings.smtp_url:
+        echo(f"Emails: sent through {settings.smtp_url.split('@')[-1]} (Chloé's invoice, Bea's credit note)")
+    else:
+        emails = sorted(Path(settings.emails_dir).glob("*.eml"))
+        echo(f"Emails: {len(emails)} .eml files in {Path(settings.emails_dir).resolve()} (Chloé's invoice,")
+        echo("  Bea's credit note; BILLING_SMTP_URL sends them instead)")
     return written
 
 

@@ -2,7 +2,7 @@
 
     python -m worker.documents.catalogs
 
-It extracts every label from the templates and ``model.py`` into ``locales/messages.pot``,
+It extracts every label from the templates, ``model.py`` and ``email.py`` into ``locales/messages.pot``,
 merges it into each locale's ``messages.po`` (new labels untranslated, gone ones dropped) and
 compiles each ``.po`` to the ``.mo`` the worker loads. Both are committed: an installed
 package needs no build step, and ``tests/unit/test_document_catalogues.py`` fails when a
@@ -24,7 +24,7 @@ from worker.documents.i18n import DOMAIN, LOCALES_DIR, SUPPORTED_LOCALES, catalo
 PACKAGE = Path(__file__).parent
 SOURCES = (
     ("jinja2", sorted((PACKAGE / "templates").glob("*.html"))),
-    ("python", [PACKAGE / "model.py"]),
+    ("python", [PACKAGE / "model.py", PACKAGE / "email.py"]),
 )
 KEYWORDS = {"_": None, "gettext": None, "N_": None}
 
