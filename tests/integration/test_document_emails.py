@@ -34,7 +34,7 @@ class Inbox:
     def __init__(self) -> None:
         self.messages: list[tuple[Envelope, Message]] = []
 
-    async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or envelope.content
         assert isinstance(content, bytes)
         self.messages.append((envelope, email.message_from_bytes(content, policy=default)))
