@@ -262,6 +262,28 @@ TAX_ID_TYPES = frozenset(
 )
 
 
+TAX_ID_FORMATS: dict[str, tuple[str, str]] = {
+    # type: (pattern of the value, an example as Stripe's tax ID page gives it)
+    "eu_vat": (
+        r"(AT|BE|BG|CY|CZ|DE|DK|EE|EL|ES|FI|FR|HR|HU|IE|IT|LT|LU|LV|MT|NL|PL|PT|RO|SE|SI|SK|XI)[0-9A-Z+*]{2,12}",
+        "DE123456789",
+    ),
+    "gb_vat": (r"GB([0-9]{9}|[0-9]{12}|GD[0-9]{3}|HA[0-9]{3})", "GB123456789"),
+    "us_ein": (r"[0-9]{2}-?[0-9]{7}", "12-3456789"),
+    "ca_bn": (r"[0-9]{9}", "123456789"),
+    "au_abn": (r"[0-9]{11}", "12345678912"),
+    "jp_cn": (r"[0-9]{13}", "1234567891234"),
+    "ch_vat": (r"CHE-?[0-9]{3}\.?[0-9]{3}\.?[0-9]{3} ?(MWST|TVA|IVA)", "CHE-123.456.789 MWST"),
+    "in_gst": (r"[0-9]{2}[A-Z]{5}[0-9]{4}[A-Z][0-9A-Z]Z[0-9A-Z]", "12ABCDE3456FGZH"),
+    "id_npwp": (
+        r"[0-9]{2,3}\.?[0-9]{3}\.?[0-9]{3}\.?[0-9]-?[0-9]{3}\.?[0-9]{3}|[0-9]{16}",
+        "012.345.678.9-012.345",
+    ),
+}
+"""Formats checked for the most used tax ID types (Stripe refuses a value not in its type's
+format); other types are checked for length only."""
+
+
 class TaxIdData(Contract):
     type: str
     value: Annotated[str, Field(min_length=1, max_length=64)]
@@ -272,6 +294,13 @@ class TaxIdData(Contract):
         if value not in TAX_ID_TYPES:
             raise ValueError(f"unknown tax id type {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _format(self) -> TaxIdData:
+        known = TAX_ID_FORMATS.get(self.type)
+        if known is not None and not re.fullmatch(known[0], self.value.upper()):
+            raise ValueError(f"value: {self.value!r} is not a valid {self.type} (such as {known[1]!r})")
+        return self
 
 
 def _language_tag(value: object) -> str:

@@ -547,7 +547,7 @@ def cases() -> list[Case]:
     row(
         "tax-id-given-twice",
         CUSTOMERS_CREATE,
-        lambda: customer_create(tax_id_data=[{"type": "eu_vat", "value": "DE1"}] * 2),
+        lambda: customer_create(tax_id_data=[{"type": "eu_vat", "value": "DE123456789"}] * 2),
         BadRequest,
         "tax_id_data[1]",
     )
@@ -578,6 +578,27 @@ def cases() -> list[Case]:
         lambda: customer_create(shipping={"name": "Ada"}),
         BadRequest,
         "shipping.address",
+    )
+    row(
+        "tax-id-eu-vat-without-country",
+        CUSTOMERS_CREATE,
+        lambda: customer_create(tax_id_data=[{"type": "eu_vat", "value": "123456789"}]),
+        BadRequest,
+        "tax_id_data[0].value",
+    )
+    row(
+        "tax-id-us-ein-letters",
+        CUSTOMERS_CREATE,
+        lambda: customer_create(tax_id_data=[{"type": "us_ein", "value": "12-ABCDEFG"}]),
+        BadRequest,
+        "tax_id_data[0].value",
+    )
+    row(
+        "address-country-lowercase",
+        CUSTOMERS_CREATE,
+        lambda: customer_create(address={"line1": "1 rue", "country": "fr"}),
+        BadRequest,
+        "address.country",
     )
     row(
         "preferred-locale-underscore",

@@ -49,7 +49,9 @@ def world(rates: dict[str, str]) -> tuple[dict[str, str], list[dict[str, Any]]]:
     customer paid by credit, a chain (260 items), a draft in a currency named on the
     request of a customer without one, an amount too small to charge."""
     who = {
-        "ada": customer("usd", email="ada@example.com", tax_id_data=[{"type": "eu_vat", "value": "DE1"}]),
+        "ada": customer(
+            "usd", email="ada@example.com", tax_id_data=[{"type": "eu_vat", "value": "DE123456789"}]
+        ),
         "bea": customer("eur"),
         "cal": customer("gbp"),
         "dan": customer("usd", tax_exempt="exempt"),
