@@ -8,24 +8,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from tasks.contracts import TAX_ID_TYPES
-
-
-class IssuerTaxId(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    type: str
-    value: str = Field(min_length=1, max_length=64)
-
-    @field_validator("type")
-    @classmethod
-    def _known_type(cls, value: str) -> str:
-        if value not in TAX_ID_TYPES:
-            raise ValueError(f"unknown tax id type {value!r}")
-        return value
+from tasks.contracts import TaxIdData
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +167,7 @@ class Settings(BaseSettings):
     issuer_address_country: str = Field(
         default="", pattern=r"^([A-Z]{2})?$", description="ISO 3166-1 alpha-2, such as FR"
     )
-    issuer_tax_ids: list[IssuerTaxId] = Field(
+    issuer_tax_ids: list[TaxIdData] = Field(
         default_factory=list,
         description='JSON list, e.g. [{"type": "eu_vat", "value": "FR40303265045"}]; shown in the header',
     )
