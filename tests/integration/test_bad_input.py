@@ -467,6 +467,8 @@ COUPON = "billing.coupons.create"
 DISCOUNT = "billing.discounts.create"
 DISCOUNT_DELETE = "billing.discounts.delete"
 TAX_RATE = "billing.tax_rates.create"
+RENDER = "billing.documents.render"
+EMAIL = "billing.documents.email"
 
 
 def cases() -> list[Case]:
@@ -594,11 +596,13 @@ def cases() -> list[Case]:
         "tax_id_data[0].value",
     )
     row(
-        "address-country-lowercase",
+        "shipping-address-country-name",
         CUSTOMERS_CREATE,
-        lambda: customer_create(address={"line1": "1 rue", "country": "fr"}),
+        lambda: customer_create(
+            shipping={"name": "Depot", "address": {"line1": "1 rue", "country": "France"}}
+        ),
         BadRequest,
-        "address.country",
+        "shipping.address.country",
     )
     row(
         "preferred-locale-underscore",
@@ -1371,6 +1375,22 @@ def cases() -> list[Case]:
     row("country-lowercase", TAX_RATE, lambda: tax_rate_create(country="de"), BadRequest, "country")
     row("extra-field", TAX_RATE, lambda: tax_rate_create(tax_type="vat"), BadRequest, "tax_type")
     row("id-taken-under-another-key", TAX_RATE, tax_rate_id_taken, BadRequest, "id")
+
+    # documents.render, documents.email (follow-ups; anyone may still send them)
+    def document(**fields: Any) -> dict[str, Any]:
+        return {"idempotency_key": key(), **fields}
+
+    row(
+        "both-objects",
+        RENDER,
+        lambda: document(invoice=unknown("in"), credit_note=unknown("cn")),
+        BadRequest,
+        "invoice",
+    )
+    row("no-object", RENDER, document, BadRequest, "invoice")
+    row("draft-invoice", RENDER, lambda: document(invoice=draft_invoice()), WrongState, "invoice")
+    row("unknown-credit-note", RENDER, lambda: document(credit_note=unknown("cn")), NotFound, "credit_note")
+    row("not-rendered-yet", EMAIL, lambda: document(invoice=open_invoice()), NotFound, "invoice")
 
     return rows
 
