@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlmodel import Session
-
-from worker.documents.model import Source, load, view
+from worker.documents.model import Source, view
 from worker.documents.render import render_html, render_pdf
 from worker.settings import Issuer, get_settings
 
@@ -38,7 +36,3 @@ def html_of(source: Source, issuer: Issuer | None = None) -> tuple[str, str]:
 def render(source: Source, issuer: Issuer | None = None) -> Rendition:
     html, locale = html_of(source, issuer)
     return Rendition(source.object_id, source.kind, locale, html, render_pdf(html), source.created)
-
-
-def load_source(session: Session, object_id: str, *, field_name: str = "id") -> Source:
-    return load(session, object_id, field_name=field_name)
