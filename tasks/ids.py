@@ -31,6 +31,8 @@ PREFIXES = {
     "subscription": "sub",
     "subscription_item": "si",
     "test_clock": "clock",
+    "webhook_endpoint": "we",
+    "webhook_delivery": "whdel",
 }
 
 

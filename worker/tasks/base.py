@@ -28,7 +28,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session
 
 from domain.errors import BadRequest, BillingError, NotFound, NothingToInvoice, TransientError
-from tasks.operations import queue_for
+from tasks.contracts import parse
+from tasks.operations import contract_of, queue_for
 from worker import clock
 from worker.db import UnitOfWork
 from worker.failpoints import failpoint
@@ -41,7 +42,16 @@ from worker.settings import Settings, get_settings
 log = logging.getLogger("billing.tasks")
 
 REFERENCE_FIELDS = frozenset(
-    {"customer", "invoice", "credit_note", "product", "price", "subscription", "test_clock"}
+    {
+        "customer",
+        "invoice",
+        "credit_note",
+        "product",
+        "price",
+        "subscription",
+        "test_clock",
+        "webhook_endpoint",
+    }
 )
 TRANSIENT = (TransientError, OperationalError, BrokerError, ConnectionError, TimeoutError)
 
@@ -190,6 +200,31 @@ class BillingTask(_Task):
         if not (delivery_info.get("redelivered") or getattr(self.request, "redelivered", False)):
             return 0
         return count_redelivery(self.request.id or "unknown", self.name)
+
+    def deliver(
+        self, service: Callable[[Any], dict[str, Any]], payload: dict[str, Any], args: tuple[Any, ...] = ()
+    ) -> dict[str, Any]:
+        """One try of a webhook delivery (``worker.services.webhooks``): what the receiver does is
+        recorded as an attempt, not raised; infrastructure trouble retries the task as elsewhere.
+        A try cut short (this process killed) is tried again when its claim expires."""
+        settings = get_settings()
+        retries = self.request.retries or 0
+        try:
+            failpoint("task_start", self.name)
+            if args:
+                raise BadRequest(
+                    "billing tasks take one JSON object of keyword arguments, not positional ones"
+                )
+            return service(parse(contract_of(self.name), payload))
+        except BillingError as exc:
+            self._record({**payload, "__args__": list(args)} if args else payload, exc, retryable=False)
+            raise
+        except Exception as exc:
+            if is_transient(exc) and retries < settings.max_retries:
+                log.warning("%s: transient %s, retry %d: %s", self.name, type(exc).__name__, retries + 1, exc)
+                raise self.retry_later(exc, backoff(retries)) from exc
+            self._record(payload, exc, retryable=is_transient(exc))
+            raise
 
     def maintain(self, job: Callable[[Session, int, Settings], list[FollowUp]]) -> dict[str, Any]:
         """Run a beat job in one transaction, then publish what it asks for."""
