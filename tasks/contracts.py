@@ -738,7 +738,7 @@ class WebhookEndpointUpdate(WebhookEndpointFields):
     webhook_endpoint: WebhookEndpointId
     url: EndpointUrl | None = None
     enabled_events: EnabledEvents | None = None
-    disabled: bool | None = None
+    disabled: Annotated[bool, Field(strict=True)] | None = None
     """True disables the endpoint (nothing is sent to it); False enables it again."""
     idempotency_key: IdempotencyKeyStr
 

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import insert, select
 from sqlmodel import Session, col
 
-from domain.errors import BadRequest
+from domain.errors import BadRequest, DestinationRefused
 from domain.webhooks import receives, refused_address
 from tasks.ids import PREFIXES, derived_id
 from worker.db import table_of
@@ -115,10 +115,6 @@ def fan_out(session: Session, events: Sequence[Any], now: int) -> list[FollowUp]
 # -- the guarded sender ---------------------------------------------------------------------------
 
 
-class RefusedDestination(BadRequest):
-    """An endpoint URL whose host resolves to an address webhooks may not reach."""
-
-
 def resolve(host: str, port: int) -> list[str]:
     """Every address ``host`` resolves to (an IP literal: itself)."""
     try:
@@ -134,7 +130,7 @@ def resolve(host: str, port: int) -> list[str]:
 
 
 def checked_addresses(url: str, *, allow_private: bool) -> tuple[Any, list[str]]:
-    """The URL's parts and the addresses it may be reached at; ``RefusedDestination`` when any
+    """The URL's parts and the addresses it may be reached at; ``DestinationRefused`` when any
     address its host resolves to is refused (all must pass: a resolver may answer with a
     public and an internal address and let the client pick)."""
     parts = urlsplit(url)
@@ -144,7 +140,7 @@ def checked_addresses(url: str, *, allow_private: bool) -> tuple[Any, list[str]]
         for address in addresses:
             reason = refused_address(address)
             if reason is not None:
-                raise RefusedDestination(
+                raise DestinationRefused(
                     f"host {parts.hostname!r} resolves to {address}, a {reason} address: webhooks are"
                     " not sent there (BILLING_WEBHOOKS_ALLOW_PRIVATE allows it, for development)",
                     field="url",

@@ -1,0 +1,252 @@
+"""Webhook endpoints and the guarded sender, on SQLite and PostgreSQL, with a real HTTP receiver
+on 127.0.0.1 (README: Webhooks)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select
+
+from domain.errors import BadRequest, NotFound
+from tasks.ids import new_id
+from tasks.webhooks import SIGNATURE_HEADER, new_signing_secret, signature_header, verify_signature
+from tests.support import call, get
+from worker.cli import main as cli
+from worker.db import read_session
+from worker.devtools.receiver import Receiver
+from worker.settings import get_settings
+from worker.views import list_objects
+from worker.webhooks import MAX_RESPONSE_BYTES, post
+
+pytestmark = pytest.mark.usefixtures("database")
+
+CREATE = "billing.webhook_endpoints.create"
+UPDATE = "billing.webhook_endpoints.update"
+DELETE = "billing.webhook_endpoints.delete"
+
+
+@pytest.fixture
+def allow_private(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The receiver listens on 127.0.0.1: tests allow private addresses explicitly."""
+    monkeypatch.setenv("BILLING_WEBHOOKS_ALLOW_PRIVATE", "true")
+    get_settings.cache_clear()
+
+
+def endpoint(url: str = "https://93.184.215.14/hooks", events: list[str] | None = None, **fields: Any) -> str:
+    outcome = call(
+        CREATE,
+        id=new_id("we"),
+        url=url,
+        enabled_events=events or ["*"],
+        secret=fields.pop("secret", new_signing_secret()),
+        **fields,
+    )
+    assert outcome.id
+    return outcome.id
+
+
+def test_an_endpoint_is_stripe_shaped_and_never_shows_its_secret(allow_private: None) -> None:
+    secret = new_signing_secret()
+    we = endpoint(events=["invoice.paid", "invoice.finalized"], secret=secret, description="accounting")
+    shown = get(we)
+    assert shown["object"] == "webhook_endpoint" and shown["id"].startswith("we_")
+    assert (shown["url"], shown["enabled_events"], shown["status"]) == (
+        "https://93.184.215.14/hooks",
+        ["invoice.paid", "invoice.finalized"],
+        "enabled",
+    )
+    with read_session() as session:
+        listed = list_objects(session, "webhook_endpoints")
+    assert [e["id"] for e in listed["data"]] == [we]
+    assert secret not in json.dumps(shown) + json.dumps(listed)
+
+
+def test_update_changes_url_events_and_status_and_delete_hides_it(allow_private: None) -> None:
+    we = endpoint()
+    call(
+        UPDATE, webhook_endpoint=we, url="https://[2606:4700::1111]/new", enabled_events=["customer.created"]
+    )
+    call(UPDATE, webhook_endpoint=we, disabled=True)
+    shown = get(we)
+    assert (shown["url"], shown["enabled_events"], shown["status"]) == (
+        "https://[2606:4700::1111]/new",
+        ["customer.created"],
+        "disabled",
+    )
+    call(UPDATE, webhook_endpoint=we, disabled=False)
+    assert get(we)["status"] == "enabled"
+    call(DELETE, webhook_endpoint=we)
+    assert get(we) == {"id": we, "object": "webhook_endpoint", "deleted": True}
+    with read_session() as session:
+        assert list_objects(session, "webhook_endpoints")["data"] == []
+    with pytest.raises(NotFound) as gone:
+        call(UPDATE, webhook_endpoint=we, disabled=True)
+    assert (gone.value.field, gone.value.deleted) == ("webhook_endpoint", True)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/hooks",
+        "http://localhost/hooks",
+        "http://[::1]/hooks",
+        "http://169.254.169.254/latest/meta-data",
+        "http://10.0.0.5/hooks",
+        "http://192.168.0.10/hooks",
+        "http://224.0.0.1/hooks",
+        "http://0.0.0.0/hooks",
+    ],
+)
+def test_private_destinations_are_refused_unless_allowed(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(BadRequest) as refused:
+        endpoint(url)
+    assert refused.value.field == "url"
+    assert "BILLING_WEBHOOKS_ALLOW_PRIVATE" in refused.value.message
+    monkeypatch.setenv("BILLING_WEBHOOKS_ALLOW_PRIVATE", "true")
+    get_settings.cache_clear()
+    assert endpoint(url)
+
+
+def test_a_host_that_does_not_resolve_is_refused() -> None:
+    with pytest.raises(BadRequest) as refused:
+        endpoint("https://no-such-host.invalid/hooks")
+    assert refused.value.field == "url"
+
+
+def test_the_cli_creates_an_endpoint_and_shows_its_secret_once(allow_private: None) -> None:
+    runner = CliRunner()
+    created = runner.invoke(
+        cli, ["webhooks", "create", "--url", "https://93.184.215.14/h", "--event", "invoice.paid"]
+    )
+    assert created.exit_code == 0, created.output
+    shown = json.loads(created.output)
+    assert shown["secret"].startswith("whsec_") and shown["enabled_events"] == ["invoice.paid"]
+    listed = runner.invoke(cli, ["webhooks", "list"])
+    assert shown["id"] in listed.output and shown["secret"] not in listed.output
+    updated = runner.invoke(cli, ["webhooks", "update", shown["id"], "--disable"])
+    assert json.loads(updated.output)["status"] == "disabled"
+    assert shown["secret"] not in updated.output
+    deleted = runner.invoke(cli, ["webhooks", "delete", shown["id"]])
+    assert json.loads(deleted.output)["deleted"] is True
+
+
+def test_a_refused_create_keeps_no_secret_in_its_dead_letter(caplog: pytest.LogCaptureFixture) -> None:
+    from worker.app import app
+    from worker.tables import TaskFailure
+
+    app.loader.import_default_modules()
+    secret = new_signing_secret()
+    payload = {
+        "id": new_id("we"),
+        "url": "http://127.0.0.1/hooks",
+        "enabled_events": ["*"],
+        "secret": secret,
+        "idempotency_key": new_id("req"),
+    }
+    with caplog.at_level(logging.DEBUG):
+        result = app.tasks[CREATE].apply(kwargs=payload)
+    assert result.failed()
+    with read_session() as session:
+        (failure,) = session.execute(select(TaskFailure)).scalars().all()
+    assert failure.payload is not None and failure.payload["secret"] == "(redacted)"
+    assert secret not in json.dumps(failure.payload) and secret not in caplog.text
+
+
+# -- the sender, against real servers on 127.0.0.1 --------------------------------------------------
+
+
+def test_a_delivery_is_signed_and_a_non_2xx_is_a_failed_try() -> None:
+    secret = new_signing_secret()
+    body = json.dumps({"id": "evt_X", "object": "event"}).encode()
+    with Receiver(secret=secret, answers=[500, 200]) as receiver:
+        headers = {SIGNATURE_HEADER: signature_header(body, secret, int(__import__("time").time()))}
+        first = post(receiver.url, body, headers, timeout=5, allow_private=True)
+        second = post(receiver.url, body, headers, timeout=5, allow_private=True)
+    assert (first.ok, first.status, first.error) == (False, 500, "HTTP 500: not 2xx")
+    assert (second.ok, second.status) == (True, 200)
+    assert [r.verified for r in receiver.received] == [True, True]
+    assert verify_signature(receiver.received[1].body, receiver.received[1].headers[SIGNATURE_HEADER], secret)
+
+
+def test_the_sender_refuses_private_addresses_at_delivery_time_too() -> None:
+    """An endpoint made while its host was public, then re-pointed (DNS rebinding): the address
+    is checked again when sending, and nothing is sent."""
+    with Receiver() as receiver:
+        sent = post(receiver.url, b"{}", {}, timeout=5, allow_private=False)
+    assert (sent.ok, sent.status) == (False, None)
+    assert "loopback" in (sent.error or "")
+    assert receiver.received == []
+
+
+def test_a_receiver_slower_than_the_timeout_is_a_failed_try() -> None:
+    with Receiver(answers=[("sleep", 3.0, 200)]) as receiver:
+        sent = post(receiver.url, b"{}", {}, timeout=0.5, allow_private=True)
+    assert (sent.ok, sent.status) == (False, None)
+    assert sent.error == "timed out after 0.5 s"
+    assert sent.duration_ms < 2500
+
+
+class _Raw(BaseHTTPRequestHandler):
+    status = 200
+    location: str | None = None
+    body = b""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(self.status)
+        if self.location:
+            self.send_header("Location", self.location)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        with contextlib.suppress(OSError):
+            self.wfile.write(self.body)
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def raw_server() -> Iterator[tuple[str, type[_Raw]]]:
+    handler = type("Handler", (_Raw,), {})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/", handler
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_redirect_is_not_followed(raw_server: tuple[str, type[_Raw]]) -> None:
+    url, handler = raw_server
+    with Receiver() as target:
+        handler.status, handler.location = 307, target.url
+        sent = post(url, b"{}", {}, timeout=5, allow_private=True)
+    assert (sent.ok, sent.status) == (False, 307)
+    assert "redirect (not followed)" in (sent.error or "")
+    assert target.received == []
+
+
+def test_a_huge_response_is_read_only_up_to_the_bound(raw_server: tuple[str, type[_Raw]]) -> None:
+    url, handler = raw_server
+    handler.body = b"x" * (50 * MAX_RESPONSE_BYTES)
+    sent = post(url, b"{}", {}, timeout=5, allow_private=True)
+    assert (sent.ok, sent.status) == (True, 200)
+    assert sent.excerpt is not None and len(sent.excerpt) <= 500
+
+
+def test_a_closed_port_is_a_failed_try_with_its_error() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sent = post(f"http://127.0.0.1:{port}/", b"{}", {}, timeout=2, allow_private=True)
+    assert (sent.ok, sent.status) == (False, None)
+    assert "ConnectionRefusedError" in (sent.error or "")
