@@ -1,5 +1,6 @@
-"""Webhook rules (README: Webhooks): which events an endpoint receives, when a failed delivery
-is tried again, and which network addresses an endpoint may never point at.
+"""Webhook rules (README: Webhooks): when a failed delivery is tried again, and which network
+addresses an endpoint may never point at. (Which events an endpoint receives:
+``tasks.event_types``.)
 
 Pure rules: the caller resolves host names and reads the clock.
 """
@@ -7,67 +8,7 @@ Pure rules: the caller resolves host names and reads the clock.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
-
-from domain.errors import BadRequest
-
-WILDCARD = "*"
-
-EVENT_TYPES: frozenset[str] = frozenset(
-    {
-        "customer.created",
-        "customer.updated",
-        "customer.deleted",
-        "customer.balance_transaction.created",
-        "customer.discount.created",
-        "customer.discount.deleted",
-        "customer.subscription.created",
-        "customer.subscription.updated",
-        "customer.subscription.deleted",
-        "invoiceitem.created",
-        "invoiceitem.deleted",
-        "invoice.created",
-        "invoice.finalized",
-        "invoice.paid",
-        "invoice.voided",
-        "invoice.marked_uncollectible",
-        "invoice.deleted",
-        "invoice.overdue",
-        "invoice.upcoming",
-        "credit_note.created",
-        "credit_note.voided",
-        "coupon.created",
-        "tax_rate.created",
-        "product.created",
-        "price.created",
-        "test_helpers.test_clock.ready",
-        "request.failed",
-    }
-)
-"""Stripe's event types for what exists here (issue 12), plus ``request.failed`` (ours)."""
-
-MAX_ENABLED_EVENTS = len(EVENT_TYPES) + 1
-
-
-def check_enabled_events(names: Sequence[str], *, field: str = "enabled_events") -> list[str]:
-    """``["*"]`` or known event types, each once; an unknown one is named by its position."""
-    if not names:
-        raise BadRequest("give at least one event type, or '*' for all", field=field)
-    seen: list[str] = []
-    for index, name in enumerate(names):
-        if name != WILDCARD and name not in EVENT_TYPES:
-            raise BadRequest(f"unknown event type {name!r}", field=f"{field}[{index}]")
-        if name in seen:
-            raise BadRequest(f"event type {name!r} is listed twice", field=f"{field}[{index}]")
-        seen.append(name)
-    if WILDCARD in seen and len(seen) > 1:
-        raise BadRequest("'*' already names every event type: give it alone", field=field)
-    return seen
-
-
-def receives(enabled_events: Iterable[str], event_type: str) -> bool:
-    enabled = set(enabled_events)
-    return WILDCARD in enabled or event_type in enabled
+from collections.abc import Sequence
 
 
 def next_retry_in(schedule: Sequence[int], attempts: int) -> int | None:

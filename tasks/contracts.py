@@ -30,7 +30,7 @@ from pydantic import (
 from domain.errors import BadRequest
 from domain.money import MAX_AMOUNT, check_currency
 from domain.periods import MAX_INTERVAL_COUNT
-from domain.webhooks import MAX_ENABLED_EVENTS, check_enabled_events
+from tasks.event_types import MAX_ENABLED_EVENTS, check_enabled_events
 from tasks.ids import PREFIXES
 
 MAX_ITEMS_PER_BATCH = 1000

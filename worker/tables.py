@@ -574,6 +574,27 @@ class SubscriptionPeriod(SQLModel, table=True):
     created: int = time_field()
 
 
+class Event(SQLModel, table=True):
+    """A Stripe-shaped event, written in the transaction of the change it reports (README:
+    Events). ``data`` is ``{"object": <the object as ``billing get`` prints it after the
+    change>, "previous_attributes": {...}}`` (the latter for updates only); ``object``,
+    ``livemode``, ``api_version`` and ``request`` are the view's (``worker.views``)."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_created", "created", "id"),)
+
+    id: str = Field(primary_key=True, sa_type=String(64))
+    type: str = Field(sa_type=String(64), index=True)
+    created: int = time_field()
+    customer_id: str | None = Field(default=None, sa_type=String(64), index=True)
+    """The customer the object belongs to (no foreign key: a ``request.failed`` may name one
+    that does not exist)."""
+    data: dict[str, Any] = Field(sa_column=Column("data", JSONType, nullable=False))
+    request_id: str | None = Field(default=None, sa_type=String(300))
+    """The request's own key (a chain's part n: ``<key>:part<n>``): what the producer sent."""
+    idempotency_key: str | None = Field(default=None, sa_type=String(300), index=True)
+
+
 # Flush order: the unit of work orders INSERTs between tables by relationship(), not by
 # foreign key alone. A ledger row may be added in the same flush as the invoice it points
 # at (generation writes a finalized invoice with one INSERT): the invoice goes first.
@@ -622,7 +643,7 @@ class WebhookDelivery(SQLModel, table=True):
     )
 
     id: str = Field(primary_key=True, sa_type=String(64))
-    event_id: str = Field(sa_type=String(64), index=True)
+    event_id: str = ref("events.id", nullable=False, index=True)
     endpoint_id: str = ref("webhook_endpoints.id", nullable=False, index=True)
     status: str = Field(default="pending", sa_type=String(8))
     attempts: int = 0

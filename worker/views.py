@@ -22,7 +22,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 from sqlalchemy import tuple_, type_coerce
 from sqlalchemy.dialects.postgresql import JSONB
@@ -34,6 +35,7 @@ from domain.errors import BadRequest, NotFound
 from domain.invoices import InvoiceStatus
 from domain.money import check_currency
 from domain.subscriptions import SubscriptionStatus
+from tasks.event_types import EVENT_TYPES, matching
 from tasks.ids import object_type
 from worker import clock
 from worker.tables import (
@@ -44,6 +46,7 @@ from worker.tables import (
     CustomerBalance,
     CustomerTaxId,
     DiscountRow,
+    Event,
     Invoice,
     InvoiceItem,
     Price,
@@ -60,6 +63,8 @@ from worker.tables import (
 )
 
 MAX_LIMIT = 100
+API_VERSION = "2024-06-20"
+"""The Stripe API version whose object shapes the views follow (events name it)."""
 
 EXPANDABLE: dict[str, frozenset[str]] = {"customer": frozenset({"invoice_credit_balance"})}
 """Fields left out unless named in ``expand``, per object type."""
@@ -275,6 +280,13 @@ def _invoice_item(row: InvoiceItem) -> dict[str, Any]:
     }
 
 
+def invoice_item_of_values(values: dict[str, Any]) -> dict[str, Any]:
+    """A new invoice item as ``billing get`` prints it, from the column values it is inserted
+    with (ingestion writes its rows without the ORM): pending, of no subscription."""
+    row = SimpleNamespace(**values, metadata_=values["metadata"], invoice_id=None, subscription_id=None)
+    return _invoice_item(cast(InvoiceItem, row))
+
+
 def _credit_note(row: CreditNote) -> dict[str, Any]:
     return {
         "object": "credit_note",
@@ -395,6 +407,19 @@ def task_failure_object(row: TaskFailure) -> dict[str, Any]:
         "attempts": row.attempts,
         "first_seen": row.first_seen,
         "last_seen": row.last_seen,
+    }
+
+
+def _event(row: Event) -> dict[str, Any]:
+    return {
+        "object": "event",
+        "id": row.id,
+        "type": row.type,
+        "api_version": API_VERSION,
+        "created": row.created,
+        "data": row.data,
+        "livemode": False,
+        "request": {"id": row.request_id, "idempotency_key": row.idempotency_key},
     }
 
 
@@ -580,6 +605,7 @@ OBJECTS: dict[str, _Kind] = {
     "price": _Kind(Price, "price", _each(_price)),
     "subscription": _Kind(Subscription, "subscription", _render_subscriptions),
     "test_clock": _Kind(SandboxClock, "test_helpers.test_clock", _each(_test_clock)),
+    "event": _Kind(Event, "event", _each(_event)),
     "webhook_endpoint": _Kind(WebhookEndpoint, "webhook_endpoint", _each(_webhook_endpoint)),
 }
 """Object type (``tasks.ids.object_type`` names) -> table, Stripe name and renderer."""
@@ -611,9 +637,14 @@ LISTINGS: dict[str, _Listing] = {
         "subscription", frozenset({"customer", "currency", "status"}), SUBSCRIPTION_STATUSES
     ),
     "test_clocks": _Listing("test_clock"),
+    "events": _Listing("event", frozenset({"customer", "type", "created"})),
     "webhook_endpoints": _Listing("webhook_endpoint"),
 }
 """List resource -> object type and the filters it accepts."""
+
+
+_FILTER_OF = {"created_gte": "created", "created_lte": "created"}
+"""List parameters that belong to one filter of ``_Listing.filters``."""
 
 
 def _key(kind: _Kind, raw: str, field: str) -> str | int:
@@ -667,6 +698,12 @@ def _page_size(limit: object) -> int:
     return limit
 
 
+def _unix_time(value: object, field: str) -> None:
+    """A time bound as a caller gave it (untyped callers may pass anything): seconds, >= 0."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise BadRequest(f"must be a Unix time in seconds (got {value!r})", field=field)
+
+
 def list_objects(
     session: Session,
     resource: str,
@@ -678,6 +715,9 @@ def list_objects(
     overdue: bool | None = None,
     subscription: str | None = None,
     invoice: str | None = None,
+    type: str | None = None,
+    created_gte: int | None = None,
+    created_lte: int | None = None,
     limit: int = MAX_LIMIT,
     starting_after: str | None = None,
     ending_before: str | None = None,
@@ -685,7 +725,8 @@ def list_objects(
 ) -> dict[str, Any]:
     """One page of ``resource`` in Stripe's list shape, newest first: ``starting_after`` is
     the last id seen (the page after it, older), ``ending_before`` the first (the page before
-    it, newer)."""
+    it, newer). Events filter by ``type`` (a type, ``<prefix>.*`` or ``*``) and by
+    ``created_gte`` / ``created_lte`` (Unix seconds, inclusive)."""
     listing = LISTINGS.get(resource)
     if listing is None:
         raise BadRequest(f"unknown resource {resource!r}", field="resource")
@@ -698,9 +739,12 @@ def list_objects(
         "overdue": overdue,
         "subscription": subscription,
         "invoice": invoice,
+        "type": type,
+        "created_gte": created_gte,
+        "created_lte": created_lte,
     }
     for name, value in given.items():
-        if value is not None and name not in listing.filters:
+        if value is not None and _FILTER_OF.get(name, name) not in listing.filters:
             raise BadRequest(f"{resource} cannot be filtered by {name}", field=name)
     if status is not None and status not in listing.statuses:
         raise BadRequest(
@@ -708,6 +752,8 @@ def list_objects(
         )
     if currency is not None:
         check_currency(currency)
+    _unix_time(created_gte, "created_gte")
+    _unix_time(created_lte, "created_lte")
 
     kind = OBJECTS[listing.kind]
     table: Any = kind.table
@@ -727,6 +773,13 @@ def list_objects(
         stmt = stmt.where(table.subscription_id == subscription)
     if invoice is not None:
         stmt = stmt.where(table.invoice_id == invoice)
+    if type is not None:
+        wanted = matching(type)
+        stmt = stmt.where(table.type.in_(sorted(wanted))) if len(wanted) < len(EVENT_TYPES) else stmt
+    if created_gte is not None:
+        stmt = stmt.where(table.created >= created_gte)
+    if created_lte is not None:
+        stmt = stmt.where(table.created <= created_lte)
     if table is Customer:
         stmt = stmt.where(col(Customer.deleted).is_(False))
     if table is WebhookEndpoint:
@@ -766,6 +819,29 @@ def _cursor(session: Session, kind: _Kind, order: list[Any], raw: str, field: st
     if anchor is None:
         raise NotFound(kind.name, raw, field=field)
     return tuple_(anchor.created, anchor.id)
+
+
+_KIND_OF_TABLE: dict[type[SQLModel], _Kind] = {kind.table: kind for kind in OBJECTS.values()}
+
+
+def render_rows(session: Session, rows: Sequence[SQLModel], *, now: int) -> list[dict[str, Any]]:
+    """Rows of a writing session, in their order, as ``billing get`` would print them once
+    the transaction commits: the session is flushed and expired (statements may have changed
+    rows behind the ORM), and each kind is read again with one query and rendered as a page."""
+    wanted = [(type(row), cast(Any, row).id) for row in rows]  # before expiry: no reload
+    session.flush()
+    session.expire_all()
+    view = _View(session, frozenset(), now)
+    groups: defaultdict[type[SQLModel], set[Any]] = defaultdict(set)
+    for table, object_id in wanted:
+        groups[table].add(object_id)
+    rendered: dict[tuple[type[SQLModel], Any], dict[str, Any]] = {}
+    for table, ids in groups.items():
+        kind, model = _KIND_OF_TABLE[table], cast(Any, table)
+        fresh = session.exec(select(model).where(model.id.in_(ids))).all()
+        for row, obj in zip(fresh, kind.render(view, fresh), strict=True):
+            rendered[(table, row.id)] = obj
+    return [rendered[key] for key in wanted]
 
 
 def customer_balances(session: Session, customer_id: str) -> dict[str, int]:

@@ -22,18 +22,21 @@ import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import insert, select
 from sqlmodel import Session, col
 
 from domain.errors import BadRequest, DestinationRefused
-from domain.webhooks import receives, refused_address
+from domain.webhooks import refused_address
+from tasks.event_types import receives
 from tasks.ids import PREFIXES, derived_id
 from worker.db import table_of
-from worker.services.base import FollowUp
 from worker.tables import WebhookDelivery, WebhookEndpoint
+
+if TYPE_CHECKING:
+    from worker.services.base import FollowUp  # which calls fan_out: imported when first needed
 
 DELIVER_TASK = "billing.webhooks.deliver"
 MAX_RESPONSE_BYTES = 64 * 1024
@@ -51,6 +54,8 @@ def delivery_key(delivery_id: str) -> str:
 
 
 def deliver_follow_up(delivery_id: str) -> FollowUp:
+    from worker.services.base import FollowUp
+
     key = delivery_key(delivery_id)
     return FollowUp(DELIVER_TASK, {"delivery": delivery_id, "idempotency_key": key}, key)
 

@@ -9,7 +9,8 @@ import json
 import pytest
 
 from domain.errors import BadRequest
-from domain.webhooks import EVENT_TYPES, check_enabled_events, next_retry_in, receives, refused_address
+from domain.webhooks import next_retry_in, refused_address
+from tasks.event_types import EVENT_TYPES, check_enabled_events, receives
 from tasks.webhooks import (
     SignatureVerificationError,
     new_signing_secret,
@@ -94,6 +95,9 @@ def test_an_endpoint_receives_its_types_or_everything_with_the_wildcard() -> Non
     assert receives(["*"], "invoice.paid")
     assert receives(["invoice.paid"], "invoice.paid")
     assert not receives(["invoice.paid"], "invoice.voided")
+    assert receives(["invoice.*"], "invoice.voided")
+    assert not receives(["invoice.*"], "invoiceitem.created")
+    assert check_enabled_events(["invoice.*", "customer.created"]) == ["invoice.*", "customer.created"]
     assert {"invoice.finalized", "request.failed", "customer.subscription.updated"} <= EVENT_TYPES
 
 

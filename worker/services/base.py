@@ -17,8 +17,11 @@ from domain.errors import BadRequest, IdempotencyConflict, NotFound, Parked
 from tasks.contracts import Contract
 from worker import clock
 from worker.db import UnitOfWork, table_of
+from worker.events import Emitted, write_events
 from worker.failpoints import failpoint
 from worker.tables import Customer, IdempotencyKey, OutboxMessage, SandboxClock
+from worker.views import render_rows
+from worker.webhooks import fan_out
 
 Row = TypeVar("Row", bound=SQLModel)
 
@@ -43,6 +46,8 @@ class Outcome:
     id: str | None
     replayed: bool = False
     follow_ups: list[FollowUp] = field(default_factory=list)
+    events: list[Emitted] = field(default_factory=list)
+    """What the request emitted (``Request.emit``); a replay emits nothing."""
 
     def as_result(self) -> dict[str, Any]:
         return {"id": self.id, "replayed": self.replayed, "follow_ups": len(self.follow_ups)}
@@ -93,9 +98,24 @@ class Request:
     """This transaction runs again after a unique violation (see ``execute``)."""
     key_row: dict[str, Any] | None = None
     """The idempotency key to store, once ``done``."""
+    idempotency_key: str | None = None
+    """The producer's key (a chain's part n is stored under ``<key>:part<n>``): its events'
+    ``request.idempotency_key``; their ``request.id`` is ``key``."""
+    events: list[Emitted] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.received = self.received or self.now
+        self.idempotency_key = self.idempotency_key or self.key
+
+    def emit(self, type: str, obj: dict[str, Any] | SQLModel, previous: dict[str, Any] | None = None) -> None:
+        """An event of this request, written with its effect (``worker.events``): ``obj`` is a
+        table row (rendered as it is when the transaction ends) or an object rendered already
+        (``render``: what the transaction deletes); ``previous`` the object before an update."""
+        self.events.append(Emitted(type, obj, previous, self.key, self.idempotency_key))
+
+    def render(self, row: SQLModel) -> dict[str, Any]:
+        """``row`` as ``billing get`` prints it at this point of the transaction."""
+        return render_rows(self.session, [row], now=self.received)[0]
 
     def replayed(self) -> Outcome | None:
         """The earlier outcome for this key, or None. Same key, other parameters: an error.
@@ -123,7 +143,7 @@ class Request:
     def done(self, resource_id: str | None, **extra: Any) -> Outcome:
         """The operation's effect is made: its key is stored with it (``settle``)."""
         self.key_row = key_row(self.key, self.operation, self.fingerprint, resource_id, self.received)
-        return Outcome(resource_id, **extra)
+        return Outcome(resource_id, events=self.events, **extra)
 
     def get(self, model: type[Row], object_id: str, *, resource: str, field: str) -> Row:
         row = self.session.get(model, object_id)
@@ -298,10 +318,15 @@ def execute(
                     redeliveries,
                     redelivery_cap,
                     retry=attempt > 1,
+                    idempotency_key=getattr(command, "idempotency_key", None),
                 )
                 outcome = service(request, command)
                 settle(request)
                 outcome.follow_ups = write_outbox(uow.session, outcome.follow_ups, request.received)
+                written = write_events(uow.session, outcome.events, request.received)
+                if written:  # the deliveries of its events to webhook endpoints (README: Webhooks)
+                    deliveries = fan_out(uow.session, written, request.received)
+                    outcome.follow_ups += write_outbox(uow.session, deliveries, request.received)
                 failpoint("before_commit", operation)
                 uow.commit()
             failpoint("after_commit", operation)
@@ -339,6 +364,13 @@ def execute_together(
         for outcome in settled:
             if outcome is not None and outcome.follow_ups:
                 outcome.follow_ups = write_outbox(uow.session, outcome.follow_ups, now)
+        written = write_events(
+            uow.session, [e for outcome in settled if outcome for e in outcome.events], now
+        )
+        if written:  # the deliveries go with the first settled request; the reconciler covers them too
+            deliveries = write_outbox(uow.session, fan_out(uow.session, written, now), now)
+            first = next(outcome for outcome in settled if outcome is not None)
+            first.follow_ups = [*first.follow_ups, *deliveries]
         failpoint("before_commit", operation)
         uow.commit()
     failpoint("after_commit", operation)

@@ -13,8 +13,10 @@ from domain.errors import BadRequest, BillingError, NotFound
 from domain.money import check_amount
 from tasks.contracts import InvoiceItemCreate, InvoiceItemsCreate
 from worker.db import table_of
+from worker.events import Emitted
 from worker.services.base import Outcome, Request, key_row, known_keys
 from worker.tables import Customer, IdempotencyKey, InvoiceItem, TaxRateRow
+from worker.views import invoice_item_of_values
 
 
 def _lookups(session: Session, items: Sequence[InvoiceItemCreate]) -> tuple[dict[str, Any], set[str]]:
@@ -149,11 +151,16 @@ def _insert(request: Request, rows: list[dict[str, Any]], field_prefix: str) -> 
     raise BadRequest(f"invoice item {rows[index]['id']} already exists", field=f"{at}id")
 
 
+CREATED = "invoiceitem.created"
+
+
 def create(request: Request, command: InvoiceItemCreate) -> Outcome:
     if prior := request.replayed():
         return prior
-    if prior := _insert(request, _rows(request, [command], ""), ""):
+    rows = _rows(request, [command], "")
+    if prior := _insert(request, rows, ""):
         return prior
+    request.emit(CREATED, invoice_item_of_values(rows[0]))
     return request.done(command.id)
 
 
@@ -161,8 +168,11 @@ def create_many(request: Request, command: InvoiceItemsCreate) -> Outcome:
     """All items of the batch or none: the first bad one fails the batch and names its index."""
     if prior := request.replayed():
         return prior
-    if prior := _insert(request, _rows(request, command.items, "items"), "items"):
+    rows = _rows(request, command.items, "items")
+    if prior := _insert(request, rows, "items"):
         return prior
+    for row in rows:
+        request.emit(CREATED, invoice_item_of_values(row))
     return request.done(None)
 
 
@@ -205,6 +215,9 @@ def create_together(
             insert(table_of(IdempotencyKey)),
             [key_row(entries[i][0], operation, entries[i][1], entries[i][2].id, now) for i in done],
         )
-    for index in done:
-        settled[index] = Outcome(entries[index][2].id)
+    for index, row in zip(owners, rows, strict=True):
+        if row["id"] in inserted:
+            key = entries[index][0]
+            event = Emitted(CREATED, invoice_item_of_values(row), request_id=key, idempotency_key=key)
+            settled[index] = Outcome(row["id"], events=[event])
     return settled

@@ -13,8 +13,8 @@ from sqlalchemy import func, select
 from sqlmodel import col
 
 from domain.errors import BadRequest, NotFound
-from domain.webhooks import receives
 from tasks.contracts import WebhookEndpointCreate, WebhookEndpointDelete, WebhookEndpointUpdate, WebhookResend
+from tasks.event_types import receives
 from worker.services.base import Outcome, Request
 from worker.settings import get_settings
 from worker.tables import WebhookDelivery, WebhookEndpoint

@@ -1,12 +1,12 @@
 """webhooks
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-02 09:04:43
 
 Webhook endpoints (their signing secret, status and why the worker disabled one), one
 delivery per event and endpoint (written with the event), and every attempt of each
-(README: Webhooks). ``down_revision`` is re-chained after ``0007_events`` at merge.
+(README: Webhooks).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql
 JSON_TYPE = sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
@@ -59,6 +59,9 @@ def upgrade() -> None:
         sa.CheckConstraint(
             "status IN ('pending', 'succeeded', 'failed', 'canceled')",
             name=op.f("ck_webhook_deliveries_status_valid"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["event_id"], ["events.id"], name=op.f("fk_webhook_deliveries_event_id_events")
         ),
         sa.ForeignKeyConstraint(
             ["endpoint_id"],

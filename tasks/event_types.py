@@ -1,0 +1,86 @@
+"""The event types the worker writes (README: Events), for producers that filter them
+(``billing list events --type``, a webhook endpoint's ``enabled_events``).
+
+Stripe's names for what exists here, plus ``request.failed`` (ours: requests are
+asynchronous, so a refused one is reported as an event). A pattern is a type, ``*`` (every
+type) or ``<prefix>.*`` (every type under that prefix, e.g. ``invoice.*``).
+"""
+
+from __future__ import annotations
+
+from domain.errors import BadRequest
+
+EVENT_TYPES = frozenset(
+    {
+        "customer.created",
+        "customer.updated",
+        "customer.deleted",
+        "customer.balance_transaction.created",
+        "customer.discount.created",
+        "customer.discount.deleted",
+        "customer.subscription.created",
+        "customer.subscription.updated",
+        "customer.subscription.deleted",
+        "invoiceitem.created",
+        "invoice.created",
+        "invoice.finalized",
+        "invoice.paid",
+        "invoice.voided",
+        "invoice.marked_uncollectible",
+        "invoice.deleted",
+        "invoice.overdue",
+        "invoice.upcoming",
+        "credit_note.created",
+        "credit_note.voided",
+        "coupon.created",
+        "tax_rate.created",
+        "product.created",
+        "price.created",
+        "test_helpers.test_clock.ready",
+        "request.failed",
+    }
+)
+
+
+def matching(pattern: str, *, field: str = "type") -> frozenset[str]:
+    """The event types ``pattern`` names; a pattern that names none is refused (``field``)."""
+    if pattern == "*":
+        return EVENT_TYPES
+    if pattern.endswith(".*"):
+        prefix = pattern[:-1]
+        found = frozenset(t for t in EVENT_TYPES if t.startswith(prefix))
+    else:
+        found = frozenset({pattern}) & EVENT_TYPES
+    if not found:
+        raise BadRequest(
+            f"unknown event type {pattern!r} (a type such as invoice.paid, a group such as invoice.*, or *)",
+            field=field,
+        )
+    return found
+
+
+MAX_ENABLED_EVENTS = len(EVENT_TYPES) + 1
+
+
+def check_enabled_events(patterns: list[str], *, field: str = "enabled_events") -> list[str]:
+    """A webhook endpoint's ``enabled_events``: types or patterns (``*``, ``invoice.*``), each
+    once, ``*`` alone; an unknown one is named by its position (``enabled_events[2]``)."""
+    if not patterns:
+        raise BadRequest("give at least one event type, or '*' for all", field=field)
+    for index, pattern in enumerate(patterns):
+        matching(pattern, field=f"{field}[{index}]")
+        if pattern in patterns[:index]:
+            raise BadRequest(f"event type {pattern!r} is listed twice", field=f"{field}[{index}]")
+    if "*" in patterns and len(patterns) > 1:
+        raise BadRequest("'*' already names every event type: give it alone", field=field)
+    return list(patterns)
+
+
+def receives(enabled_events: list[str], event_type: str) -> bool:
+    """Whether an endpoint with these ``enabled_events`` receives events of ``event_type``."""
+    return any(
+        pattern == "*"
+        or pattern == event_type
+        or (pattern.endswith(".*") and event_type.startswith(pattern[:-1]))
+        for pattern in enabled_events
+    )
