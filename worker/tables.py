@@ -645,7 +645,7 @@ class WebhookDelivery(SQLModel, table=True):
     id: str = Field(primary_key=True, sa_type=String(64))
     event_id: str = ref("events.id", nullable=False, index=True)
     endpoint_id: str = ref("webhook_endpoints.id", nullable=False, index=True)
-    status: str = Field(default="pending", sa_type=String(8))
+    status: str = Field(default="pending", sa_type=String(12))
     attempts: int = 0
     next_attempt_at: int = time_field()
     claimed_until: int | None = time_field(nullable=True)

@@ -250,3 +250,184 @@ def test_a_closed_port_is_a_failed_try_with_its_error() -> None:
     sent = post(f"http://127.0.0.1:{port}/", b"{}", {}, timeout=2, allow_private=True)
     assert (sent.ok, sent.status) == (False, None)
     assert "ConnectionRefusedError" in (sent.error or "")
+
+
+# -- deliveries: fan-out with the event, tries, retries, bounds ---------------------------------------
+
+
+@pytest.fixture
+def later(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The worker's clock, moved forward by ``later[0]`` seconds (the signature keeps real time)."""
+    import time
+
+    from worker import clock
+
+    offset = [0.0]
+    monkeypatch.setattr(clock, "_source", lambda: time.time() + offset[0])
+    return offset
+
+
+def deliver_all(follow_ups: list[Any]) -> list[dict[str, Any]]:
+    """Run the delivery follow-ups as the webhooks queue's worker would."""
+    from tasks.contracts import WebhookDeliver, parse
+    from worker.services.webhooks import deliver
+
+    results = []
+    for follow_up in follow_ups:
+        assert follow_up.task_name == "billing.webhooks.deliver"
+        command = parse(WebhookDeliver, dict(follow_up.payload))
+        assert isinstance(command, WebhookDeliver)
+        results.append(deliver(command))
+    return results
+
+
+def due_follow_ups() -> list[Any]:
+    """What the dispatch sweep (beat) publishes now."""
+    from worker import clock
+    from worker.db import UnitOfWork
+    from worker.services.webhooks import dispatch
+
+    with UnitOfWork() as uow:
+        follow_ups, _ = dispatch(uow.session, clock.now(), get_settings(), None)
+        uow.commit()
+    return follow_ups
+
+
+def deliveries() -> list[Any]:
+    from worker.tables import WebhookDelivery
+
+    with read_session() as session:
+        return list(session.execute(select(WebhookDelivery).order_by(WebhookDelivery.created)).scalars())
+
+
+def test_events_fan_out_to_the_endpoints_that_receive_them_in_their_transaction(allow_private: None) -> None:
+    wants = endpoint(events=["customer.created"])
+    everything = endpoint(events=["*"])
+    endpoint(events=["invoice.*"])
+    off = endpoint(events=["*"])
+    call(UPDATE, webhook_endpoint=off, disabled=True)
+
+    outcome = call("billing.customers.create", name="Ada")
+
+    rows = deliveries()
+    assert sorted(r.endpoint_id for r in rows) == sorted([wants, everything])
+    assert {r.status for r in rows} == {"pending"}
+    (event_id,) = {r.event_id for r in rows}
+    assert get(event_id)["type"] == "customer.created"
+    assert sorted(f.payload["delivery"] for f in outcome.follow_ups) == sorted(r.id for r in rows)
+
+
+def test_a_receiver_answering_500_then_200_gets_the_event_twice_signed_and_it_is_recorded(
+    allow_private: None, later: list[float], runner: CliRunner
+) -> None:
+    secret = new_signing_secret()
+    with Receiver(secret=secret, answers=[500]) as receiver:
+        we = endpoint(receiver.url, ["customer.created"], secret=secret)
+        outcome = call("billing.customers.create", name="Bea")
+        (first,) = deliver_all(outcome.follow_ups)
+        assert (first["http_status"], first["status"]) == (500, "pending")
+        assert due_follow_ups() == []  # not due before the first wait of the schedule
+        later[0] += get_settings().webhook_retry_schedule_s[0]
+        (second,) = deliver_all(due_follow_ups())
+        assert (second["http_status"], second["status"]) == (200, "succeeded")
+        assert deliver_all(outcome.follow_ups)[0]["sent"] is False  # a duplicate message sends nothing
+    (event_id,) = {r.event["id"] for r in receiver.received}
+    assert [r.verified for r in receiver.received] == [True, True]
+    assert receiver.received[0].event == json.loads(json.dumps(get(event_id)))
+    attempts = json.loads(runner.invoke(cli, ["webhooks", "attempts", we]).output)["data"]
+    assert [(a["attempt"], a["status"], a["http_status"]) for a in attempts] == [
+        (2, "succeeded", 200),
+        (1, "failed", 500),
+    ]
+    assert all(a["duration_ms"] is not None and a["event"] == event_id for a in attempts)
+    by_event = json.loads(runner.invoke(cli, ["webhooks", "attempts", event_id]).output)["data"]
+    assert [a["id"] for a in by_event] == [a["id"] for a in attempts]
+    assert secret not in json.dumps(attempts)
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def test_a_delivery_fails_for_good_when_its_schedule_is_spent_and_a_failing_endpoint_is_disabled(
+    allow_private: None, later: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BILLING_WEBHOOK_RETRY_SCHEDULE_S", "[60, 600]")
+    monkeypatch.setenv("BILLING_WEBHOOK_DISABLE_AFTER_S", "3600")
+    get_settings.cache_clear()
+    with Receiver(answers=[503] * 10) as receiver:
+        we = endpoint(receiver.url, ["customer.created"])
+        deliver_all(call("billing.customers.create", name="Chloé").follow_ups)
+        for wait in (60, 600):
+            later[0] += wait
+            deliver_all(due_follow_ups())
+        (row,) = deliveries()
+        assert (row.status, row.attempts) == ("failed", 3)
+        assert get(we)["status"] == "enabled"  # failing for 11 minutes: not yet
+        second = call("billing.customers.create", name="Dan").follow_ups
+        later[0] += 3600
+        deliver_all(second)
+    shown = get(we)
+    assert shown["status"] == "disabled"
+    assert "every delivery failed" in shown["disabled_reason"]
+    assert len(receiver.received) == 4
+    assert call("billing.customers.create", name="Eve").follow_ups == []  # disabled: nothing fanned out
+
+
+def test_the_concurrency_bound_per_endpoint_defers_the_extra_try(
+    allow_private: None, later: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker import clock
+    from worker.services.webhooks import claim
+
+    monkeypatch.setenv("BILLING_WEBHOOK_MAX_CONCURRENCY", "1")
+    get_settings.cache_clear()
+    with Receiver() as receiver:
+        endpoint(receiver.url, ["customer.created"])
+        one = call("billing.customers.create", name="One").follow_ups
+        two = call("billing.customers.create", name="Two").follow_ups
+        taken = claim(one[0].payload["delivery"], clock.now(), get_settings())  # in flight, not answered
+        assert not isinstance(taken, str)
+        (deferred,) = deliver_all(two)
+        assert deferred == {
+            "delivery": two[0].payload["delivery"],
+            "sent": False,
+            "reason": "the endpoint has its bound of requests in flight: deferred",
+        }
+        assert receiver.received == []
+
+
+def test_a_try_cut_short_is_abandoned_and_tried_again_once_its_claim_expires(
+    allow_private: None, later: list[float]
+) -> None:
+    from worker import clock
+    from worker.services.webhooks import claim
+
+    with Receiver() as receiver:
+        we = endpoint(receiver.url, ["customer.created"])
+        follow_ups = call("billing.customers.create", name="Lost").follow_ups
+        assert not isinstance(claim(follow_ups[0].payload["delivery"], clock.now(), get_settings()), str)
+        assert deliver_all(follow_ups)[0]["reason"] == "another worker is sending it"
+        assert due_follow_ups() == []
+        later[0] += get_settings().webhook_timeout_s + 31  # the claim expired: its worker is gone
+        (again,) = deliver_all(due_follow_ups())
+    assert again["status"] == "succeeded"
+    with read_session() as session:
+        from worker.views import webhook_attempts
+
+        attempts = webhook_attempts(session, we)["data"]
+    assert [(a["attempt"], a["status"]) for a in attempts] == [(2, "succeeded"), (1, "abandoned")]
+    assert len(receiver.received) == 1
+
+
+def test_resend_makes_a_new_delivery_to_the_endpoint_named(allow_private: None, runner: CliRunner) -> None:
+    with Receiver() as receiver:
+        we = endpoint(receiver.url, ["customer.created"])
+        deliver_all(call("billing.customers.create", name="Res").follow_ups)
+        (event_id,) = receiver.event_ids()
+        result = runner.invoke(cli, ["events", "resend", event_id, "--endpoint", we])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.output)["deliveries"][0]["status"] == "succeeded"
+    assert receiver.event_ids() == [event_id, event_id]
+    assert len(deliveries()) == 2

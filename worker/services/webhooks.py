@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,7 +143,8 @@ def claim(delivery_id: str, now: int, settings: Settings) -> Claim | str:
         session.add_all([delivery, attempt])
         session.flush()
         assert attempt.id is not None
-        headers = {SIGNATURE_HEADER: signature_header(body, endpoint.secret, now)}
+        # signed at the wall clock's time, which receivers compare with theirs
+        headers = {SIGNATURE_HEADER: signature_header(body, endpoint.secret, int(time.time()))}
         result = Claim(delivery.id, endpoint.id, attempt.id, delivery.attempts, endpoint.url, body, headers)
         uow.commit()
     return result

@@ -49,7 +49,7 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=64), nullable=False),
         sa.Column("event_id", sa.String(length=64), nullable=False),
         sa.Column("endpoint_id", sa.String(length=64), nullable=False),
-        sa.Column("status", sa.String(length=8), nullable=False),
+        sa.Column("status", sa.String(length=12), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("next_attempt_at", sa.BigInteger(), nullable=False),
         sa.Column("claimed_until", sa.BigInteger(), nullable=True),
