@@ -32,8 +32,9 @@ QUEUE_INVOICES = "billing.invoices"
 QUEUE_RECURRING = "billing.recurring"
 """Beat jobs and subscription renewals."""
 QUEUE_WEBHOOKS = "billing.webhooks"
-"""Webhook deliveries (HTTP to the receivers) and their retry sweep: apart, so a slow or dead
-receiver never delays billing. Deploy files run it on a worker of its own (README: Webhooks)."""
+"""Webhook deliveries (HTTP requests to the receivers), apart so that a slow or dead receiver
+never delays billing; deploy files run it on a worker of its own (README: Webhooks). Their
+retry sweep is a beat job like the others, on the recurring queue."""
 ALL_QUEUES = (QUEUE_DEFAULT, QUEUE_ITEMS, QUEUE_INVOICES, QUEUE_RECURRING, QUEUE_WEBHOOKS)
 BILLING_QUEUES = (QUEUE_DEFAULT, QUEUE_ITEMS, QUEUE_INVOICES, QUEUE_RECURRING)
 """Every queue but the webhooks': what a billing-only worker consumes (``-X billing.webhooks``)."""
@@ -116,7 +117,7 @@ _ROWS = (
     Operation("billing.maintenance.renew_subscriptions", None, QUEUE_RECURRING, kind="sweep"),
     Operation("billing.maintenance.finalize_drafts", None, QUEUE_RECURRING, kind="sweep"),
     Operation("billing.maintenance.mark_overdue", None, QUEUE_RECURRING, kind="sweep"),
-    Operation("billing.webhooks.dispatch", None, QUEUE_WEBHOOKS, kind="sweep"),
+    Operation("billing.webhooks.dispatch", None, QUEUE_RECURRING, kind="sweep"),
 )
 
 OPERATIONS: dict[str, Operation] = {operation.name: operation for operation in _ROWS}

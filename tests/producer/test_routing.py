@@ -17,6 +17,7 @@ from tasks.operations import (
     QUEUE_INVOICES,
     QUEUE_ITEMS,
     QUEUE_RECURRING,
+    QUEUE_WEBHOOKS,
     queue_for,
 )
 
@@ -31,12 +32,20 @@ NOT_DEFAULT = {
     "billing.maintenance.renew_subscriptions": "billing.recurring",
     "billing.maintenance.finalize_drafts": "billing.recurring",
     "billing.maintenance.mark_overdue": "billing.recurring",
+    "billing.webhooks.deliver": "billing.webhooks",
+    "billing.webhooks.dispatch": "billing.recurring",
 }
 
 
-def test_the_queues_are_the_four_a_worker_consumes() -> None:
-    assert ALL_QUEUES == ("billing.default", "billing.items", "billing.invoices", "billing.recurring")
-    assert (QUEUE_DEFAULT, QUEUE_ITEMS, QUEUE_INVOICES, QUEUE_RECURRING) == ALL_QUEUES
+def test_the_queues_are_the_five_a_worker_consumes() -> None:
+    assert ALL_QUEUES == (
+        "billing.default",
+        "billing.items",
+        "billing.invoices",
+        "billing.recurring",
+        "billing.webhooks",
+    )
+    assert (QUEUE_DEFAULT, QUEUE_ITEMS, QUEUE_INVOICES, QUEUE_RECURRING, QUEUE_WEBHOOKS) == ALL_QUEUES
     assert {operation.queue for operation in OPERATIONS.values()} == set(ALL_QUEUES)
 
 

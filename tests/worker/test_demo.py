@@ -51,4 +51,13 @@ def test_the_demo_tells_its_story_with_exact_figures() -> None:
         ("eur", "subscription_cycle", 5400, 5400, "open"),
     ]
     assert count(TaskFailure) == 0
-    assert printed[-1] == "Recorded task failures: 0"
+    assert "Recorded task failures: 0" in printed
+
+    # the demo's webhook endpoint received every event of the types it asked for, each signed
+    received = run["webhooks"]
+    assert received and all(r.verified and r.answered == 200 for r in received)
+    with read_session() as session:
+        created = list_objects(session, "events", type="customer.created", limit=100)["data"]
+    assert {e["id"] for e in created} <= {r.event["id"] for r in received}
+    assert len({r.event["id"] for r in received}) == len(received)  # each once: nothing failed here
+    assert f"signature verified: {len(received)}" in printed[-2]
