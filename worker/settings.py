@@ -143,6 +143,12 @@ class Settings(BaseSettings):
         ge=60,
         description="An endpoint whose every try failed for this long is disabled (and says why)",
     )
+    webhook_claim_margin_s: int = Field(
+        default=30,
+        ge=1,
+        description="A try is claimed for webhook_timeout_s plus this long; a worker killed mid-try lets the"
+        " delivery be tried again once the claim expires",
+    )
     webhook_dispatch_interval_s: float = Field(
         default=5.0, gt=0, description="Beat: how often deliveries due for a retry are published"
     )

@@ -47,8 +47,6 @@ from worker.webhooks import DELIVER_TASK, Sent, deliver_follow_up, delivery_key,
 
 log = logging.getLogger("billing.webhooks")
 
-CLAIM_MARGIN_S = 30
-"""A claim outlives the request's timeout by this much: time to record the try."""
 DEFER_S = 1
 """An endpoint at its bound of tries in flight: the delivery is due again this much later."""
 
@@ -131,7 +129,7 @@ def claim(delivery_id: str, now: int, settings: Settings) -> Claim | str:
             uow.commit()
             return f"event unreadable: {exc}"
         delivery.attempts += 1
-        delivery.claimed_until = now + math.ceil(settings.webhook_timeout_s) + CLAIM_MARGIN_S
+        delivery.claimed_until = now + math.ceil(settings.webhook_timeout_s) + settings.webhook_claim_margin_s
         delivery.dispatched_at = None
         attempt = WebhookAttempt(
             delivery_id=delivery.id,
