@@ -39,6 +39,9 @@ The rules are the ones the services keep, derived from their code:
   (domain/README.md §8).
 - ``billed_period_invoice``: a billed (subscription, period)'s invoice exists, belongs to that
   subscription and is in the period's currency.
+- ``webhook_delivery_attempts``: a webhook delivery's ``attempts`` is the number of its
+  recorded attempts; a succeeded delivery has exactly one succeeded attempt, any other none
+  (a 2xx is recorded once: later copies of the message find the delivery done).
 """
 
 from __future__ import annotations
@@ -64,6 +67,8 @@ from worker.tables import (
     InvoiceItem,
     Subscription,
     SubscriptionPeriod,
+    WebhookAttempt,
+    WebhookDelivery,
 )
 
 _items = table_of(InvoiceItem)
@@ -755,6 +760,47 @@ def _billed_periods(session: Session) -> Iterator[Violation]:
         yield Violation("billed_period_invoice", f"{row.subscription_id}@{row.period_start}", detail)
 
 
+# -- webhook deliveries --------------------------------------------------------------------------
+
+
+def _webhook_deliveries(session: Session) -> Iterator[Violation]:
+    succeeded = func.sum(case((col(WebhookAttempt.status) == "succeeded", 1), else_=0))
+    tries = (
+        select(
+            col(WebhookAttempt.delivery_id).label("delivery_id"),
+            func.count().label("recorded"),
+            succeeded.label("succeeded"),
+        )
+        .group_by(col(WebhookAttempt.delivery_id))
+        .subquery()
+    )
+    recorded, wins = func.coalesce(tries.c.recorded, 0), func.coalesce(tries.c.succeeded, 0)
+    rows = session.execute(
+        select(
+            col(WebhookDelivery.id),
+            col(WebhookDelivery.status),
+            col(WebhookDelivery.attempts),
+            recorded.label("recorded"),
+            wins.label("wins"),
+        )
+        .outerjoin(tries, tries.c.delivery_id == col(WebhookDelivery.id))
+        .where(
+            or_(
+                recorded != col(WebhookDelivery.attempts),
+                and_(col(WebhookDelivery.status) == "succeeded", wins != 1),
+                and_(col(WebhookDelivery.status) != "succeeded", wins != 0),
+            )
+        )
+        .order_by(col(WebhookDelivery.id))
+    )
+    for row in rows:
+        yield Violation(
+            "webhook_delivery_attempts",
+            row.id,
+            f"{row.status} after {row.attempts} tries, {row.recorded} recorded, {row.wins} succeeded",
+        )
+
+
 CHECKS: dict[str, Check] = {
     "item_on_one_invoice": _items_on_invoices,
     "invoice_lines_total": _invoice_totals,
@@ -767,6 +813,7 @@ CHECKS: dict[str, Check] = {
     "applied_credit_matches_invoice": _applied_credit,
     "one_subscription_currency": _one_subscription_currency,
     "billed_period_invoice": _billed_periods,
+    "webhook_delivery_attempts": _webhook_deliveries,
 }
 """Check name (the ``check`` of its violations) -> the check."""
 

@@ -149,6 +149,11 @@ class Settings(BaseSettings):
         description="A try is claimed for webhook_timeout_s plus this long; a worker killed mid-try lets the"
         " delivery be tried again once the claim expires",
     )
+    webhook_history_retention_s: int = Field(
+        default=30 * 86_400,
+        ge=86_400,
+        description="Finished webhook deliveries and their attempts are kept this long (the purge job)",
+    )
     webhook_dispatch_interval_s: float = Field(
         default=5.0, gt=0, description="Beat: how often deliveries due for a retry are published"
     )

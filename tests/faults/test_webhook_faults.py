@@ -97,6 +97,12 @@ def attempts() -> list[WebhookAttempt]:
         return list(session.execute(select(WebhookAttempt).order_by(WebhookAttempt.id)).scalars())
 
 
+def assert_books_clean() -> None:
+    from worker.audit import audit_database
+
+    assert audit_database() == []
+
+
 def delivery_statuses() -> list[str]:
     with read_session() as session:
         return sorted(session.execute(select(WebhookDelivery.status)).scalars())
@@ -114,6 +120,7 @@ def test_a_receiver_answering_500_then_200_gets_every_event(rig: Rig) -> None:
     assert sorted(a.http_status for a in attempts()) == [200, 200, 200, 500, 500, 502]
     assert delivery_statuses() == ["succeeded"] * 3
     assert len(receiver.event_ids(answered=200)) == 3  # no duplicate: each 200 was recorded
+    assert_books_clean()
 
 
 def test_a_receiver_slower_than_the_timeout_is_tried_again(rig: Rig) -> None:
@@ -129,6 +136,7 @@ def test_a_receiver_slower_than_the_timeout_is_tried_again(rig: Rig) -> None:
     # the slow receiver did handle the first request after its sender gave up: the one
     # duplicate at-least-once forces (receivers dedupe on the event id)
     assert receiver.event_ids(answered=200) == [event_id, event_id]
+    assert_books_clean()
 
 
 def test_a_worker_killed_mid_delivery_delivers_once_more_after_a_restart(rig: Rig) -> None:
@@ -144,6 +152,7 @@ def test_a_worker_killed_mid_delivery_delivers_once_more_after_a_restart(rig: Ri
     (event_id,) = customer_events()
     assert [a.status for a in attempts()] == ["abandoned", "succeeded"]
     assert receiver.event_ids(answered=200) == [event_id, event_id]  # at least once: sent again
+    assert_books_clean()
 
 
 def test_redis_flushed_with_deliveries_queued_still_delivers_everything(rig: Rig) -> None:
@@ -169,3 +178,4 @@ def test_redis_flushed_with_deliveries_queued_still_delivers_everything(rig: Rig
         wait_for(lambda: all_delivered(receiver, 3), timeout=60, what="every event delivered after the flush")
     assert delivery_statuses() == ["succeeded"] * 3
     assert len(receiver.event_ids(answered=200)) == 3
+    assert_books_clean()

@@ -432,3 +432,50 @@ def test_resend_makes_a_new_delivery_to_the_endpoint_named(allow_private: None, 
         assert json.loads(result.output)["deliveries"][0]["status"] == "succeeded"
     assert receiver.event_ids() == [event_id, event_id]
     assert len(deliveries()) == 2
+
+
+def test_the_audit_checks_every_delivery_against_its_attempts(
+    allow_private: None, later: list[float]
+) -> None:
+    from sqlalchemy import update
+
+    from worker.audit import audit_database
+    from worker.db import UnitOfWork
+    from worker.tables import WebhookDelivery
+
+    with Receiver(answers=[500]) as receiver:
+        endpoint(receiver.url, ["customer.created"])
+        deliver_all(call("billing.customers.create", name="Audited").follow_ups)
+        later[0] += get_settings().webhook_retry_schedule_s[0]
+        deliver_all(due_follow_ups())
+    assert audit_database() == []
+    with UnitOfWork() as uow:  # the books say one try where two were recorded
+        uow.session.execute(update(WebhookDelivery).values(attempts=1))
+        uow.commit()
+    (violation,) = audit_database()
+    assert (violation.check, violation.detail) == (
+        "webhook_delivery_attempts",
+        "succeeded after 1 tries, 2 recorded, 1 succeeded",
+    )
+
+
+def test_the_purge_forgets_finished_deliveries_after_their_retention(
+    allow_private: None, later: list[float]
+) -> None:
+    from worker import clock
+    from worker.db import UnitOfWork
+    from worker.services.maintenance import purge
+    from worker.tables import WebhookAttempt
+
+    with Receiver() as receiver:
+        we = endpoint(receiver.url, ["customer.created"])
+        deliver_all(call("billing.customers.create", name="Old").follow_ups)
+        pending = call("billing.customers.create", name="Pending").follow_ups  # never tried
+    later[0] += get_settings().webhook_history_retention_s + 1
+    with UnitOfWork() as uow:
+        purge(uow.session, clock.now(), get_settings())
+        uow.commit()
+    assert [d.id for d in deliveries()] == [pending[0].payload["delivery"]]
+    with read_session() as session:
+        assert session.execute(select(WebhookAttempt)).first() is None
+    assert get(we)["status"] == "enabled"

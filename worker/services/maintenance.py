@@ -24,6 +24,8 @@ from worker.tables import (
     MessageDelivery,
     OutboxMessage,
     Subscription,
+    WebhookAttempt,
+    WebhookDelivery,
 )
 
 BATCH = 500
@@ -82,11 +84,17 @@ def reconcile(session: Session, now: int, settings: Settings) -> list[FollowUp]:
 
 
 def purge(session: Session, now: int, settings: Settings) -> list[FollowUp]:
-    """Forget idempotency keys, finished outbox rows and delivery counts past the retention."""
+    """Forget idempotency keys, finished outbox rows and delivery counts past the retention, and
+    finished webhook deliveries with their attempts past theirs."""
     cutoff = now - settings.idempotency_key_retention_s
     session.execute(delete(IdempotencyKey).where(col(IdempotencyKey.created) < cutoff))
     session.execute(delete(OutboxMessage).where(col(OutboxMessage.done_at) < cutoff))
     session.execute(delete(MessageDelivery).where(col(MessageDelivery.last_seen) < cutoff))
+    finished = select(col(WebhookDelivery.id)).where(
+        col(WebhookDelivery.completed_at) < now - settings.webhook_history_retention_s
+    )
+    session.execute(delete(WebhookAttempt).where(col(WebhookAttempt.delivery_id).in_(finished)))
+    session.execute(delete(WebhookDelivery).where(col(WebhookDelivery.id).in_(finished)))
     return []
 
 
