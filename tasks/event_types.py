@@ -1,8 +1,9 @@
 """The event types the worker writes (README: Events), for producers that filter them
 (``billing list events --type``, a webhook endpoint's ``enabled_events``).
 
-Stripe's names for what exists here, plus ``request.failed`` (ours: requests are
-asynchronous, so a refused one is reported as an event). A pattern is a type, ``*`` (every
+Stripe's names for what exists here, plus two of ours: ``request.failed`` (requests are
+asynchronous, so a refused one is reported as an event) and ``invoiceitem.batch_created``
+(one event names the items of a list request, up to 1,000: README, Events). A pattern is a type, ``*`` (every
 type) or ``<prefix>.*`` (every type under that prefix, e.g. ``invoice.*``).
 """
 
@@ -22,6 +23,7 @@ EVENT_TYPES = frozenset(
         "customer.subscription.updated",
         "customer.subscription.deleted",
         "invoiceitem.created",
+        "invoiceitem.batch_created",
         "invoice.created",
         "invoice.finalized",
         "invoice.paid",

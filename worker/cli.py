@@ -126,19 +126,21 @@ def find_customers(email: str | None, pairs: tuple[str, ...]) -> None:
 
 @main.command()
 def audit() -> None:
-    """Check the books (ledger, balances, invoice totals, credit notes); exit 1 on any violation.
+    """Check the books (ledger, balances, invoice totals, credit notes) and the events against
+    them (every effect has its event and every event its effect); exit 1 on any violation.
 
     Prints "audit: N checks, 0 violations", or each violation as one JSON line.
     """
-    from worker.audit import CHECKS, audit_database
+    from worker.audit import CHECKS, EVENT_CHECKS, audit_database
 
+    checks = len(CHECKS) + len(EVENT_CHECKS)
     violations = audit_database()
     if not violations:
-        click.echo(f"audit: {len(CHECKS)} checks, 0 violations")
+        click.echo(f"audit: {checks} checks, 0 violations")
         return
     for violation in violations:
         click.echo(violation.as_json())
-    click.echo(f"audit: {len(CHECKS)} checks, {len(violations)} violations", err=True)
+    click.echo(f"audit: {checks} checks, {len(violations)} violations", err=True)
     sys.exit(1)
 
 

@@ -91,6 +91,11 @@ class Settings(BaseSettings):
         gt=0,
         description="Beat: how often open send_invoice invoices past due are marked overdue",
     )
+    upcoming_invoice_days: int = Field(
+        default=3,
+        ge=0,
+        description="invoice.upcoming is emitted this many days before a subscription renews; 0 = off",
+    )
     beat_chunk_size: int = Field(
         default=500, ge=1, description="Beat jobs read and publish due work in chunks of this many rows"
     )

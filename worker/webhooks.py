@@ -76,8 +76,10 @@ def create_deliveries(
     now: int,
     *,
     generation: str = "",
+    published: bool = True,
 ) -> list[FollowUp]:
-    """One pending delivery per (event id, endpoint id), published at once (the outbox).
+    """One pending delivery per (event id, endpoint id), published at once (the outbox), or, with
+    ``published=False``, by the dispatch sweep's next tick.
 
     Ids are derived from the pair (and ``generation`` for a resend), so a transaction that
     runs again makes the same ones."""
@@ -89,7 +91,7 @@ def create_deliveries(
             "status": "pending",
             "attempts": 0,
             "next_attempt_at": now,
-            "dispatched_at": now,
+            "dispatched_at": now if published else None,
             "created": now,
         }
         for event_id, endpoint_id in pairs
@@ -100,9 +102,13 @@ def create_deliveries(
     return [deliver_follow_up(row["id"]) for row in rows]
 
 
-def fan_out(session: Session, events: Sequence[Any], now: int) -> list[FollowUp]:
+def fan_out(session: Session, events: Sequence[Any], now: int, *, published: bool = True) -> list[FollowUp]:
     """Deliveries of ``events`` (rows with ``id`` and ``type``) to every enabled endpoint that
-    receives their type, in the caller's transaction; the follow-ups go to the outbox."""
+    receives their type, in the caller's transaction; the follow-ups go to the outbox.
+
+    ``published=False``, for events written outside a request (beat jobs, dead letters), whose
+    callers have no outbox to publish from: the dispatch sweep publishes the deliveries at its
+    next tick (``BILLING_WEBHOOK_DISPATCH_INTERVAL_S``); nothing is returned."""
     if not events:
         return []
     endpoints = receiving_endpoints(session)
@@ -114,7 +120,8 @@ def fan_out(session: Session, events: Sequence[Any], now: int) -> list[FollowUp]
         for endpoint in endpoints
         if receives(endpoint.enabled_events, event.type)
     ]
-    return create_deliveries(session, pairs, now)
+    follow_ups = create_deliveries(session, pairs, now, published=published)
+    return follow_ups if published else []
 
 
 # -- the guarded sender ---------------------------------------------------------------------------

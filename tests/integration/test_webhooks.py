@@ -479,3 +479,23 @@ def test_the_purge_forgets_finished_deliveries_after_their_retention(
     with read_session() as session:
         assert session.execute(select(WebhookAttempt)).first() is None
     assert get(we)["status"] == "enabled"
+
+
+def test_a_request_failed_event_reaches_its_endpoint_through_the_sweep(allow_private: None) -> None:
+    """Events written outside a request (a dead letter's ``request.failed``, beat's overdue and
+    upcoming invoices) have their deliveries written with them; the dispatch sweep sends them."""
+    from worker.app import app
+
+    app.loader.import_default_modules()
+    with Receiver() as receiver:
+        endpoint(receiver.url, ["request.failed"])
+        refused = app.tasks["billing.customers.create"].apply(
+            kwargs={"id": new_id("cus"), "idempotency_key": new_id("req"), "currency": "usd?"}
+        )
+        assert refused.failed()
+        (pending,) = deliveries()
+        assert (pending.status, pending.dispatched_at) == ("pending", None)
+        deliver_all(due_follow_ups())
+    (received,) = receiver.received
+    assert received.event["type"] == "request.failed"
+    assert received.event["data"]["object"]["error"]["field"] == "currency"

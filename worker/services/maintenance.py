@@ -12,12 +12,14 @@ from sqlmodel import Session, col
 from domain.invoices import AUTO_ADVANCE_AFTER_S, InvoiceStatus
 from domain.subscriptions import ACTIVE
 from tasks.ids import PREFIXES, derived_id
+from worker.events import Emitted, write_events
 from worker.services.base import FollowUp
 from worker.services.invoices.generation import CREATE_TASK
-from worker.services.subscriptions import renewal
+from worker.services.subscriptions import next_period, renewal
 from worker.settings import Settings
 from worker.tables import (
     Customer,
+    Event,
     IdempotencyKey,
     Invoice,
     InvoiceItem,
@@ -27,6 +29,7 @@ from worker.tables import (
     WebhookAttempt,
     WebhookDelivery,
 )
+from worker.webhooks import fan_out
 
 BATCH = 500
 
@@ -117,8 +120,11 @@ def renew_subscriptions(session: Session, now: int, settings: Settings, after: A
     Keyset pages on (current_period_end, id) through ``ix_subscriptions_due``. A row is
     marked when asked for and asked again only after ``outbox_republish_after_s``; on
     PostgreSQL, rows another beat job is marking are skipped (SKIP LOCKED). One renewal
-    per (subscription, period), keyed by both: asking twice bills once.
+    per (subscription, period), keyed by both: asking twice bills once. The first chunk of a
+    tick also emits ``invoice.upcoming`` for the subscriptions that renew soon (``upcoming``).
     """
+    if after is None:
+        upcoming(session, now, settings)
     due = (
         select(col(Subscription.id), col(Subscription.current_period_end))
         .join(Customer, col(Customer.id) == col(Subscription.customer_id))
@@ -150,6 +156,61 @@ def renew_subscriptions(session: Session, now: int, settings: Settings, after: A
         rows[-1].current_period_end,
         rows[-1].id,
     )
+
+
+def upcoming_key(subscription_id: str, period_end: int) -> str:
+    """The ``idempotency_key`` of a period's ``invoice.upcoming`` event: one per period."""
+    return f"upcoming:{subscription_id}:{period_end}"
+
+
+def upcoming(session: Session, now: int, settings: Settings) -> None:
+    """Emit ``invoice.upcoming`` for active subscriptions whose period ends within
+    ``upcoming_invoice_days`` (at most a chunk per tick; the rest stay due for the next).
+
+    Once per period: the event's ``idempotency_key`` names the subscription and the period's
+    end, and a period whose event exists is skipped. ``data.object`` is the invoice the
+    renewal will make, as far as it is known before it is made (no id, no lines yet).
+    """
+    if not settings.upcoming_invoice_days:
+        return
+    soon = now + settings.upcoming_invoice_days * 86_400
+    due = session.scalars(
+        select(Subscription)
+        .join(Customer, col(Customer.id) == col(Subscription.customer_id))
+        .where(
+            col(Subscription.status) == ACTIVE,
+            col(Subscription.cancel_at_period_end).is_(False),
+            col(Subscription.current_period_end) > now,
+            col(Subscription.current_period_end) <= soon,
+            *_billed_by_beat(),
+        )
+        .order_by(col(Subscription.current_period_end), col(Subscription.id))
+        .limit(settings.beat_chunk_size)
+    ).all()
+    keys = {row.id: upcoming_key(row.id, row.current_period_end) for row in due}
+    key_of_event = col(Event.idempotency_key)
+    sent = set(session.scalars(select(key_of_event).where(key_of_event.in_(keys.values()))))
+    events = []
+    for row in due:
+        if keys[row.id] in sent:
+            continue
+        period = next_period(row)
+        invoice = {
+            "object": "invoice",
+            "id": None,
+            "customer": row.customer_id,
+            "subscription": row.id,
+            "currency": row.pending_currency or row.currency,
+            "billing_reason": "upcoming",
+            "collection_method": row.collection_method,
+            "status": "draft",
+            "period_start": period.start,
+            "period_end": period.end,
+            "next_payment_attempt": row.current_period_end,
+            "created": now,
+        }
+        events.append(Emitted("invoice.upcoming", invoice, idempotency_key=keys[row.id]))
+    fan_out(session, write_events(session, events, now), now, published=False)
 
 
 def finalize_drafts(session: Session, now: int, settings: Settings, after: Any) -> Chunk:
@@ -204,4 +265,7 @@ def mark_overdue(session: Session, now: int, settings: Settings, after: Any) -> 
             .values(overdue_at=now)
             .execution_options(synchronize_session=False)
         )
+        marked = session.scalars(select(Invoice).where(col(Invoice.id).in_(ids))).all()
+        written = write_events(session, [Emitted("invoice.overdue", invoice) for invoice in marked], now)
+        fan_out(session, written, now, published=False)
     return [], (True if len(ids) == settings.beat_chunk_size else None)

@@ -52,6 +52,8 @@ from worker.tables import (
 )
 
 RENEW_TASK = "billing.subscriptions.renew"
+UPDATED = "customer.subscription.updated"
+DELETED = "customer.subscription.deleted"
 
 
 def renewal_key(subscription_id: str, period_start: int) -> str:
@@ -109,7 +111,9 @@ def _switch_currency(request: Request, customer_id: str) -> None:
     so no two active subscriptions of one customer ever bill different currencies."""
     for subscription in active_subscriptions(request, customer_id):
         if subscription.pending_currency is not None:
+            before = request.render(subscription)
             subscription.currency, subscription.pending_currency = subscription.pending_currency, None
+            request.emit(UPDATED, subscription, previous=before)
 
 
 def bill_period(
@@ -118,13 +122,18 @@ def bill_period(
     """Bill ``period`` (the one after the current period, or the first): lines and invoice.
 
     Returns the invoice id (None when the subscription ended at this boundary instead)
-    and the follow-ups of the invoice chain. The caller holds the customer's lock.
+    and the follow-ups of the invoice chain. The caller holds the customer's lock. A renewal
+    emits ``customer.subscription.updated`` (the period moved), or ``.deleted`` when the
+    subscription ends at this boundary.
     """
     if subscription.pending_currency is not None:
         _switch_currency(request, customer.id)
+    renewing = billing_reason != "subscription_create"
+    before = request.render(subscription) if renewing else None
     if rules.ends_at_boundary(billing_reason, subscription.cancel_at_period_end):
         subscription.status = CANCELED
         subscription.ended_at = period.start
+        request.emit(DELETED, subscription)
         return None, []
     key = renewal_key(subscription.id, period.start)
     billed = _record_period(request, subscription, period, billing_reason)
@@ -141,6 +150,8 @@ def bill_period(
     )
     billed.invoice_id = invoice.id if invoice else None
     subscription.current_period_start, subscription.current_period_end = period.start, period.end
+    if before is not None:
+        request.emit(UPDATED, subscription, previous=before)
     return billed.invoice_id, follow_ups
 
 
@@ -248,6 +259,7 @@ def create(request: Request, command: SubscriptionCreate) -> Outcome:
         coupon=coupon,
     )
     _add_items(request, command)
+    request.emit("customer.subscription.created", subscription)
     _, follow_ups = bill_period(request, customer, subscription, first, "subscription_create")
     outcome = request.done(subscription.id)
     outcome.follow_ups.extend(follow_ups)
@@ -369,12 +381,15 @@ def cancel(request: Request, command: SubscriptionCancel) -> Outcome:
     if prior := request.replayed():
         return prior
     rules.check_cancelable(subscription.id, subscription.status)
+    before = request.render(subscription)
     subscription.canceled_at = request.now
     if command.at_period_end:
         subscription.cancel_at_period_end = True
+        request.emit(UPDATED, subscription, previous=before)
     else:
         subscription.status = CANCELED
         subscription.ended_at = request.now
+        request.emit(DELETED, subscription)
     return request.done(subscription.id)
 
 
@@ -391,7 +406,9 @@ def change_currency(request: Request, command: SubscriptionCurrencyChange) -> Ou
         prices = [_terms(price) for _, price, _ in _priced_items(request, subscription.id)]
         rules.check_priced_in(command.currency, subscription.id, prices)
     for subscription in active:
-        subscription.pending_currency = rules.pending_currency_after_change(
-            subscription.currency, command.currency
-        )
+        pending = rules.pending_currency_after_change(subscription.currency, command.currency)
+        if pending != subscription.pending_currency:
+            before = request.render(subscription)
+            subscription.pending_currency = pending
+            request.emit(UPDATED, subscription, previous=before)
     return request.done(customer.id)

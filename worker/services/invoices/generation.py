@@ -168,6 +168,7 @@ def build_invoice(
         coupons = _coupons(request, customer, command)
     priced = price(request, invoice, lines, customer, coupons)
     request.session.add(invoice)
+    request.emit("invoice.created", invoice)
     if command.finalize:
         finalize_invoice(request, invoice, customer, reads)
     return invoice, line_amounts(lines, priced, every=False, invoice=invoice.id)
@@ -247,8 +248,10 @@ def finalize_invoice(
     credit = _apply_credit_balance(request, invoice, customer, balance)
     invoice.finalized_at = request.now
     invoice.status = settle(opened, credit.amount_due)
+    request.emit("invoice.finalized", invoice)
     if invoice.status == InvoiceStatus.PAID:
         invoice.paid_at = request.now
+        request.emit("invoice.paid", invoice)
     if invoice.collection_method == "send_invoice" and invoice.due_date is None:
         invoice.due_date = due_date(request.now, invoice.days_until_due or 0)
     _use_up_once_coupon(request, invoice, customer)
@@ -273,7 +276,7 @@ def _apply_credit_balance(
     info = currency_info(invoice.currency)
     credit = apply_credit_balance(invoice.total, balance.balance, info.minimum_charge if info else 0)
     for amount, reason in ((credit.applied, "applied_to_invoice"), (credit.too_small, "invoice_too_small")):
-        ledger.append(
+        txn = ledger.append(
             request.session,
             customer_id=customer.id,
             currency=invoice.currency,
@@ -283,6 +286,8 @@ def _apply_credit_balance(
             invoice_id=invoice.id,
             balance=balance,
         )
+        if txn is not None:
+            request.emit("customer.balance_transaction.created", txn)
     invoice.starting_balance = credit.starting_balance
     invoice.ending_balance = credit.ending_balance
     invoice.amount_due = invoice.amount_remaining = credit.amount_due
@@ -295,6 +300,7 @@ def _use_up_once_coupon(request: Request, invoice: Invoice, customer: Customer) 
     if held and held.coupon_id in (invoice.discounts or ()):
         coupon = request.session.get(CouponRow, held.coupon_id)
         if coupon is not None and coupon.duration == "once":
+            request.emit("customer.discount.deleted", request.render(held))
             request.session.delete(held)
             request.session.info["discounts"][customer.id] = (
                 None  # used up: not for later invoices of this transaction
