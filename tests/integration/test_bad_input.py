@@ -1670,7 +1670,13 @@ PUBLIC_URL = "https://93.184.215.14/hooks"
 
 
 def endpoint_create(**fields: Any) -> dict[str, Any]:
-    base = {"id": new_id("we"), "url": PUBLIC_URL, "enabled_events": ["*"], "secret": new_signing_secret()}
+    # not request.failed: a refusal's event must not fan out to the row's own endpoint
+    base = {
+        "id": new_id("we"),
+        "url": PUBLIC_URL,
+        "enabled_events": ["invoice.paid"],
+        "secret": new_signing_secret(),
+    }
     return {**base, "idempotency_key": key(), **fields}
 
 

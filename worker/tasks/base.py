@@ -19,7 +19,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from celery import Task
 from celery.exceptions import Reject
@@ -40,6 +40,7 @@ from worker.services.registry import run
 from worker.settings import Settings, get_settings
 
 log = logging.getLogger("billing.tasks")
+T = TypeVar("T")
 
 REFERENCE_FIELDS = frozenset(
     {
@@ -143,6 +144,21 @@ class BillingTask(_Task):
 
     def _attempt(self, payload: dict[str, Any], args: tuple[Any, ...]) -> dict[str, Any]:
         settings = get_settings()
+        outcome = self._guarded(
+            payload,
+            args,
+            lambda: run(
+                self.name, payload, redeliveries=self._redeliveries(), redelivery_cap=settings.redelivery_cap
+            ),
+        )
+        self.publish(outcome)
+        return outcome.as_result()
+
+    def _guarded(self, payload: dict[str, Any], args: tuple[Any, ...], body: Callable[[], T]) -> T:
+        """Run ``body`` (the operation) with the task's error rules: a billing error is recorded
+        (or retried while what it misses may be in flight), infrastructure trouble is retried
+        with backoff, anything else is recorded and re-raised."""
+        settings = get_settings()
         retries = self.request.retries or 0
         try:
             failpoint("task_start", self.name)
@@ -150,9 +166,7 @@ class BillingTask(_Task):
                 raise BadRequest(
                     "billing tasks take one JSON object of keyword arguments, not positional ones"
                 )
-            outcome = run(
-                self.name, payload, redeliveries=self._redeliveries(), redelivery_cap=settings.redelivery_cap
-            )
+            return body()
         except BillingError as exc:
             if wait := in_flight_wait(exc, retries, settings):
                 raise self.retry_later(exc, wait) from exc
@@ -164,8 +178,6 @@ class BillingTask(_Task):
                 raise self.retry_later(exc, backoff(retries)) from exc
             self._record(payload, exc, retryable=is_transient(exc))
             raise
-        self.publish(outcome)
-        return outcome.as_result()
 
     def publish(self, outcome: Outcome) -> None:
         """Send follow-ups after the commit (they are in the outbox already).
@@ -207,24 +219,7 @@ class BillingTask(_Task):
         """One try of a webhook delivery (``worker.services.webhooks``): what the receiver does is
         recorded as an attempt, not raised; infrastructure trouble retries the task as elsewhere.
         A try cut short (this process killed) is tried again when its claim expires."""
-        settings = get_settings()
-        retries = self.request.retries or 0
-        try:
-            failpoint("task_start", self.name)
-            if args:
-                raise BadRequest(
-                    "billing tasks take one JSON object of keyword arguments, not positional ones"
-                )
-            return service(parse(contract_of(self.name), payload))
-        except BillingError as exc:
-            self._record({**payload, "__args__": list(args)} if args else payload, exc, retryable=False)
-            raise
-        except Exception as exc:
-            if is_transient(exc) and retries < settings.max_retries:
-                log.warning("%s: transient %s, retry %d: %s", self.name, type(exc).__name__, retries + 1, exc)
-                raise self.retry_later(exc, backoff(retries)) from exc
-            self._record(payload, exc, retryable=is_transient(exc))
-            raise
+        return self._guarded(payload, args, lambda: service(parse(contract_of(self.name), payload)))
 
     def maintain(self, job: Callable[[Session, int, Settings], list[FollowUp]]) -> dict[str, Any]:
         """Run a beat job in one transaction, then publish what it asks for."""
