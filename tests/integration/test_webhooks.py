@@ -499,3 +499,35 @@ def test_a_request_failed_event_reaches_its_endpoint_through_the_sweep(allow_pri
     (received,) = receiver.received
     assert received.event["type"] == "request.failed"
     assert received.event["data"]["object"]["error"]["field"] == "currency"
+
+
+def test_a_try_answered_after_its_claim_expired_stays_abandoned(
+    allow_private: None, later: list[float]
+) -> None:
+    """A try slower than its claim (timeout + margin) has been taken over: its late answer is kept
+    with it, but only the try that took over decides the delivery (one success, never two)."""
+    from worker import clock
+    from worker.audit import audit_database
+    from worker.services.webhooks import claim, record
+    from worker.webhooks import Sent
+
+    with Receiver() as receiver:
+        endpoint(receiver.url, ["customer.created"])
+        follow_ups = call("billing.customers.create", name="Late").follow_ups
+        settings = get_settings()
+        slow = claim(follow_ups[0].payload["delivery"], clock.now(), settings)
+        assert not isinstance(slow, str)
+        later[0] += settings.webhook_timeout_s + settings.webhook_claim_margin_s + 1
+        (again,) = deliver_all(due_follow_ups())
+        assert again["status"] == "succeeded"
+        assert record(slow, Sent(200, None, 99_000), clock.now(), settings) == "succeeded"
+    with read_session() as session:
+        from worker.views import webhook_attempts
+
+        tries = webhook_attempts(session, receiver.received[0].event["id"])["data"]
+    assert [(a["attempt"], a["status"], a["http_status"]) for a in tries] == [
+        (2, "succeeded", 200),
+        (1, "abandoned", 200),
+    ]
+    assert tries[1]["error"] == "answered after its claim expired: HTTP 200"
+    assert audit_database() == []

@@ -184,9 +184,12 @@ def record(taken: Claim, sent: Sent, now: int, settings: Settings) -> str:
         delivery = session.get(WebhookDelivery, taken.delivery_id)
         attempt = session.get(WebhookAttempt, taken.attempt_id)
         assert endpoint is not None and delivery is not None and attempt is not None
-        attempt.status = "succeeded" if sent.ok else "failed"
         attempt.http_status, attempt.duration_ms = sent.status, sent.duration_ms
         attempt.error, attempt.response_excerpt = sent.error, sent.excerpt
+        if attempt.status == "abandoned":  # its claim expired first: another try has taken over
+            attempt.error = f"answered after its claim expired: {sent.error or f'HTTP {sent.status}'}"
+        else:
+            attempt.status = "succeeded" if sent.ok else "failed"
         if delivery.status == "pending" and delivery.attempts == taken.number:
             delivery.claimed_until = None
             if sent.ok:
