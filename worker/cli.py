@@ -58,7 +58,7 @@ def _ensure_database() -> bool:
 @click.argument("object_id")
 @click.option("--expand", multiple=True, help="e.g. invoice_credit_balance (customers)")
 def get(object_id: str, expand: tuple[str, ...]) -> None:
-    """Print one object (customer, invoice, item, credit note, ...) as JSON."""
+    """Print one object (customer, invoice, item, credit note, event, ...) as JSON."""
     from worker.db import read_session
     from worker.views import get_object
 
@@ -83,6 +83,7 @@ def get(object_id: str, expand: tuple[str, ...]) -> None:
             "prices",
             "subscriptions",
             "test_clocks",
+            "events",
             "webhook_endpoints",
         ]
     ),
@@ -94,6 +95,9 @@ def get(object_id: str, expand: tuple[str, ...]) -> None:
 @click.option("--overdue", is_flag=True, default=None, help="invoices: open ones past due (marked by beat)")
 @click.option("--subscription", help="invoices: those of one subscription")
 @click.option("--invoice", help="invoice_items, credit_notes: those of one invoice")
+@click.option("--type", help="events: of this type, or a group (invoice.*)")
+@click.option("--created-gte", callback=lambda _c, _p, v: _time_bound(v), help="events: from (Unix s or ISO)")
+@click.option("--created-lte", callback=lambda _c, _p, v: _time_bound(v), help="events: to (Unix s or ISO)")
 @click.option("--limit", type=click.IntRange(1, 100), default=100, show_default=True)
 @click.option("--starting-after", help="the last id seen: the next (older) page")
 @click.option("--ending-before", help="the first id seen: the previous (newer) page")
@@ -255,6 +259,10 @@ def soak(minutes: float, seed: int, workers: int) -> None:
     from worker.devtools.soak import run_soak
 
     sys.exit(run_soak(minutes, seed, workers, click.echo))
+
+
+def _time_bound(value: str | None) -> int | None:
+    return None if value is None else _timestamp(value)
 
 
 def _timestamp(value: str) -> int:

@@ -50,7 +50,7 @@ from worker.db import read_session
 from worker.failures import redacted
 from worker.services.registry import run
 from worker.settings import get_settings
-from worker.tables import Customer, Invoice, TaskFailure
+from worker.tables import Customer, Event, Invoice, TaskFailure
 
 pytestmark = pytest.mark.usefixtures("database")
 
@@ -1914,11 +1914,13 @@ def test_bad_input_is_refused_recorded_and_writes_nothing(case: Case, runs: list
     assert result.failed(), f"accepted: {result.result!r}"
     assert isinstance(result.result, BillingError), repr(result.result)
     after = row_counts()
-    assert after == {**counts, "task_failures": 1}
-    assert {name: rows for name, rows in table_contents().items() if name != "task_failures"} == {
-        name: rows for name, rows in contents.items() if name != "task_failures"
+    assert after == {**counts, "task_failures": 1, "events": counts["events"] + 1}
+    recorded = {"task_failures", "events"}
+    assert {name: rows for name, rows in table_contents().items() if name not in recorded} == {
+        name: rows for name, rows in contents.items() if name not in recorded
     }
     (failure,) = failures()
+    assert_reported(failure, case.error, sent)
     assert (failure.task_name, failure.error_type, failure.error_code, failure.error_field) == (
         case.task,
         case.error.__name__,
@@ -1929,6 +1931,24 @@ def test_bad_input_is_refused_recorded_and_writes_nothing(case: Case, runs: list
     assert failure.retryable is False
     assert_payload_kept(failure.payload, sent)
     assert runs == [case.task] * case.runs
+
+
+def assert_reported(failure: TaskFailure, error: type[BillingError], sent: dict[str, Any]) -> None:
+    """The failure is the request's one ``request.failed`` event, with Stripe's error type."""
+    with read_session() as session:
+        (event,) = session.execute(select(Event).where(Event.type == "request.failed")).scalars()
+    obj = event.data["object"]
+    assert (obj["task"], obj["task_id"], event.idempotency_key) == (
+        failure.task_name,
+        failure.task_id,
+        key if isinstance(key := sent.get("idempotency_key"), str) and len(key) <= 300 else None,
+    )
+    assert obj["error"] == {
+        "type": error.type,
+        "code": failure.error_code,
+        "field": failure.error_field,
+        "message": failure.error_message,
+    }
 
 
 # -- beyond the table ---------------------------------------------------------------------------
@@ -2032,7 +2052,7 @@ def test_a_message_the_task_signature_cannot_take_is_still_recorded(
     counts = row_counts()
     result = app.tasks[CUSTOMERS_CREATE].apply(args=args, kwargs=kwargs)
     assert result.failed()
-    assert row_counts() == {**counts, "task_failures": 1}
+    assert row_counts() == {**counts, "task_failures": 1, "events": counts["events"] + 1}  # request.failed
     (failure,) = failures()
     assert (failure.task_name, failure.error_type, failure.error_code) == (
         CUSTOMERS_CREATE,
@@ -2050,7 +2070,7 @@ def test_an_unknown_parameter_with_a_long_name_is_still_recorded() -> None:
     result = app.tasks[CUSTOMERS_CREATE].apply(kwargs=copy.deepcopy(payload))
     assert result.failed()
     assert type(result.result) is BadRequest and result.result.field == name
-    assert row_counts() == {**counts, "task_failures": 1}
+    assert row_counts() == {**counts, "task_failures": 1, "events": counts["events"] + 1}  # request.failed
     (failure,) = failures()
     assert (failure.error_type, failure.error_code) == ("BadRequest", "invalid_request")
     assert failure.error_field and name.startswith(failure.error_field)

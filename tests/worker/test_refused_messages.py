@@ -59,7 +59,11 @@ def test_a_pickled_message_is_refused_and_recorded(worker: EmbeddedWorker) -> No
         "billing.customers.create", "BadRequest", "invalid_request",
     )  # fmt: skip
     assert "application/x-python-serialize" in refused.error_message
-    assert row_counts() == {**before, "task_failures": before["task_failures"] + 1}
+    assert row_counts() == {
+        **before,
+        "task_failures": before["task_failures"] + 1,
+        "events": before["events"] + 1,  # request.failed
+    }
 
 
 def test_an_unknown_task_name_is_refused_and_recorded(worker: EmbeddedWorker) -> None:
