@@ -179,3 +179,35 @@ def test_redis_flushed_with_deliveries_queued_still_delivers_everything(rig: Rig
     assert delivery_statuses() == ["succeeded"] * 3
     assert len(receiver.event_ids(answered=200)) == 3
     assert_books_clean()
+
+
+def test_a_producer_service_receives_its_invoice_events_signed(rig: Rig) -> None:
+    """README: Webhooks, end to end: an endpoint made through the client (a request through the
+    broker), items and an invoice enqueued, and the receiving service gets
+    ``invoiceitem.created``, ``invoice.created`` and ``invoice.finalized``, each verified."""
+    from worker.tables import WebhookEndpoint
+
+    with Receiver() as receiver:
+        rig.cluster.spawn()
+        endpoint = rig.client.create_webhook_endpoint(
+            url=receiver.url, enabled_events=["invoiceitem.created", "invoice.created", "invoice.finalized"]
+        )
+        receiver.secret = endpoint.secret  # what the receiving service keeps in its settings
+        with read_session() as session:
+            wait_for(lambda: session.get(WebhookEndpoint, endpoint.id) is not None, what="the endpoint")
+        customer = rig.client.create_customer(name="Ada", currency="usd")
+        items = [rig.client.create_invoice_item(customer=customer, amount=a) for a in (4900, 1200)]
+        invoice = rig.client.create_invoice(customer=customer, finalize=True)
+
+        def received_types() -> list[str]:
+            return sorted(r.event["type"] for r in receiver.received)
+
+        expected = ["invoice.created", "invoice.finalized", "invoiceitem.created", "invoiceitem.created"]
+        wait_for(lambda: received_types() == expected, timeout=60, what="the invoice's events")
+    assert all(r.verified and r.answered == 200 for r in receiver.received)
+    objects = {r.event["type"]: r.event["data"]["object"] for r in receiver.received}
+    assert objects["invoice.finalized"]["id"] == invoice and objects["invoice.finalized"]["status"] == "open"
+    assert sorted(
+        r.event["data"]["object"]["id"] for r in receiver.received if r.event["type"] == "invoiceitem.created"
+    ) == sorted(items)
+    assert_books_clean()
