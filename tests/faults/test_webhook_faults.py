@@ -130,6 +130,8 @@ def test_a_receiver_slower_than_the_timeout_is_tried_again(rig: Rig) -> None:
         rig.beat()
         rig.client.create_customer(name="Slow")
         wait_for(lambda: delivery_statuses() == ["succeeded"], timeout=60, what="the retry to succeed")
+        # the first request's handler is still sleeping when the retry succeeds: let it finish
+        wait_for(lambda: len(receiver.received) == 2, timeout=10, what="the slow answer to end")
     (event_id,) = customer_events()
     tries = attempts()
     assert [(a.status, a.error) for a in tries] == [("failed", "timed out after 1 s"), ("succeeded", None)]
