@@ -66,6 +66,21 @@ def get(object_id: str, expand: tuple[str, ...]) -> None:
         _print_json(get_object(session, object_id, expand=expand))
 
 
+@main.command("preview")
+@click.option("--customer", required=True, help="cus_…")
+@click.option("--currency", help="default: the customer's (a renewal: the subscription's)")
+@click.option("--subscription", help="sub_…: its next renewal instead of an invoice of pending items")
+def preview(customer: str, currency: str | None, subscription: str | None) -> None:
+    """Print the invoice that creating one now (or the subscription's next renewal) would make:
+    its lines (the oldest pending items, at most 250; ``chain`` counts those left for the next
+    invoices), discounts, tax, the credit that would apply and the amount due. Writes nothing."""
+    from worker.db import read_session
+    from worker.services.invoices import preview as invoice_preview
+
+    with read_session() as session:
+        _print_json(invoice_preview(customer, currency=currency, subscription=subscription, session=session))
+
+
 @main.command("list")
 @click.argument(
     "resource",

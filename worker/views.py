@@ -25,15 +25,17 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, cast
 
-from sqlalchemy import tuple_, type_coerce
+from sqlalchemy import and_, tuple_, type_coerce
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, SQLModel, col, select
 
 from domain.credit import credit_available
-from domain.credit_notes import CreditNoteStatus
-from domain.errors import BadRequest, NotFound
-from domain.invoices import InvoiceStatus
+from domain.credit_notes import CreditNoteStatus, note_amounts, pre_and_post_payment
+from domain.errors import BadRequest, NotFound, error_type
+from domain.invoices import InvoiceStatus, automatically_finalizes_at, invoice_period, subtotal_excluding_tax
 from domain.money import check_currency
+from domain.pricing import DiscountAmount, TaxAmount
 from domain.subscriptions import SubscriptionStatus
 from tasks.event_types import EVENT_TYPES, matching
 from tasks.ids import object_type
@@ -47,6 +49,7 @@ from worker.tables import (
     CustomerTaxId,
     DiscountRow,
     Event,
+    FailureStatus,
     Invoice,
     InvoiceItem,
     Price,
@@ -65,6 +68,7 @@ from worker.tables import (
 MAX_LIMIT = 100
 API_VERSION = "2024-06-20"
 """The Stripe API version whose object shapes the views follow (events name it)."""
+FINALIZE_TASK = "billing.invoices.finalize"
 
 EXPANDABLE: dict[str, frozenset[str]] = {"customer": frozenset({"invoice_credit_balance"})}
 """Fields left out unless named in ``expand``, per object type."""
@@ -206,7 +210,21 @@ def _line(item: InvoiceItem) -> dict[str, Any]:
     }
 
 
-def _invoice(row: Invoice, lines: list[InvoiceItem]) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class InvoiceContext:
+    """What an invoice shows that its row does not hold, read for a whole page at once
+    (``_invoice_contexts``): its customer's test clock, the period a cycle invoice looks back
+    on, and the error of the last failed finalization of a draft."""
+
+    test_clock: str | None = None
+    previous_period: tuple[int, int] | None = None
+    last_finalization_error: dict[str, Any] | None = None
+
+
+def invoice_object(row: Invoice, lines: list[InvoiceItem], context: InvoiceContext) -> dict[str, Any]:
+    """An invoice as Stripe shows it: stored (``get_object``) or composed in memory (a preview)."""
+    period_start, period_end = invoice_period(row.created, context.previous_period)
+    discounts = row.total_discount_amounts or []
     return {
         "object": "invoice",
         "id": row.id,
@@ -230,6 +248,9 @@ def _invoice(row: Invoice, lines: list[InvoiceItem]) -> dict[str, Any]:
         "subtotal": row.subtotal,
         "total_discount_amounts": row.total_discount_amounts or [],
         "total_taxes": row.total_taxes or [],
+        "subtotal_excluding_tax": subtotal_excluding_tax(
+            row.total_excluding_tax, (d["amount"] for d in discounts)
+        ),
         "total_excluding_tax": row.total_excluding_tax,
         "total": row.total,
         "starting_balance": row.starting_balance,
@@ -249,6 +270,12 @@ def _invoice(row: Invoice, lines: list[InvoiceItem]) -> dict[str, Any]:
         "customer_tax_exempt": row.customer_tax_exempt,
         "customer_tax_ids": row.customer_tax_ids or [],
         "created": row.created,
+        "period_start": period_start,
+        "period_end": period_end,
+        "effective_at": row.finalized_at,
+        "automatically_finalizes_at": automatically_finalizes_at(row.status, row.auto_advance, row.created),
+        "test_clock": context.test_clock,
+        "last_finalization_error": context.last_finalization_error,
         "status_transitions": {
             "finalized_at": row.finalized_at,
             "paid_at": row.paid_at,
@@ -287,7 +314,21 @@ def invoice_item_of_values(values: dict[str, Any]) -> dict[str, Any]:
     return _invoice_item(cast(InvoiceItem, row))
 
 
-def _credit_note(row: CreditNote) -> dict[str, Any]:
+def _credit_note(row: CreditNote, invoice: Invoice | None) -> dict[str, Any]:
+    amounts = note_amounts(
+        row.amount,
+        invoice.total if invoice else 0,
+        [DiscountAmount(d["discount"], d["amount"]) for d in (invoice.total_discount_amounts or [])]
+        if invoice
+        else [],
+        [
+            TaxAmount(t["tax_rate"], t["amount"], t["taxable_amount"], t["inclusive"])
+            for t in (invoice.total_taxes or [])
+        ]
+        if invoice
+        else [],
+    )
+    pre_payment, post_payment = pre_and_post_payment(row.amount, row.amount_due_reduction)
     return {
         "object": "credit_note",
         "id": row.id,
@@ -304,6 +345,24 @@ def _credit_note(row: CreditNote) -> dict[str, Any]:
         "credit_amount": row.credit_amount,
         "out_of_band_amount": row.out_of_band_amount,
         "amount_due_reduction": row.amount_due_reduction,
+        "subtotal": amounts.subtotal,
+        "subtotal_excluding_tax": amounts.subtotal_excluding_tax,
+        "total": amounts.total,
+        "total_excluding_tax": amounts.total_excluding_tax,
+        "discount_amount": amounts.discount_amount,
+        "discount_amounts": [{"amount": d.amount, "discount": d.coupon} for d in amounts.discount_amounts],
+        "total_taxes": [
+            {
+                "amount": t.amount,
+                "tax_rate": t.tax_rate,
+                "taxable_amount": t.taxable_amount,
+                "inclusive": t.inclusive,
+            }
+            for t in amounts.total_taxes
+        ],
+        "pre_payment_amount": pre_payment,
+        "post_payment_amount": post_payment,
+        "effective_at": row.created,
         "lines": _list_of(row.lines or []),
         "customer_balance_transaction": row.customer_balance_transaction,
         "metadata": row.metadata_ or {},
@@ -398,10 +457,11 @@ def task_failure_object(row: TaskFailure) -> dict[str, Any]:
         "task_name": row.task_name,
         "payload": row.payload or {},
         "error": {
-            "type": row.error_type,
+            "type": error_type(row.error_type),
             "code": row.error_code,
             "field": row.error_field,
             "message": row.error_message,
+            "class": row.error_type,
         },
         "retryable": row.retryable,
         "attempts": row.attempts,
@@ -502,7 +562,62 @@ def _render_customers(view: _View, rows: Sequence[Customer]) -> list[dict[str, A
     ]
 
 
+def _invoice_contexts(session: Session, rows: Sequence[Invoice]) -> dict[str, InvoiceContext]:
+    """``InvoiceContext`` of a page of invoices: at most one query per kind of fact."""
+    clocks = dict(
+        session.execute(
+            select(col(Customer.id), col(Customer.test_clock_id)).where(
+                col(Customer.id).in_({row.customer_id for row in rows}),
+                col(Customer.test_clock_id).is_not(None),
+            )
+        ).all()
+    )
+    previous: dict[str, tuple[int, int]] = {}
+    cycles = [row.id for row in rows if row.billing_reason == "subscription_cycle"]
+    if cycles:
+        billed, before = aliased(SubscriptionPeriod), aliased(SubscriptionPeriod)
+        for invoice_id, start, end in session.execute(
+            select(col(billed.invoice_id), col(before.period_start), col(before.period_end))
+            .join(
+                before,
+                and_(
+                    col(before.subscription_id) == col(billed.subscription_id),
+                    col(before.period_end) == col(billed.period_start),
+                ),
+            )
+            .where(col(billed.invoice_id).in_(cycles))
+        ).all():
+            previous[invoice_id] = (start, end)
+    errors: dict[str, dict[str, Any]] = {}
+    drafts = {row.id for row in rows if row.status == InvoiceStatus.DRAFT}
+    if drafts:
+        for failure in session.exec(
+            select(TaskFailure)
+            .where(col(TaskFailure.task_name) == FINALIZE_TASK, col(TaskFailure.status) == FailureStatus.OPEN)
+            .order_by(col(TaskFailure.last_seen), col(TaskFailure.id))
+        ):
+            invoice_id = (failure.payload or {}).get("invoice")
+            if invoice_id in drafts:  # the latest failure wins
+                errors[invoice_id] = finalization_error(failure)
+    return {
+        row.id: InvoiceContext(clocks.get(row.customer_id), previous.get(row.id), errors.get(row.id))
+        for row in rows
+    }
+
+
+def finalization_error(failure: TaskFailure) -> dict[str, Any]:
+    """A failed finalization as Stripe's error object: a refused request (a typed billing
+    error, which has a code) is an ``invalid_request_error``, anything else an ``api_error``."""
+    return {
+        "type": "invalid_request_error" if failure.error_code else "api_error",
+        "code": failure.error_code,
+        "message": failure.error_message,
+        "param": failure.error_field,
+    }
+
+
 def _render_invoices(view: _View, rows: Sequence[Invoice]) -> list[dict[str, Any]]:
+    contexts = _invoice_contexts(view.session, rows)
     lines = _grouped(
         view.session.exec(
             select(InvoiceItem)
@@ -511,7 +626,15 @@ def _render_invoices(view: _View, rows: Sequence[Invoice]) -> list[dict[str, Any
         ),
         "invoice_id",
     )
-    return [_invoice(row, lines[row.id]) for row in rows]
+    return [invoice_object(row, lines[row.id], contexts[row.id]) for row in rows]
+
+
+def _render_credit_notes(view: _View, rows: Sequence[CreditNote]) -> list[dict[str, Any]]:
+    invoices = {
+        row.id: row
+        for row in view.session.exec(select(Invoice).where(col(Invoice.id).in_({r.invoice_id for r in rows})))
+    }
+    return [_credit_note(row, invoices.get(row.invoice_id)) for row in rows]
 
 
 def _render_subscriptions(view: _View, rows: Sequence[Subscription]) -> list[dict[str, Any]]:
@@ -592,7 +715,7 @@ OBJECTS: dict[str, _Kind] = {
     "customer": _Kind(Customer, "customer", _render_customers),
     "invoice": _Kind(Invoice, "invoice", _render_invoices),
     "invoice_item": _Kind(InvoiceItem, "invoiceitem", _each(_invoice_item)),
-    "credit_note": _Kind(CreditNote, "credit_note", _each(_credit_note)),
+    "credit_note": _Kind(CreditNote, "credit_note", _render_credit_notes),
     "customer_balance_transaction": _Kind(
         BalanceTransaction, "customer_balance_transaction", _each(_balance_transaction)
     ),

@@ -26,7 +26,6 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
-from sqlmodel import SQLModel
 
 import worker.tasks.base
 from domain.errors import (
@@ -43,7 +42,7 @@ from domain.errors import (
 from tasks.ids import new_id
 from tasks.operations import REQUESTS
 from tasks.webhooks import new_signing_secret
-from tests.support import call, customer, invoice, items, row_counts
+from tests.support import call, customer, invoice, items, row_counts, table_contents
 from worker import clock
 from worker.app import app
 from worker.db import read_session
@@ -1839,20 +1838,6 @@ CASES = cases() + subscription_cases() + webhook_cases()
 # -- how a row is checked -----------------------------------------------------------------------
 
 
-def table_contents() -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every table, sorted: a refused request must leave all of them as they were."""
-    with read_session() as session:
-        return {
-            table.name: sorted(
-                (
-                    tuple(json.dumps(v, sort_keys=True, default=str) for v in row)
-                    for row in session.execute(select(table))
-                ),
-            )
-            for table in SQLModel.metadata.sorted_tables
-        }
-
-
 def failures() -> list[TaskFailure]:
     with read_session() as session:
         return list(session.execute(select(TaskFailure)).scalars())
@@ -1949,6 +1934,95 @@ def assert_reported(failure: TaskFailure, error: type[BillingError], sent: dict[
         "field": failure.error_field,
         "message": failure.error_message,
     }
+
+
+# -- the invoice preview: not a task, a read; refused the same way, and still writes nothing -------
+
+
+@dataclass(frozen=True)
+class PreviewCase:
+    id: str
+    build: Build
+    """Creates what the row needs through the services and returns the preview's parameters."""
+    error: type[BillingError]
+    field: str
+
+
+def _pending(currency: str = "usd", amount: int = 1000) -> str:
+    cus = customer(currency)
+    items(cus, currency, [amount])
+    return cus
+
+
+def _own_subscription(*, canceled: bool = False, at_period_end: bool = False) -> dict[str, Any]:
+    cus = customer("usd")
+    sub = subscription(cus)
+    if canceled or at_period_end:
+        call(CANCEL, subscription=sub, at_period_end=at_period_end)
+    return {"customer": cus, "subscription": sub}
+
+
+PREVIEW_CASES = [
+    PreviewCase("unknown-customer", lambda: {"customer": unknown("cus")}, NotFound, "customer"),
+    PreviewCase("deleted-customer", lambda: {"customer": deleted_customer()}, NotFound, "customer"),
+    PreviewCase("empty-customer", lambda: {"customer": ""}, BadRequest, "customer"),
+    PreviewCase(
+        "unknown-currency", lambda: {"customer": _pending(), "currency": "usx"}, BadRequest, "currency"
+    ),
+    PreviewCase(
+        "uppercase-currency", lambda: {"customer": _pending(), "currency": "USD"}, BadRequest, "currency"
+    ),
+    PreviewCase("no-currency-at-all", lambda: {"customer": customer(None)}, BadRequest, "currency"),
+    PreviewCase("nothing-pending", lambda: {"customer": customer("usd")}, NothingToInvoice, "customer"),
+    PreviewCase(
+        "nothing-pending-in-that-currency",
+        lambda: {"customer": _pending("eur"), "currency": "usd"},
+        NothingToInvoice,
+        "customer",
+    ),
+    PreviewCase(
+        "unknown-subscription",
+        lambda: {"customer": customer("usd"), "subscription": unknown("sub")},
+        NotFound,
+        "subscription",
+    ),
+    PreviewCase(
+        "subscription-of-another-customer",
+        lambda: {"customer": _pending(), "subscription": subscription()},
+        BadRequest,
+        "subscription",
+    ),
+    PreviewCase(
+        "canceled-subscription", lambda: _own_subscription(canceled=True), WrongState, "subscription"
+    ),
+    PreviewCase(
+        "subscription-ending-at-period-end",
+        lambda: _own_subscription(at_period_end=True),
+        WrongState,
+        "subscription",
+    ),
+    PreviewCase(
+        "subscription-in-another-currency",
+        lambda: {**_own_subscription(), "currency": "eur"},
+        BadRequest,
+        "currency",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", PREVIEW_CASES, ids=[case.id for case in PREVIEW_CASES])
+def test_a_bad_preview_is_refused_with_its_field_and_writes_nothing(case: PreviewCase) -> None:
+    from worker.services.invoices import preview
+
+    params = case.build()
+    contents = table_contents()
+
+    with pytest.raises(BillingError) as error:
+        preview(**params)
+
+    assert (type(error.value), error.value.field) == (case.error, case.field), error.value.message
+    assert error.value.message
+    assert table_contents() == contents
 
 
 # -- beyond the table ---------------------------------------------------------------------------

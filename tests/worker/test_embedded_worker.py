@@ -52,9 +52,10 @@ def test_a_message_that_cannot_succeed_is_recorded_not_dropped(
     client.create_invoice_item(customer="cus_DOESNOTEXIST", currency="usd", amount=100)
     worker.wait_idle()
     failures = get_failures()
-    assert [(f["task_name"], f["error"]["type"], f["error"]["field"]) for f in failures] == [
+    assert [(f["task_name"], f["error"]["class"], f["error"]["field"]) for f in failures] == [
         ("billing.invoice_items.create", "NotFound", "customer")
     ]
+    assert failures[0]["error"]["type"] == "invalid_request_error"
     assert failures[0]["payload"]["customer"] == "cus_DOESNOTEXIST"
     assert failures[0]["attempts"] == 1
     assert count(TaskFailure) == 1

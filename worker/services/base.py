@@ -74,7 +74,8 @@ def key_row(
 
 # FOR NO KEY UPDATE on PostgreSQL: billing operations still queue up behind each other, but
 # rows that merely reference the customer (invoice items being added) do not wait for them.
-_LOCK_CUSTOMER = select(Customer).where(col(Customer.id) == bindparam("id")).with_for_update(key_share=True)
+_CUSTOMER = select(Customer).where(col(Customer.id) == bindparam("id"))
+_LOCK_CUSTOMER = _CUSTOMER.with_for_update(key_share=True)
 
 
 @dataclass(slots=True)
@@ -164,14 +165,16 @@ class Request:
         if (self.retry or not on_conflict) and self.session.get(model, object_id) is not None:
             raise BadRequest(f"{resource} {object_id} already exists", field="id")
 
-    def lock_customer(self, customer_id: str, *, field: str = "customer") -> Customer:
+    def lock_customer(self, customer_id: str, *, field: str = "customer", lock: bool = True) -> Customer:
         """Serialise every change to one customer's books (row lock; SQLite: BEGIN IMMEDIATE).
 
         A deleted customer cannot be billed, except that a request already done before
         the deletion still replays its result. A customer on a test clock is billed at the
-        clock's time: from here on ``now`` is the clock's ``frozen_time``.
+        clock's time: from here on ``now`` is the clock's ``frozen_time``. ``lock=False``:
+        the same checks and time without the lock, for a read (an invoice preview).
         """
-        customer = self.session.scalars(_LOCK_CUSTOMER, {"id": customer_id}).one_or_none()
+        stmt = _LOCK_CUSTOMER if lock else _CUSTOMER
+        customer = self.session.scalars(stmt, {"id": customer_id}).one_or_none()
         if customer is None:
             raise NotFound("customer", customer_id, field=field)
         if customer.deleted and self.session.get(IdempotencyKey, self.key) is None:

@@ -4,18 +4,21 @@ change nothing more than one tick would."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, delete, or_, select, tuple_, update
 from sqlmodel import Session, col
 
+from domain.errors import BillingError
 from domain.invoices import AUTO_ADVANCE_AFTER_S, InvoiceStatus
 from domain.subscriptions import ACTIVE
 from tasks.ids import PREFIXES, derived_id
 from worker.events import Emitted, write_events
 from worker.services.base import FollowUp
 from worker.services.invoices.generation import CREATE_TASK
-from worker.services.subscriptions import next_period, renewal
+from worker.services.invoices.previews import preview
+from worker.services.subscriptions import renewal
 from worker.settings import Settings
 from worker.tables import (
     Customer,
@@ -32,6 +35,7 @@ from worker.tables import (
 from worker.webhooks import fan_out
 
 BATCH = 500
+log = logging.getLogger("billing.maintenance")
 
 
 def due_follow_ups(session: Session, now: int, settings: Settings) -> list[FollowUp]:
@@ -169,7 +173,7 @@ def upcoming(session: Session, now: int, settings: Settings) -> None:
 
     Once per period: the event's ``idempotency_key`` names the subscription and the period's
     end, and a period whose event exists is skipped. ``data.object`` is the invoice the
-    renewal will make, as far as it is known before it is made (no id, no lines yet).
+    renewal will make as the invoice preview shows it (``invoices.preview``: no id yet).
     """
     if not settings.upcoming_invoice_days:
         return
@@ -194,21 +198,11 @@ def upcoming(session: Session, now: int, settings: Settings) -> None:
     for row in due:
         if keys[row.id] in sent:
             continue
-        period = next_period(row)
-        invoice = {
-            "object": "invoice",
-            "id": None,
-            "customer": row.customer_id,
-            "subscription": row.id,
-            "currency": row.pending_currency or row.currency,
-            "billing_reason": "upcoming",
-            "collection_method": row.collection_method,
-            "status": "draft",
-            "period_start": period.start,
-            "period_end": period.end,
-            "next_payment_attempt": row.current_period_end,
-            "created": now,
-        }
+        try:
+            invoice = preview(row.customer_id, subscription=row.id, session=session, now=now)
+        except BillingError as exc:  # stays due: asked again at the next tick
+            log.warning("invoice.upcoming of %s: no preview: %s", row.id, exc)
+            continue
         events.append(Emitted("invoice.upcoming", invoice, idempotency_key=keys[row.id]))
     fan_out(session, write_events(session, events, now), now, published=False)
 

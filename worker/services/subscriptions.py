@@ -135,16 +135,16 @@ def bill_period(
         subscription.ended_at = period.start
         request.emit(DELETED, subscription)
         return None, []
-    key = renewal_key(subscription.id, period.start)
     billed = _record_period(request, subscription, period, billing_reason)
-    _add_period_lines(request, customer.id, subscription, period, key)
-    command = _period_invoice(customer.id, subscription, key, billing_reason)
+    lines = period_lines(request, customer.id, subscription, period, subscription.currency)
+    request.session.execute(insert(table_of(InvoiceItem)), lines)
+    command = period_invoice(customer.id, subscription, period, billing_reason, subscription.currency)
     invoice, follow_ups = generate_invoice(
         request,
         customer,
         command,
         subscription.currency,
-        coupons=_period_coupons(request, subscription, period),
+        coupons=period_coupons(request, subscription, period),
         billing_reason=billing_reason,
         subscription_id=subscription.id,
     )
@@ -171,18 +171,20 @@ def _record_period(
     return billed
 
 
-def _add_period_lines(
-    request: Request, customer_id: str, subscription: Subscription, period: Period, key: str
-) -> None:
-    """One pending line per item; their ids derive from the renewal key, so they are made once."""
+def period_lines(
+    request: Request, customer_id: str, subscription: Subscription, period: Period, currency: str
+) -> list[dict[str, Any]]:
+    """The period's pending lines in ``currency``, one per item, as rows to insert; their ids
+    derive from the renewal key, so they are made once."""
+    key = renewal_key(subscription.id, period.start)
     rows = []
     for index, (item, price, product) in enumerate(_priced_items(request, subscription.id)):
-        line = rules.period_line(_terms(price), product.name, item.quantity, subscription.currency, index)
+        line = rules.period_line(_terms(price), product.name, item.quantity, currency, index)
         rows.append(
             {
                 "id": derived_id(PREFIXES["invoice_item"], f"{key}:{item.id}"),
                 "customer_id": customer_id,
-                "currency": subscription.currency,
+                "currency": currency,
                 "amount": line.amount,
                 "unit_amount": line.unit_amount,
                 "quantity": line.quantity,
@@ -194,16 +196,18 @@ def _add_period_lines(
                 "created": request.now,
             }
         )
-    request.session.execute(insert(table_of(InvoiceItem)), rows)
+    return rows
 
 
-def _period_invoice(
-    customer_id: str, subscription: Subscription, key: str, billing_reason: str
+def period_invoice(
+    customer_id: str, subscription: Subscription, period: Period, billing_reason: str, currency: str
 ) -> InvoiceCreate:
+    """The request that makes the period's invoice, keyed (and identified) by its renewal key."""
+    key = renewal_key(subscription.id, period.start)
     options: dict[str, Any] = {
         "id": derived_id(PREFIXES["invoice"], key),
         "customer": customer_id,
-        "currency": subscription.currency,
+        "currency": currency,
         "collection_method": subscription.collection_method,
         "auto_advance": subscription.auto_advance,
         "idempotency_key": key,
@@ -215,7 +219,7 @@ def _period_invoice(
     return InvoiceCreate.model_validate(options)
 
 
-def _period_coupons(request: Request, subscription: Subscription, period: Period) -> list[CouponRow] | None:
+def period_coupons(request: Request, subscription: Subscription, period: Period) -> list[CouponRow] | None:
     """The subscription's coupon while it covers the period; None: the customer's discount, as
     on any invoice."""
     if subscription.coupon_id is None or not rules.discount_applies(subscription.discount_end, period.start):
