@@ -3,7 +3,8 @@
     BillingError                  every error a request can cause; final, never retried
     ├── BadRequest                a field is missing, malformed or out of bounds (.field)
     │   ├── IdempotencyConflict   the key was used before with other parameters
-    │   └── SubscriptionCurrencyConflict  the customer's active subscriptions bill another currency
+    │   ├── SubscriptionCurrencyConflict  the customer's active subscriptions bill another currency
+    │   └── DestinationRefused    a webhook URL resolves to an address webhooks may not reach
     ├── NotFound                  the object named by a field does not exist (.field;
     │                             .deleted when it existed and was deleted: never there again)
     ├── WrongState                the object exists but the operation is not allowed now
@@ -75,6 +76,13 @@ class SubscriptionCurrencyConflict(BadRequest):
     """A customer never has two active subscriptions in different currencies (domain/README.md §8)."""
 
     code = "subscription_currency_conflict"
+
+
+class DestinationRefused(BadRequest):
+    """A webhook endpoint URL whose host resolves to a loopback, link-local, private, multicast
+    or reserved address (domain/webhooks.py), while the worker does not allow those."""
+
+    code = "url_destination_refused"
 
 
 class NotFound(BillingError):

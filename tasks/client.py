@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from amqp.exceptions import ChannelError
@@ -33,8 +34,9 @@ from tasks.broker import transport_for
 from tasks.ids import PREFIXES, derived_id, new_id, new_ids
 from tasks.operations import QUEUE_DEFAULT, contract_of, queue_for
 from tasks.redaction import kwargsrepr
+from tasks.webhooks import new_signing_secret
 
-__all__ = ["BillingClient", "BrokerNotConfigured", "QueueFull"]
+__all__ = ["BillingClient", "BrokerNotConfigured", "NewWebhookEndpoint", "QueueFull"]
 
 DEPTH_RECHECK_S = 0.5
 """How long a queue's depth is estimated (last count plus what this client sent since) before it
@@ -50,6 +52,18 @@ class BrokerNotConfigured(RuntimeError):
     """No broker URL was given and ``BILLING_BROKER_URL`` is not set. The client does not fall
     back to Celery's in-process ``memory://`` broker: a message sent there from a producer's
     process reaches no worker and is lost."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewWebhookEndpoint:
+    """What ``create_webhook_endpoint`` returns: the endpoint's id and its signing secret,
+    which nothing will show again (keep it where the receiving service reads its settings)."""
+
+    id: str
+    secret: str
+
+    def __repr__(self) -> str:  # never the secret in a log line or a traceback
+        return f"NewWebhookEndpoint(id={self.id!r}, secret='whsec_…')"
 
 
 def _env_number(name: str) -> float | None:
@@ -315,6 +329,54 @@ class BillingClient:
             idempotency_key,
             {"customer": customer, "currency": currency},
         )
+
+    # -- webhook endpoints (README: Webhooks) ----------------------------------------------------
+    def create_webhook_endpoint(
+        self,
+        *,
+        url: str,
+        enabled_events: list[str],
+        secret: str | None = None,
+        idempotency_key: str | None = None,
+        **params: Any,
+    ) -> NewWebhookEndpoint:
+        """url, enabled_events (Stripe's event types, or ["*"]), description, metadata.
+
+        Returns the id and the signing secret (``whsec_…``), made here: the only time it is
+        shown. To retry the call safely with an ``idempotency_key``, make the secret first
+        (``tasks.webhooks.new_signing_secret()``) and pass the same one each time: a retry with
+        another secret is refused as an idempotency conflict. Where the URL resolves is checked
+        by the worker (private addresses are refused: README: Webhooks)."""
+        endpoint_id, key = self._identity("webhook_endpoint", idempotency_key)
+        secret = secret or new_signing_secret()
+        self._send(
+            "billing.webhook_endpoints.create",
+            {**params, "url": url, "enabled_events": enabled_events, "secret": secret, "id": endpoint_id,
+             "idempotency_key": key},
+        )  # fmt: skip
+        return NewWebhookEndpoint(endpoint_id, secret)
+
+    def update_webhook_endpoint(
+        self, webhook_endpoint: str, *, idempotency_key: str | None = None, **params: Any
+    ) -> None:
+        """url, enabled_events, disabled (True/False), description, metadata."""
+        self._act(
+            "billing.webhook_endpoints.update",
+            idempotency_key,
+            {**params, "webhook_endpoint": webhook_endpoint},
+        )
+
+    def delete_webhook_endpoint(self, webhook_endpoint: str, *, idempotency_key: str | None = None) -> None:
+        self._act("billing.webhook_endpoints.delete", idempotency_key, {"webhook_endpoint": webhook_endpoint})
+
+    def resend_event(
+        self, event: str, *, webhook_endpoint: str | None = None, idempotency_key: str | None = None
+    ) -> None:
+        """Deliver an event again: to one endpoint, or to every enabled endpoint receiving its type."""
+        params: dict[str, Any] = {"event": event}
+        if webhook_endpoint is not None:
+            params["webhook_endpoint"] = webhook_endpoint
+        self._act("billing.webhook_endpoints.resend", idempotency_key, params)
 
     # -- test clocks ------------------------------------------------------------------------
     def create_test_clock(

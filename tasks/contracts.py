@@ -31,6 +31,7 @@ from domain.errors import BadRequest
 from domain.locales import MAX_TAG_LENGTH, well_formed
 from domain.money import MAX_AMOUNT, check_currency
 from domain.periods import MAX_INTERVAL_COUNT
+from tasks.event_types import MAX_ENABLED_EVENTS, check_enabled_events
 from tasks.ids import PREFIXES
 
 MAX_ITEMS_PER_BATCH = 1000
@@ -119,6 +120,9 @@ ProductId = Annotated[str, _id_of("product")]
 PriceId = Annotated[str, _id_of("price")]
 SubscriptionId = Annotated[str, _id_of("subscription")]
 TestClockId = Annotated[str, _id_of("test_clock")]
+WebhookEndpointId = Annotated[str, _id_of("webhook_endpoint")]
+WebhookDeliveryId = Annotated[str, _id_of("webhook_delivery")]
+EventId = Annotated[str, StringConstraints(pattern=r"^evt_[0-9A-Za-z]{1,60}$", max_length=64)]
 
 
 def _distinct(ids: list[str]) -> list[str]:
@@ -722,6 +726,108 @@ class DocumentRender(Contract):
 class DocumentEmail(DocumentRender):
     """Email a stored document to its customer (a follow-up of the render: a send_invoice
     invoice's, or any credit note's)."""
+
+
+MAX_URL_LENGTH = 2048
+
+
+def _endpoint_url(value: object) -> str:
+    """An absolute http(s) URL with a host, no credentials, no fragment. Where the host
+    resolves is checked by the worker, when the endpoint is written and at every delivery."""
+    from urllib.parse import urlsplit
+
+    if not isinstance(value, str):
+        raise ValueError(f"must be a URL string (got {type(value).__name__})")
+    if len(value) > MAX_URL_LENGTH:
+        raise ValueError(f"at most {MAX_URL_LENGTH} characters")
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("must not contain spaces or control characters")
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"is not a valid URL ({exc})") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"must be an http or https URL (got scheme {parts.scheme!r})")
+    if not parts.hostname:
+        raise ValueError("must name a host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not carry credentials (user:password@)")
+    if parts.fragment:
+        raise ValueError("must not have a fragment (#...)")
+    if port == 0:
+        raise ValueError("port 0 is not a port")
+    return value
+
+
+EndpointUrl = Annotated[
+    str, PlainValidator(_endpoint_url), WithJsonSchema({"type": "string", "format": "uri", "maxLength": 2048})
+]
+
+
+def _checked_events(value: object) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
+        raise ValueError("must be a list of event type names")
+    if len(value) > MAX_ENABLED_EVENTS:
+        raise ValueError(f"at most {MAX_ENABLED_EVENTS} event types")
+    return list(value)
+
+
+EnabledEvents = Annotated[
+    list[str], PlainValidator(_checked_events), WithJsonSchema({"type": "array", "items": {"type": "string"}})
+]
+
+
+class WebhookEndpointFields(Contract):
+    description: ShortText | None = None
+    metadata: Metadata | None = None
+
+    @model_validator(mode="after")
+    def _known_events(self) -> WebhookEndpointFields:
+        events = self.__dict__.get("enabled_events")
+        if events is not None:
+            check_enabled_events(events)  # BadRequest names enabled_events[i]
+        return self
+
+
+class WebhookEndpointCreate(WebhookEndpointFields):
+    """A webhook endpoint; ``secret`` (``whsec_``) is made by the producer (the client) and shown
+    to it once: the worker stores it and never prints it again."""
+
+    id: WebhookEndpointId
+    url: EndpointUrl
+    enabled_events: EnabledEvents
+    secret: Annotated[str, Field(pattern=r"^whsec_[0-9A-Za-z]{24,128}$")]
+    idempotency_key: IdempotencyKeyStr
+
+
+class WebhookEndpointUpdate(WebhookEndpointFields):
+    webhook_endpoint: WebhookEndpointId
+    url: EndpointUrl | None = None
+    enabled_events: EnabledEvents | None = None
+    disabled: Annotated[bool, Field(strict=True)] | None = None
+    """True disables the endpoint (nothing is sent to it); False enables it again."""
+    idempotency_key: IdempotencyKeyStr
+
+
+class WebhookEndpointDelete(Contract):
+    webhook_endpoint: WebhookEndpointId
+    idempotency_key: IdempotencyKeyStr
+
+
+class WebhookResend(Contract):
+    """Send an event again: to one endpoint, or to every enabled endpoint that receives its type."""
+
+    event: EventId
+    webhook_endpoint: WebhookEndpointId | None = None
+    idempotency_key: IdempotencyKeyStr
+
+
+class WebhookDeliver(Contract):
+    """One try of one delivery (the worker's own follow-up; never sent by producers)."""
+
+    delivery: WebhookDeliveryId
+    idempotency_key: IdempotencyKeyStr
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:

@@ -59,3 +59,30 @@ def matching(pattern: str, *, field: str = "type") -> frozenset[str]:
             field=field,
         )
     return found
+
+
+MAX_ENABLED_EVENTS = len(EVENT_TYPES) + 1
+
+
+def check_enabled_events(patterns: list[str], *, field: str = "enabled_events") -> list[str]:
+    """A webhook endpoint's ``enabled_events``: types or patterns (``*``, ``invoice.*``), each
+    once, ``*`` alone; an unknown one is named by its position (``enabled_events[2]``)."""
+    if not patterns:
+        raise BadRequest("give at least one event type, or '*' for all", field=field)
+    for index, pattern in enumerate(patterns):
+        matching(pattern, field=f"{field}[{index}]")
+        if pattern in patterns[:index]:
+            raise BadRequest(f"event type {pattern!r} is listed twice", field=f"{field}[{index}]")
+    if "*" in patterns and len(patterns) > 1:
+        raise BadRequest("'*' already names every event type: give it alone", field=field)
+    return list(patterns)
+
+
+def receives(enabled_events: list[str], event_type: str) -> bool:
+    """Whether an endpoint with these ``enabled_events`` receives events of ``event_type``."""
+    return any(
+        pattern == "*"
+        or pattern == event_type
+        or (pattern.endswith(".*") and event_type.startswith(pattern[:-1]))
+        for pattern in enabled_events
+    )

@@ -32,6 +32,8 @@ PREFIXES = {
     "subscription_item": "si",
     "test_clock": "clock",
     "event": "evt",
+    "webhook_endpoint": "we",
+    "webhook_delivery": "whdel",
 }
 
 

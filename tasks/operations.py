@@ -33,14 +33,20 @@ QUEUE_RECURRING = "billing.recurring"
 """Beat jobs and subscription renewals."""
 QUEUE_DOCUMENTS = "billing.documents"
 """Rendering invoice and credit note PDFs: off the billing path, on workers of their own."""
+QUEUE_WEBHOOKS = "billing.webhooks"
+"""Webhook deliveries (HTTP requests to the receivers), apart so that a slow or dead receiver
+never delays billing; deploy files run it on a worker of its own (README: Webhooks). Their
+retry sweep is a beat job like the others, on the recurring queue."""
 BILLING_QUEUES = (QUEUE_DEFAULT, QUEUE_ITEMS, QUEUE_INVOICES, QUEUE_RECURRING)
 """Every queue that changes the books (``celery worker -Q`` for billing workers)."""
-ALL_QUEUES = (*BILLING_QUEUES, QUEUE_DOCUMENTS)
+ALL_QUEUES = (*BILLING_QUEUES, QUEUE_DOCUMENTS, QUEUE_WEBHOOKS)
 
-Kind = Literal["request", "job", "sweep"]
+Kind = Literal["request", "job", "sweep", "delivery"]
 """``request``: a message with a JSON object of keyword arguments, checked by the contract,
 run in one transaction under its idempotency key. ``job``: a beat job in one transaction.
-``sweep``: a beat job that pages through due rows, one transaction per chunk."""
+``sweep``: a beat job that pages through due rows, one transaction per chunk. ``delivery``:
+a webhook delivery, checked by the contract: a short transaction claims it, the HTTP request
+runs outside any transaction, a second one records the attempt (worker/services/webhooks.py)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,12 +111,18 @@ _ROWS = (
     # Follow-ups of finalization and credit note creation (worker/documents).
     Operation("billing.documents.render", c.DocumentRender, QUEUE_DOCUMENTS),
     Operation("billing.documents.email", c.DocumentEmail, QUEUE_DOCUMENTS),
+    Operation("billing.webhook_endpoints.create", c.WebhookEndpointCreate),
+    Operation("billing.webhook_endpoints.update", c.WebhookEndpointUpdate),
+    Operation("billing.webhook_endpoints.delete", c.WebhookEndpointDelete),
+    Operation("billing.webhook_endpoints.resend", c.WebhookResend),
+    Operation("billing.webhooks.deliver", c.WebhookDeliver, QUEUE_WEBHOOKS, kind="delivery"),
     # Beat jobs (schedule: ``worker.app.beat_schedule``).
     Operation("billing.maintenance.reconcile", None, QUEUE_RECURRING, kind="job"),
     Operation("billing.maintenance.purge", None, QUEUE_RECURRING, kind="job"),
     Operation("billing.maintenance.renew_subscriptions", None, QUEUE_RECURRING, kind="sweep"),
     Operation("billing.maintenance.finalize_drafts", None, QUEUE_RECURRING, kind="sweep"),
     Operation("billing.maintenance.mark_overdue", None, QUEUE_RECURRING, kind="sweep"),
+    Operation("billing.webhooks.dispatch", None, QUEUE_RECURRING, kind="sweep"),
 )
 
 OPERATIONS: dict[str, Operation] = {operation.name: operation for operation in _ROWS}
@@ -118,6 +130,9 @@ OPERATIONS: dict[str, Operation] = {operation.name: operation for operation in _
 
 REQUESTS: dict[str, Operation] = {name: op for name, op in OPERATIONS.items() if op.kind == "request"}
 """The operations a producer may ask for (each with a contract)."""
+
+DELIVERIES: dict[str, Operation] = {name: op for name, op in OPERATIONS.items() if op.kind == "delivery"}
+"""The worker's own webhook deliveries (a contract each; never sent by producers)."""
 
 
 def queue_for(task_name: str) -> str:
@@ -127,7 +142,7 @@ def queue_for(task_name: str) -> str:
 
 
 def contract_of(task_name: str) -> type[c.Contract]:
-    """The contract of a request; ``KeyError`` for a name that is not one."""
-    contract = REQUESTS[task_name].contract
+    """The contract of a request (or a delivery); ``KeyError`` for a name that is neither."""
+    contract = (REQUESTS.get(task_name) or DELIVERIES[task_name]).contract
     assert contract is not None
     return contract

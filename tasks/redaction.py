@@ -21,6 +21,9 @@ PERSONAL_FIELDS = frozenset({"email", "name", "phone", "address", "shipping", "t
 """Keys whose values are personal data wherever they appear in a payload (a product's name too:
 cheap to hide, and it keeps the rule one line)."""
 
+SECRET_FIELDS = frozenset({"secret"})
+"""Keys never shown, whatever ``BILLING_REDACT_TASK_ARGS`` says (a webhook endpoint's signing secret)."""
+
 REDACTED = "[redacted]"
 LIST_ITEMS_SHOWN = 400
 
@@ -34,22 +37,26 @@ def redaction_on() -> bool:
     )
 
 
-def redacted(value: Any) -> Any:
-    """``value`` with the value of every personal key replaced by ``REDACTED``, at any depth (lists cut
-    at ``LIST_ITEMS_SHOWN`` elements: it is made to be shown, not run)."""
+def redacted(value: Any, fields: frozenset[str] = PERSONAL_FIELDS | SECRET_FIELDS) -> Any:
+    """``value`` with the value of every key in ``fields`` replaced by ``REDACTED``, at any depth
+    (lists cut at ``LIST_ITEMS_SHOWN`` elements: it is made to be shown, not run)."""
     if isinstance(value, dict):
         return {
-            key: REDACTED if key in PERSONAL_FIELDS and item is not None else redacted(item)
+            key: REDACTED if key in fields and item is not None else redacted(item, fields)
             for key, item in value.items()
         }
     if isinstance(value, list | tuple):
         # what a 1,024-character repr can show, at most: a batch of 1,000 items costs no more than 400
-        shown = [redacted(item) for item in value[:LIST_ITEMS_SHOWN]]
+        shown = [redacted(item, fields) for item in value[:LIST_ITEMS_SHOWN]]
         return [*shown, "..."] if len(value) > LIST_ITEMS_SHOWN else shown
     return value
 
 
 def kwargsrepr(kwargs: dict[str, Any]) -> str | None:
     """The ``kwargsrepr`` header for a message with these keyword arguments; ``None`` (Celery's
-    own repr) when redaction is off."""
-    return saferepr(redacted(kwargs), KWARGSREPR_MAXSIZE) if redaction_on() else None
+    own repr) when redaction is off and there is no secret to hide."""
+    if redaction_on():
+        return saferepr(redacted(kwargs), KWARGSREPR_MAXSIZE)
+    if SECRET_FIELDS & kwargs.keys():
+        return saferepr(redacted(kwargs, SECRET_FIELDS), KWARGSREPR_MAXSIZE)
+    return None

@@ -38,6 +38,7 @@ def beat_schedule(
     renew_interval_s: float = 60.0,
     finalize_drafts_interval_s: float = 300.0,
     mark_overdue_interval_s: float = 3600.0,
+    webhook_dispatch_interval_s: float = 5.0,
 ) -> dict[str, dict[str, Any]]:
     """Beat jobs by task name. All are idempotent: two beat processes, or a replayed
     tick, publish the same follow-ups again and bill nothing twice."""
@@ -73,6 +74,12 @@ def beat_schedule(
             "task": "billing.maintenance.mark_overdue",
             "schedule": mark_overdue_interval_s,
             "options": {"expires": mark_overdue_interval_s},
+        },
+        # Publishes the webhook deliveries due for a retry (and those whose message was lost).
+        "billing-webhooks-dispatch": {
+            "task": "billing.webhooks.dispatch",
+            "schedule": webhook_dispatch_interval_s,
+            "options": {"expires": webhook_dispatch_interval_s},
         },
     }
 
@@ -139,6 +146,7 @@ def create_app() -> Celery:
             settings.renew_interval_s,
             settings.finalize_drafts_interval_s,
             settings.mark_overdue_interval_s,
+            settings.webhook_dispatch_interval_s,
         ),
         worker_consumer="worker.consumer:BillingConsumer",
     )

@@ -39,6 +39,9 @@ The rules are the ones the services keep, derived from their code:
   (domain/README.md §8).
 - ``billed_period_invoice``: a billed (subscription, period)'s invoice exists, belongs to that
   subscription and is in the period's currency.
+- ``webhook_delivery_attempts``: a webhook delivery's ``attempts`` is the number of its
+  recorded attempts; a succeeded delivery has exactly one succeeded attempt, any other none
+  (a 2xx is recorded once: later copies of the message find the delivery done).
 
 Events (``EVENT_CHECKS``: an event is written in the transaction of its effect, README: Events):
 
@@ -84,6 +87,8 @@ from worker.tables import (
     Subscription,
     SubscriptionPeriod,
     TaxRateRow,
+    WebhookAttempt,
+    WebhookDelivery,
 )
 
 _items = table_of(InvoiceItem)
@@ -775,6 +780,47 @@ def _billed_periods(session: Session) -> Iterator[Violation]:
         yield Violation("billed_period_invoice", f"{row.subscription_id}@{row.period_start}", detail)
 
 
+# -- webhook deliveries --------------------------------------------------------------------------
+
+
+def _webhook_deliveries(session: Session) -> Iterator[Violation]:
+    succeeded = func.sum(case((col(WebhookAttempt.status) == "succeeded", 1), else_=0))
+    tries = (
+        select(
+            col(WebhookAttempt.delivery_id).label("delivery_id"),
+            func.count().label("recorded"),
+            succeeded.label("succeeded"),
+        )
+        .group_by(col(WebhookAttempt.delivery_id))
+        .subquery()
+    )
+    recorded, wins = func.coalesce(tries.c.recorded, 0), func.coalesce(tries.c.succeeded, 0)
+    rows = session.execute(
+        select(
+            col(WebhookDelivery.id),
+            col(WebhookDelivery.status),
+            col(WebhookDelivery.attempts),
+            recorded.label("recorded"),
+            wins.label("wins"),
+        )
+        .outerjoin(tries, tries.c.delivery_id == col(WebhookDelivery.id))
+        .where(
+            or_(
+                recorded != col(WebhookDelivery.attempts),
+                and_(col(WebhookDelivery.status) == "succeeded", wins != 1),
+                and_(col(WebhookDelivery.status) != "succeeded", wins != 0),
+            )
+        )
+        .order_by(col(WebhookDelivery.id))
+    )
+    for row in rows:
+        yield Violation(
+            "webhook_delivery_attempts",
+            row.id,
+            f"{row.status} after {row.attempts} tries, {row.recorded} recorded, {row.wins} succeeded",
+        )
+
+
 # -- events -------------------------------------------------------------------------------------
 
 _events = table_of(Event)
@@ -933,6 +979,7 @@ CHECKS: dict[str, Check] = {
     "applied_credit_matches_invoice": _applied_credit,
     "one_subscription_currency": _one_subscription_currency,
     "billed_period_invoice": _billed_periods,
+    "webhook_delivery_attempts": _webhook_deliveries,
 }
 """Check name (the ``check`` of its violations) -> the check: the books."""
 

@@ -154,6 +154,7 @@ def html(object_id: str, locale: str | None) -> None:
             "subscriptions",
             "test_clocks",
             "events",
+            "webhook_endpoints",
         ]
     ),
 )
@@ -437,6 +438,153 @@ def clock_advance(clock_id: str, months: int, days: int, hours: int, to: str | N
             "invoices": [{name: invoice[name] for name in fields} for invoice in invoices],
         }
     )
+
+
+@main.group()
+def webhooks() -> None:
+    """Webhook endpoints: where events are POSTed, signed (README: Webhooks).
+
+    These commands write on BILLING_DATABASE_URL with the same services a worker runs."""
+
+
+def _endpoint_payload(events: tuple[str, ...], description: str | None) -> dict[str, Any]:
+    payload: dict[str, Any] = {}
+    if events:
+        payload["enabled_events"] = [name for value in events for name in value.split(",") if name]
+    if description is not None:
+        payload["description"] = description
+    return payload
+
+
+@webhooks.command("create")
+@click.option("--url", required=True, help="https://… where events are POSTed")
+@click.option(
+    "--event",
+    "events",
+    multiple=True,
+    required=True,
+    help="an event type, e.g. invoice.paid, or '*'; repeatable",
+)
+@click.option("--description")
+def webhooks_create(url: str, events: tuple[str, ...], description: str | None) -> None:
+    """Create an endpoint; prints it with its signing secret (whsec_…), which is never shown again."""
+    from tasks.ids import new_id
+    from tasks.webhooks import new_signing_secret
+    from worker.db import read_session
+    from worker.views import get_object
+
+    endpoint_id, secret = new_id("we"), new_signing_secret()
+    payload = {"id": endpoint_id, "url": url, "secret": secret, "idempotency_key": endpoint_id}
+    _run_here("billing.webhook_endpoints.create", {**payload, **_endpoint_payload(events, description)})
+    with read_session() as session:
+        _print_json({**get_object(session, endpoint_id), "secret": secret})
+
+
+@webhooks.command("list")
+@click.option("--limit", type=click.IntRange(1, 100), default=100, show_default=True)
+@click.option("--starting-after", help="the last id seen: the next (older) page")
+def webhooks_list(limit: int, starting_after: str | None) -> None:
+    """List endpoints, newest first (never their secrets)."""
+    from worker.db import read_session
+    from worker.views import list_objects
+
+    with read_session() as session:
+        _print_json(list_objects(session, "webhook_endpoints", limit=limit, starting_after=starting_after))
+
+
+@webhooks.command("update")
+@click.argument("endpoint_id")
+@click.option("--url")
+@click.option("--event", "events", multiple=True, help="replaces the endpoint's event types; repeatable")
+@click.option("--description")
+@click.option("--enable/--disable", "enabled", default=None, help="start or stop sending to it")
+def webhooks_update(
+    endpoint_id: str, url: str | None, events: tuple[str, ...], description: str | None, enabled: bool | None
+) -> None:
+    """Change an endpoint's URL, event types or description; enable or disable it."""
+    from tasks.ids import new_id
+    from worker.db import read_session
+    from worker.views import get_object
+
+    payload: dict[str, Any] = {"webhook_endpoint": endpoint_id, "idempotency_key": new_id("req")}
+    payload.update(_endpoint_payload(events, description))
+    if url is not None:
+        payload["url"] = url
+    if enabled is not None:
+        payload["disabled"] = not enabled
+    _run_here("billing.webhook_endpoints.update", payload)
+    with read_session() as session:
+        _print_json(get_object(session, endpoint_id))
+
+
+@webhooks.command("delete")
+@click.argument("endpoint_id")
+def webhooks_delete(endpoint_id: str) -> None:
+    """Delete an endpoint: nothing more is sent to it; its attempts stay readable."""
+    from tasks.ids import new_id
+
+    _run_here(
+        "billing.webhook_endpoints.delete",
+        {"webhook_endpoint": endpoint_id, "idempotency_key": new_id("req")},
+    )
+    _print_json({"id": endpoint_id, "object": "webhook_endpoint", "deleted": True})
+
+
+@webhooks.command("attempts")
+@click.argument("object_id", metavar="we_…|evt_…")
+@click.option("--limit", type=click.IntRange(1, 100), default=100, show_default=True)
+def webhooks_attempts(object_id: str, limit: int) -> None:
+    """Every try of the deliveries to an endpoint or of an event: status, HTTP status, duration, error."""
+    from worker.db import read_session
+    from worker.views import webhook_attempts
+
+    with read_session() as session:
+        _print_json(webhook_attempts(session, object_id, limit=limit))
+
+
+@main.group()
+def events() -> None:
+    """Events: what changed, as Stripe's event objects."""
+
+
+@events.command("resend")
+@click.argument("event_id", metavar="evt_…")
+@click.option("--endpoint", "endpoint_id", help="we_…: to this endpoint only (default: every enabled one)")
+def events_resend(event_id: str, endpoint_id: str | None) -> None:
+    """Deliver an event again, as a new delivery. With BILLING_BROKER_URL set the workers send it;
+    on the embedded default (no broker to reach) it is sent from this process."""
+    from tasks.client import BillingClient
+    from tasks.ids import new_id
+    from tasks.operations import queue_for
+    from worker.outbox import mark_published
+    from worker.services.registry import run as run_operation
+    from worker.settings import get_settings
+
+    payload: dict[str, Any] = {"event": event_id, "idempotency_key": new_id("req")}
+    if endpoint_id:
+        payload["webhook_endpoint"] = endpoint_id
+    follow_ups = run_operation("billing.webhook_endpoints.resend", payload).follow_ups
+    broker_url = get_settings().broker_url
+    results: list[Any] = []
+    if broker_url.startswith("memory://"):
+        from tasks.contracts import WebhookDeliver, parse
+        from worker.services.webhooks import deliver
+
+        for follow_up in follow_ups:
+            command = parse(WebhookDeliver, dict(follow_up.payload))
+            assert isinstance(command, WebhookDeliver)
+            results.append(deliver(command))
+    else:
+        client = BillingClient(broker_url=broker_url)
+        for follow_up in follow_ups:
+            client.app.send_task(
+                follow_up.task_name, kwargs=follow_up.payload, queue=queue_for(follow_up.task_name),
+                task_id=follow_up.task_id,
+            )  # fmt: skip
+            results.append({"delivery": follow_up.payload["delivery"], "queued": True})
+        if follow_ups:
+            mark_published([follow_up.key for follow_up in follow_ups])
+    _print_json({"event": event_id, "deliveries": results})
 
 
 @main.command()

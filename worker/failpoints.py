@@ -4,7 +4,9 @@
 
 - points: ``task_start``, ``before_commit`` (the operation's transaction is about to
   commit), ``after_commit`` (it has committed; nothing acknowledged or published yet),
-  ``before_publish`` (follow-ups are in the outbox, not yet sent);
+  ``before_publish`` (follow-ups are in the outbox, not yet sent); for webhook deliveries,
+  ``after_claim`` (the try is claimed, nothing sent) and ``after_send`` (the receiver has
+  answered, the answer is not recorded);
 - actions: ``raise`` (a ``FailpointError``), ``kill_child`` (SIGKILL this process: a
   prefork pool child dies as if OOM-killed), ``kill_worker`` (SIGKILL the worker's main
   process, then this one), ``sleep<seconds>`` (e.g. ``sleep5``, a slow task),

@@ -17,6 +17,7 @@ from worker import clock
 from worker.db import UnitOfWork, table_of
 from worker.events import Emitted, write_events
 from worker.tables import Event, FailureStatus, MessageDelivery, OutboxMessage, TaskFailure, TaskFailureEvent
+from worker.webhooks import fan_out
 
 log = logging.getLogger("billing.failures")
 
@@ -78,6 +79,19 @@ def _column_text(value: str, limit: int | None = None) -> str:
     return value[:limit] if limit else value
 
 
+SECRET_FIELDS = frozenset({"secret"})
+"""Payload fields never stored with a dead letter (a webhook endpoint's signing secret)."""
+REDACTED = "(redacted)"
+
+
+def redacted(payload: Any) -> Any:
+    """The payload with its secrets replaced: a dead letter is read by operators and retried
+    by hand, a signing secret is shown once to its owner and never again."""
+    if isinstance(payload, dict) and SECRET_FIELDS & payload.keys():
+        return {k: (REDACTED if k in SECRET_FIELDS else v) for k, v in payload.items()}
+    return payload
+
+
 def record_failure(
     *, task_id: str, task_name: str, payload: Any, error: BaseException, retryable: bool
 ) -> None:
@@ -90,7 +104,7 @@ def record_failure(
         error_type, code, field, message = type(error).__name__, error.code, error.field, error.message
     else:
         error_type, code, field, message = type(error).__name__, None, None, str(error) or repr(error)
-    body = _storable(payload)
+    body = _storable(redacted(payload))
     field = _column_text(field, FIELD_LENGTH) if field else field
     task_id, task_name = _column_text(task_id, ID_LENGTH), _column_text(task_name, NAME_LENGTH)
     error_type, message = _column_text(error_type, TYPE_LENGTH), _column_text(message, 10_000)
@@ -124,7 +138,8 @@ def record_failure(
         )
         if failed_now:
             uow.session.flush()
-            write_events(uow.session, [_request_failed(row, payload)], now)
+            written = write_events(uow.session, [_request_failed(row, payload)], now)
+            fan_out(uow.session, written, now, published=False)  # the dispatch sweep sends them
         uow.commit()
     log.warning("task %s [%s] failed: %s: %s (field=%s)", task_name, task_id, error_type, message, field)
 

@@ -128,6 +128,61 @@ class Settings(BaseSettings):
     invoice_batch_interval_s: float = Field(
         default=0.02, gt=0, description="How long a worker waits to fill a batch of invoice requests"
     )
+    webhooks_allow_private: bool = Field(
+        default=False,
+        description="Webhook endpoints may point at loopback, link-local, private, multicast or reserved"
+        " addresses (tests and local development only: a production worker must not reach into its own"
+        " network on a caller's word). Checked when an endpoint is written and at every delivery",
+    )
+    webhook_timeout_s: float = Field(
+        default=10.0, gt=0, le=60, description="A delivery's HTTP request, connect to last byte, at most"
+    )
+    webhook_max_concurrency: int = Field(
+        default=4, ge=1, description="Deliveries in flight to one endpoint at once, at most (all workers)"
+    )
+    webhook_retry_schedule_s: list[int] = Field(
+        default=[
+            60,
+            300,
+            1800,
+            3600,
+            3 * 3600,
+            6 * 3600,
+            12 * 3600,
+            12 * 3600,
+            12 * 3600,
+            12 * 3600,
+            12 * 3600,
+        ],
+        min_length=1,
+        description="Seconds to wait after the 1st, 2nd, ... failed try of a delivery; after the last, the"
+        " delivery is failed for that endpoint. The default tries for about 3 days (JSON list)",
+    )
+    webhook_disable_after_s: int = Field(
+        default=5 * 86_400,
+        ge=60,
+        description="An endpoint whose every try failed for this long is disabled (and says why)",
+    )
+    webhook_claim_margin_s: int = Field(
+        default=30,
+        ge=1,
+        description="A try is claimed for webhook_timeout_s plus this long; a worker killed mid-try lets the"
+        " delivery be tried again once the claim expires",
+    )
+    webhook_history_retention_s: int = Field(
+        default=30 * 86_400,
+        ge=86_400,
+        description="Finished webhook deliveries and their attempts are kept this long (the purge job)",
+    )
+    webhook_dispatch_interval_s: float = Field(
+        default=5.0, gt=0, description="Beat: how often deliveries due for a retry are published"
+    )
+    webhook_redispatch_after_s: int = Field(
+        default=120,
+        ge=1,
+        description="A due delivery published this long ago and still not tried is published again (its"
+        " message was lost: Redis flushed or restarted without its data)",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         default="INFO",
         description="Level of the project's own loggers (billing.*) in workers and beat;"

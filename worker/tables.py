@@ -647,3 +647,77 @@ _ledger = inspect(BalanceTransaction)
 _ledger.add_property(
     "invoice", relationship(Invoice, foreign_keys=[_ledger.columns.invoice_id], lazy="raise")
 )
+
+
+class WebhookEndpoint(SQLModel, table=True):
+    """Where events are sent (README: Webhooks). ``secret`` signs every delivery; it is shown
+    once, when the endpoint is made, and never rendered again."""
+
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (CheckConstraint("status IN ('enabled', 'disabled')", name="status_valid"),)
+
+    id: str = Field(primary_key=True, sa_type=String(64))
+    url: str = Field(sa_type=String(2048))
+    enabled_events: list[str] = Field(sa_column=Column("enabled_events", JSONType, nullable=False))
+    secret: str = Field(sa_type=String(200))
+    status: str = Field(default="enabled", sa_type=String(8))
+    disabled_reason: str | None = None
+    """Why the worker disabled it (failing for days), or None (enabled, or disabled by a request)."""
+    failing_since: int | None = time_field(nullable=True)
+    """The first failure of the current unbroken run of failures; None after a success."""
+    description: str | None = None
+    metadata_: dict[str, str] | None = json_column("metadata")
+    deleted: bool = False
+    created: int = time_field()
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One event to one endpoint, written in the transaction that wrote the event (at least once:
+    a delivery is never lost, only late). Tried until it succeeds or its retry schedule ends."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        CheckConstraint("status IN ('pending', 'succeeded', 'failed', 'canceled')", name="status_valid"),
+        Index(
+            "ix_webhook_deliveries_due",
+            "next_attempt_at",
+            "id",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
+    )
+
+    id: str = Field(primary_key=True, sa_type=String(64))
+    event_id: str = ref("events.id", nullable=False, index=True)
+    endpoint_id: str = ref("webhook_endpoints.id", nullable=False, index=True)
+    status: str = Field(default="pending", sa_type=String(12))
+    attempts: int = 0
+    next_attempt_at: int = time_field()
+    claimed_until: int | None = time_field(nullable=True)
+    """A worker is sending it until then (a worker killed mid-request lets it go at that time)."""
+    dispatched_at: int | None = time_field(nullable=True)
+    """When a message for its next try was last published (the sweep publishes again after a while)."""
+    created: int = time_field()
+    completed_at: int | None = time_field(nullable=True)
+
+
+class WebhookAttempt(SQLModel, table=True):
+    """Every try of a delivery: written when it starts, completed when it ends (a worker killed
+    mid-request leaves it ``in_progress`` until the next try marks it ``abandoned``)."""
+
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (
+        CheckConstraint("status IN ('in_progress', 'succeeded', 'failed', 'abandoned')", name="status_valid"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    delivery_id: str = ref("webhook_deliveries.id", nullable=False, index=True)
+    event_id: str = Field(sa_type=String(64), index=True)
+    endpoint_id: str = Field(sa_type=String(64), index=True)
+    number: int
+    status: str = Field(default="in_progress", sa_type=String(12))
+    http_status: int | None = None
+    duration_ms: int | None = None
+    error: str | None = None
+    response_excerpt: str | None = None
+    started_at: int = time_field()

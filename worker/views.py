@@ -61,6 +61,9 @@ from worker.tables import (
     SubscriptionPeriod,
     TaskFailure,
     TaxRateRow,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
 )
 
 MAX_LIMIT = 100
@@ -499,6 +502,28 @@ def _event(row: Event) -> dict[str, Any]:
 # Renderers: a page of rows -> dicts, embedded objects loaded once per page
 
 
+def _webhook_endpoint(row: WebhookEndpoint) -> dict[str, Any]:
+    """Stripe's ``webhook_endpoint``, without its ``secret`` (shown only when it is made), plus
+    ``disabled_reason`` (ours: why the worker disabled it)."""
+    if row.deleted:
+        return {"id": row.id, "object": "webhook_endpoint", "deleted": True}
+    return {
+        "object": "webhook_endpoint",
+        "id": row.id,
+        "url": row.url,
+        "enabled_events": list(row.enabled_events),
+        "status": row.status,
+        "disabled_reason": row.disabled_reason,
+        "failing_since": row.failing_since,
+        "description": row.description,
+        "metadata": row.metadata_ or {},
+        "api_version": None,
+        "application": None,
+        "livemode": False,
+        "created": row.created,
+    }
+
+
 def _each(serialize: Callable[[Any], dict[str, Any]]) -> Renderer:
     return lambda _view, rows: [serialize(row) for row in rows]
 
@@ -727,6 +752,7 @@ OBJECTS: dict[str, _Kind] = {
     "subscription": _Kind(Subscription, "subscription", _render_subscriptions),
     "test_clock": _Kind(SandboxClock, "test_helpers.test_clock", _each(_test_clock)),
     "event": _Kind(Event, "event", _each(_event)),
+    "webhook_endpoint": _Kind(WebhookEndpoint, "webhook_endpoint", _each(_webhook_endpoint)),
 }
 """Object type (``tasks.ids.object_type`` names) -> table, Stripe name and renderer."""
 
@@ -758,6 +784,7 @@ LISTINGS: dict[str, _Listing] = {
     ),
     "test_clocks": _Listing("test_clock"),
     "events": _Listing("event", frozenset({"customer", "type", "created"})),
+    "webhook_endpoints": _Listing("webhook_endpoint"),
 }
 """List resource -> object type and the filters it accepts."""
 
@@ -901,6 +928,8 @@ def list_objects(
         stmt = stmt.where(table.created <= created_lte)
     if table is Customer:
         stmt = stmt.where(col(Customer.deleted).is_(False))
+    if table is WebhookEndpoint:
+        stmt = stmt.where(col(WebhookEndpoint.deleted).is_(False))
 
     order = [table.created, table.id] if hasattr(table, "created") else [table.id]
     if starting_after is not None and ending_before is not None:
@@ -1000,3 +1029,50 @@ def find_customers(
     if not rows:
         return []
     return _render_customers(_View(session, frozenset(), clock.now() if now is None else now), rows)
+
+
+def webhook_attempts(session: Session, object_id: str, *, limit: int = MAX_LIMIT) -> dict[str, Any]:
+    """The tries of the deliveries of one event (``evt_…``) or to one endpoint (``we_…``),
+    newest first: when, which try of which delivery, how it ended (HTTP status, duration,
+    error), and where the delivery stands (pending with its next try, succeeded, failed)."""
+    limit = _page_size(limit)
+    if object_id.startswith("we_"):
+        if session.get(WebhookEndpoint, object_id) is None:
+            raise NotFound("webhook_endpoint", object_id, field="id")
+        where = col(WebhookAttempt.endpoint_id) == object_id
+    elif object_id.startswith("evt_"):
+        where = col(WebhookAttempt.event_id) == object_id
+    else:
+        raise BadRequest(f"give a webhook endpoint (we_…) or an event (evt_…), not {object_id!r}", field="id")
+    rows = session.exec(
+        select(WebhookAttempt, WebhookDelivery)
+        .join(WebhookDelivery, col(WebhookDelivery.id) == col(WebhookAttempt.delivery_id))
+        .where(where)
+        .order_by(col(WebhookAttempt.started_at).desc(), col(WebhookAttempt.id).desc())
+        .limit(limit + 1)
+    ).all()
+    data = [
+        {
+            "object": "webhook_attempt",
+            "id": attempt.id,
+            "event": attempt.event_id,
+            "webhook_endpoint": attempt.endpoint_id,
+            "delivery": attempt.delivery_id,
+            "attempt": attempt.number,
+            "status": attempt.status,
+            "http_status": attempt.http_status,
+            "duration_ms": attempt.duration_ms,
+            "error": attempt.error,
+            "response_excerpt": attempt.response_excerpt,
+            "created": attempt.started_at,
+            "delivery_status": delivery.status,
+            "next_attempt_at": delivery.next_attempt_at if delivery.status == "pending" else None,
+        }
+        for attempt, delivery in rows[:limit]
+    ]
+    return {
+        "object": "list",
+        "data": data,
+        "has_more": len(rows) > limit,
+        "url": f"/v1/webhook_attempts?of={object_id}",
+    }

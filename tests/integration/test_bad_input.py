@@ -32,6 +32,7 @@ from domain.errors import (
     BadRequest,
     BillingError,
     CurrencyLocked,
+    DestinationRefused,
     IdempotencyConflict,
     NotFound,
     NothingToInvoice,
@@ -40,10 +41,12 @@ from domain.errors import (
 )
 from tasks.ids import new_id
 from tasks.operations import REQUESTS
+from tasks.webhooks import new_signing_secret
 from tests.support import call, customer, invoice, items, row_counts, table_contents
 from worker import clock
 from worker.app import app
 from worker.db import read_session
+from worker.failures import redacted
 from worker.services.registry import run
 from worker.settings import get_settings
 from worker.tables import Customer, Event, Invoice, TaskFailure
@@ -1712,7 +1715,179 @@ def _held_usd() -> str:
     return cus
 
 
-CASES = cases() + subscription_cases()
+WEBHOOK_CREATE = "billing.webhook_endpoints.create"
+WEBHOOK_UPDATE = "billing.webhook_endpoints.update"
+WEBHOOK_DELETE = "billing.webhook_endpoints.delete"
+WEBHOOK_RESEND = "billing.webhook_endpoints.resend"
+PUBLIC_URL = "https://93.184.215.14/hooks"
+"""A public address as a literal: no DNS needed to check it."""
+
+
+def endpoint_create(**fields: Any) -> dict[str, Any]:
+    # not request.failed: a refusal's event must not fan out to the row's own endpoint
+    base = {
+        "id": new_id("we"),
+        "url": PUBLIC_URL,
+        "enabled_events": ["invoice.paid"],
+        "secret": new_signing_secret(),
+    }
+    return {**base, "idempotency_key": key(), **fields}
+
+
+def webhook_endpoint() -> str:
+    payload = endpoint_create()
+    call(WEBHOOK_CREATE, **payload)
+    return str(payload["id"])
+
+
+def deleted_endpoint() -> str:
+    we = webhook_endpoint()
+    call(WEBHOOK_DELETE, webhook_endpoint=we)
+    return we
+
+
+def webhook_cases() -> list[Case]:
+    """Endpoint creation and changes: bad URLs, private addresses, unknown event types (README: Webhooks)."""
+    rows: list[Case] = []
+
+    def row(
+        label: str, task: str, build: Build, error: type[BillingError], field: str | None, **kw: Any
+    ) -> None:
+        rows.append(Case(f"{task.removeprefix('billing.')}:{label}", task, build, error, field, **kw))
+
+    for label, url in (
+        ("url-ftp", "ftp://93.184.215.14/hooks"),
+        ("url-relative", "/hooks"),
+        ("url-no-host", "https:///hooks"),
+        ("url-credentials", "https://user:pw@93.184.215.14/hooks"),
+        ("url-fragment", "https://93.184.215.14/hooks#x"),
+        ("url-space", "https://93.184.215.14/ho oks"),
+        ("url-bad-port", "https://93.184.215.14:99999/hooks"),
+        ("url-too-long", "https://93.184.215.14/" + "a" * 2100),
+        ("url-not-text", 42),
+    ):
+        row(label, WEBHOOK_CREATE, lambda url=url: endpoint_create(url=url), BadRequest, "url")  # type: ignore[misc]
+    for label, url in (
+        ("loopback", "http://127.0.0.1:8000/hooks"),
+        ("localhost", "http://localhost/hooks"),
+        ("loopback-v6", "http://[::1]/hooks"),
+        ("metadata-service", "http://169.254.169.254/latest/meta-data/"),
+        ("private-10", "http://10.0.0.1/hooks"),
+        ("private-192", "https://192.168.1.20/hooks"),
+        ("shared-100-64", "https://100.64.0.1/hooks"),
+        ("multicast", "http://239.1.1.1/hooks"),
+        ("unspecified", "http://0.0.0.0/hooks"),
+        ("mapped-loopback", "http://[::ffff:127.0.0.1]/hooks"),
+    ):
+        row(label, WEBHOOK_CREATE, lambda url=url: endpoint_create(url=url), DestinationRefused, "url")  # type: ignore[misc]
+    row(
+        "does-not-resolve",
+        WEBHOOK_CREATE,
+        lambda: endpoint_create(url="https://no-such-host.invalid/hooks"),
+        BadRequest,
+        "url",
+    )
+    row(
+        "unknown-event",
+        WEBHOOK_CREATE,
+        lambda: endpoint_create(enabled_events=["invoice.paid", "invoice.emailed"]),
+        BadRequest,
+        "enabled_events[1]",
+    )
+    row(
+        "event-twice",
+        WEBHOOK_CREATE,
+        lambda: endpoint_create(enabled_events=["invoice.paid", "invoice.paid"]),
+        BadRequest,
+        "enabled_events[1]",
+    )
+    row(
+        "wildcard-and-more",
+        WEBHOOK_CREATE,
+        lambda: endpoint_create(enabled_events=["*", "invoice.paid"]),
+        BadRequest,
+        "enabled_events",
+    )
+    row("no-events", WEBHOOK_CREATE, lambda: endpoint_create(enabled_events=[]), BadRequest, "enabled_events")
+    row(
+        "events-not-a-list",
+        WEBHOOK_CREATE,
+        lambda: endpoint_create(enabled_events="*"),
+        BadRequest,
+        "enabled_events",
+    )
+    row("missing-url", WEBHOOK_CREATE, lambda: without(endpoint_create(), "url"), BadRequest, "url")
+    row(
+        "secret-not-whsec",
+        WEBHOOK_CREATE,
+        lambda: endpoint_create(secret="sk_live_abc"),
+        BadRequest,
+        "secret",
+    )
+    row("id-of-a-customer", WEBHOOK_CREATE, lambda: endpoint_create(id=new_id("cus")), BadRequest, "id")
+    row("id-taken", WEBHOOK_CREATE, lambda: endpoint_create(id=webhook_endpoint()), BadRequest, "id")
+
+    def update(**fields: Any) -> Build:
+        return lambda: {"webhook_endpoint": webhook_endpoint(), "idempotency_key": key(), **fields}
+
+    row("private-url", WEBHOOK_UPDATE, update(url="http://10.1.1.1/x"), DestinationRefused, "url")
+    row(
+        "unknown-event",
+        WEBHOOK_UPDATE,
+        update(enabled_events=["invoice.sent"]),
+        BadRequest,
+        "enabled_events[0]",
+    )
+    row("disabled-not-bool", WEBHOOK_UPDATE, update(disabled="yes"), BadRequest, "disabled")
+    row(
+        "unknown-endpoint",
+        WEBHOOK_UPDATE,
+        lambda: {"webhook_endpoint": unknown("we"), "disabled": True, "idempotency_key": key()},
+        NotFound,
+        "webhook_endpoint",
+        retried=True,
+    )
+    row(
+        "deleted-endpoint",
+        WEBHOOK_UPDATE,
+        lambda: {"webhook_endpoint": deleted_endpoint(), "disabled": True, "idempotency_key": key()},
+        NotFound,
+        "webhook_endpoint",
+        retried=False,
+    )
+    row(
+        "unknown-endpoint",
+        WEBHOOK_DELETE,
+        lambda: {"webhook_endpoint": unknown("we"), "idempotency_key": key()},
+        NotFound,
+        "webhook_endpoint",
+        retried=True,
+    )
+    row(
+        "not-an-endpoint-id",
+        WEBHOOK_DELETE,
+        lambda: {"webhook_endpoint": "whsec_1", "idempotency_key": key()},
+        BadRequest,
+        "webhook_endpoint",
+    )
+    row(
+        "unknown-event",
+        WEBHOOK_RESEND,
+        lambda: {"event": unknown("evt"), "idempotency_key": key()},
+        NotFound,
+        "event",
+    )
+    row(
+        "not-an-event-id",
+        WEBHOOK_RESEND,
+        lambda: {"event": "in_123", "idempotency_key": key()},
+        BadRequest,
+        "event",
+    )
+    return rows
+
+
+CASES = cases() + subscription_cases() + webhook_cases()
 
 
 # -- how a row is checked -----------------------------------------------------------------------
@@ -1737,7 +1912,7 @@ def assert_payload_kept(stored: Any, sent: dict[str, Any]) -> None:
     except ValueError:
         if stored == {"raw": repr(sent)[:10_000]}:
             return
-    assert as_json(stored) == as_json(sent)
+    assert as_json(stored) == as_json(redacted(sent))  # a signing secret is never kept
 
 
 @pytest.fixture(autouse=True)

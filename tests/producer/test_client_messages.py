@@ -26,7 +26,7 @@ from kombu.utils.collections import eqhash
 
 from domain.errors import BadRequest
 from tasks.broker import doorbell
-from tasks.client import BillingClient
+from tasks.client import BillingClient, NewWebhookEndpoint
 from tasks.contracts import MAX_ITEMS_PER_BATCH
 from tasks.ids import derived_id
 from tasks.operations import OPERATIONS, REQUESTS
@@ -69,6 +69,7 @@ class Sent:
 
 
 ITEM_0, ITEM_1 = derived_id("ii", "k-batch:0"), derived_id("ii", "k-batch:1")
+SECRET = "whsec_" + "ab" * 32
 
 SENT = [
     Sent(
@@ -406,6 +407,50 @@ SENT = [
         DEFAULT,
         {"test_clock": "clock_1", "frozen_time": 1_702_592_000, "idempotency_key": "k-adv"},
     ),
+    Sent(
+        "create_webhook_endpoint",
+        lambda b: b.create_webhook_endpoint(
+            url="https://hooks.example.com/billing",
+            enabled_events=["invoice.paid", "customer.*"],
+            secret=SECRET,
+            description="accounting",
+            idempotency_key="k-we",
+        ),
+        "billing.webhook_endpoints.create",
+        DEFAULT,
+        {
+            "url": "https://hooks.example.com/billing",
+            "enabled_events": ["invoice.paid", "customer.*"],
+            "secret": SECRET,
+            "description": "accounting",
+            "id": derived_id("we", "k-we"),
+            "idempotency_key": "k-we",
+        },
+        NewWebhookEndpoint(derived_id("we", "k-we"), SECRET),
+    ),
+    Sent(
+        "update_webhook_endpoint",
+        lambda b: b.update_webhook_endpoint(
+            "we_1", disabled=True, enabled_events=["*"], idempotency_key="k-weu"
+        ),
+        "billing.webhook_endpoints.update",
+        DEFAULT,
+        {"disabled": True, "enabled_events": ["*"], "webhook_endpoint": "we_1", "idempotency_key": "k-weu"},
+    ),
+    Sent(
+        "delete_webhook_endpoint",
+        lambda b: b.delete_webhook_endpoint("we_1", idempotency_key="k-wed"),
+        "billing.webhook_endpoints.delete",
+        DEFAULT,
+        {"webhook_endpoint": "we_1", "idempotency_key": "k-wed"},
+    ),
+    Sent(
+        "resend_event",
+        lambda b: b.resend_event("evt_1", webhook_endpoint="we_1", idempotency_key="k-res"),
+        "billing.webhook_endpoints.resend",
+        DEFAULT,
+        {"event": "evt_1", "webhook_endpoint": "we_1", "idempotency_key": "k-res"},
+    ),
 ]
 
 
@@ -586,6 +631,14 @@ REFUSED = [
     ("change_subscription_currency", lambda b: b.change_subscription_currency("cus_1", "US$"), "currency"),
     ("create_test_clock", lambda b: b.create_test_clock(frozen_time=-1), "frozen_time"),
     ("advance_test_clock", lambda b: b.advance_test_clock("clock_1", 1.5), "frozen_time"),
+    (
+        "create_webhook_endpoint",
+        lambda b: b.create_webhook_endpoint(url="https://hooks.example.com", enabled_events=["invoice.sent"]),
+        "enabled_events[0]",
+    ),
+    ("update_webhook_endpoint", lambda b: b.update_webhook_endpoint("we_1", url="ftp://x"), "url"),
+    ("delete_webhook_endpoint", lambda b: b.delete_webhook_endpoint("whsec_1"), "webhook_endpoint"),
+    ("resend_event", lambda b: b.resend_event("in_1"), "event"),
 ]
 
 
@@ -647,3 +700,16 @@ def test_the_headers_monitors_show_carry_no_personal_data(
     assert "'email': '[redacted]'" in shown and "'plan': 'pro'" in shown and "redact-1" in shown
     assert (body[1]["email"], body[1]["address"]) == ("ada@example.com", address)
     assert "bob@example.com" in second["headers"]["kwargsrepr"]  # an operator's choice
+
+
+def test_a_signing_secret_is_sent_once_and_shown_to_no_log_or_monitor(
+    billing: BillingClient, fake_redis: fakeredis.FakeRedis
+) -> None:
+    """The message carries the secret (the worker stores it); what Celery logs and shows monitors
+    (Flower) in place of the arguments, ``kwargsrepr``, does not; nor does the returned value's repr."""
+    created = billing.create_webhook_endpoint(url="https://hooks.example.com", enabled_events=["*"])
+    assert created.secret.startswith("whsec_") and created.secret not in repr(created)
+    ((envelope, body),) = taken(fake_redis, DEFAULT)
+    assert body[1]["secret"] == created.secret
+    assert created.secret not in envelope["headers"]["kwargsrepr"]
+    assert "'secret': '[redacted]'" in envelope["headers"]["kwargsrepr"]

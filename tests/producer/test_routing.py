@@ -20,6 +20,7 @@ from tasks.operations import (
     QUEUE_INVOICES,
     QUEUE_ITEMS,
     QUEUE_RECURRING,
+    QUEUE_WEBHOOKS,
     queue_for,
 )
 
@@ -36,13 +37,16 @@ NOT_DEFAULT = {
     "billing.maintenance.mark_overdue": "billing.recurring",
     "billing.documents.render": "billing.documents",
     "billing.documents.email": "billing.documents",
+    "billing.webhooks.deliver": "billing.webhooks",
+    "billing.webhooks.dispatch": "billing.recurring",
 }
 
 
-def test_the_queues_are_the_four_billing_ones_and_documents() -> None:
+def test_the_queues_are_the_four_billing_ones_documents_and_webhooks() -> None:
     assert BILLING_QUEUES == ("billing.default", "billing.items", "billing.invoices", "billing.recurring")
     assert (QUEUE_DEFAULT, QUEUE_ITEMS, QUEUE_INVOICES, QUEUE_RECURRING) == BILLING_QUEUES
-    assert (*BILLING_QUEUES, QUEUE_DOCUMENTS) == ALL_QUEUES == (*BILLING_QUEUES, "billing.documents")
+    assert (*BILLING_QUEUES, "billing.documents", "billing.webhooks") == ALL_QUEUES
+    assert ALL_QUEUES[4:] == (QUEUE_DOCUMENTS, QUEUE_WEBHOOKS)
     assert {operation.queue for operation in OPERATIONS.values()} == set(ALL_QUEUES)
 
 

@@ -62,10 +62,19 @@ def test_the_demo_tells_its_story_with_exact_figures(tmp_path: Path, monkeypatch
     # ten invoices and the credit note, in the customers' languages; two emails
     pdfs = sorted(path.name for path in (tmp_path / "documents").glob("*.pdf"))
     assert len(pdfs) == 11 and sum(name.startswith("Dan-") for name in pdfs) == 5
-    assert f"Documents: 11 PDFs in {tmp_path / 'documents'}" in printed[-4]
+    assert [line for line in printed if f"Documents: 11 PDFs in {tmp_path / 'documents'}" in line]
     emails = [path.read_bytes() for path in (tmp_path / "emails").glob("*.eml")]
     assert len(emails) == 2
     assert any(b"Subject: Facture" in email and b"Content-Language: fr" in email for email in emails)
+
+    # the demo's webhook endpoint received every event of the types it asked for, each signed
+    received = run["webhooks"]
+    assert received and all(r.verified and r.answered == 200 for r in received)
+    with read_session() as session:
+        created = list_objects(session, "events", type="customer.created", limit=100)["data"]
+    assert {e["id"] for e in created} <= {r.event["id"] for r in received}
+    assert len({r.event["id"] for r in received}) == len(received)  # each once: nothing failed here
+    assert f"signature verified: {len(received)}" in printed[-2]
 
 
 @pytest.mark.postgres

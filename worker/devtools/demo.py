@@ -11,6 +11,7 @@ renewals go by, with a 3-month coupon and a switch from USD to EUR.
 from __future__ import annotations
 
 import calendar
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,7 @@ from tasks.client import BillingClient
 from tasks.ids import derived_id
 from worker.db import read_session
 from worker.devtools.embedded import EmbeddedWorker
+from worker.devtools.receiver import Receiver
 from worker.logs import mask_secrets
 from worker.settings import get_settings
 from worker.views import customer_balances, get_object, list_objects
@@ -288,6 +290,34 @@ def write_documents(run: dict[str, Any], directory: Path, echo: Callable[[str], 
     return written
 
 
+DEMO_EVENTS = ["customer.created", "invoice.*", "credit_note.created", "customer.subscription.*"]
+"""What the demo's webhook endpoint receives."""
+
+
+def webhook_endpoint(
+    client: BillingClient, receiver: Receiver, worker: EmbeddedWorker, echo: Callable[[str], None]
+) -> str:
+    """A webhook endpoint on this machine, whose receiver verifies every signature."""
+    echo(f"0. a webhook endpoint: {receiver.url} (a receiver in this process, verifying signatures)")
+    created = client.create_webhook_endpoint(
+        url=receiver.url, enabled_events=DEMO_EVENTS, description="billing demo receiver"
+    )
+    receiver.secret = created.secret
+    _wait(worker, f"endpoint {created.id} created", echo)
+    return created.id
+
+
+def webhook_report(receiver: Receiver, echo: Callable[[str], None]) -> None:
+    by_type: dict[str, int] = {}
+    for received in receiver.received:
+        by_type[received.event["type"]] = by_type.get(received.event["type"], 0) + 1
+    verified = sum(r.verified for r in receiver.received)
+    echo(
+        f"\nWebhooks received by the demo endpoint: {len(receiver.received)}, signature verified: {verified}"
+    )
+    echo(_table(["event type", "received"], [[t, str(n)] for t, n in sorted(by_type.items())]))
+
+
 def run_demo(echo: Callable[[str], None] = click.echo) -> dict[str, Any]:
     from worker.app import app
     from worker.migrate import upgrade
@@ -295,8 +325,26 @@ def run_demo(echo: Callable[[str], None] = click.echo) -> dict[str, Any]:
     settings = get_settings()
     echo(f"database: {mask_secrets(settings.database_url)}\nbroker:   {mask_secrets(settings.broker_url)}")
     upgrade()
-    with EmbeddedWorker(app) as worker:
-        run = enqueue_and_run(BillingClient(app=app), worker, echo)
+    # The demo's receiver listens on 127.0.0.1, which webhooks refuse unless allowed: allowed
+    # here, for this process (its in-process worker) only.
+    allowed = os.environ.get("BILLING_WEBHOOKS_ALLOW_PRIVATE")
+    os.environ["BILLING_WEBHOOKS_ALLOW_PRIVATE"] = "true"
+    get_settings.cache_clear()
+    try:
+        with Receiver() as receiver, EmbeddedWorker(app) as worker:
+            client = BillingClient(app=app)
+            endpoint = webhook_endpoint(client, receiver, worker, echo)
+            run = enqueue_and_run(client, worker, echo)
+            client.delete_webhook_endpoint(endpoint)
+            _wait(worker, "webhook endpoint deleted", echo)
+    finally:
+        if allowed is None:
+            os.environ.pop("BILLING_WEBHOOKS_ALLOW_PRIVATE", None)
+        else:
+            os.environ["BILLING_WEBHOOKS_ALLOW_PRIVATE"] = allowed
+        get_settings.cache_clear()
     report(run, echo)
     write_documents(run, Path(settings.documents_dir), echo)
+    webhook_report(receiver, echo)
+    run["webhooks"] = receiver.received
     return run

@@ -21,6 +21,7 @@ from worker.events import Emitted, write_events
 from worker.failpoints import failpoint
 from worker.tables import Customer, IdempotencyKey, OutboxMessage, SandboxClock
 from worker.views import render_rows
+from worker.webhooks import fan_out
 
 Row = TypeVar("Row", bound=SQLModel)
 
@@ -330,7 +331,10 @@ def execute(
                 outcome = service(request, command)
                 settle(request)
                 outcome.follow_ups = write_outbox(uow.session, outcome.follow_ups, request.received)
-                write_events(uow.session, outcome.events, request.received)
+                written = write_events(uow.session, outcome.events, request.received)
+                if written:  # the deliveries of its events to webhook endpoints (README: Webhooks)
+                    deliveries = fan_out(uow.session, written, request.received)
+                    outcome.follow_ups += write_outbox(uow.session, deliveries, request.received)
                 failpoint("before_commit", operation)
                 uow.commit()
             failpoint("after_commit", operation)
@@ -368,7 +372,13 @@ def execute_together(
         for outcome in settled:
             if outcome is not None and outcome.follow_ups:
                 outcome.follow_ups = write_outbox(uow.session, outcome.follow_ups, now)
-        write_events(uow.session, [e for outcome in settled if outcome for e in outcome.events], now)
+        written = write_events(
+            uow.session, [e for outcome in settled if outcome for e in outcome.events], now
+        )
+        if written:  # the deliveries go with the first settled request; the reconciler covers them too
+            deliveries = write_outbox(uow.session, fan_out(uow.session, written, now), now)
+            first = next(outcome for outcome in settled if outcome is not None)
+            first.follow_ups = [*first.follow_ups, *deliveries]
         failpoint("before_commit", operation)
         uow.commit()
     failpoint("after_commit", operation)

@@ -29,7 +29,10 @@ from worker.tables import (
     MessageDelivery,
     OutboxMessage,
     Subscription,
+    WebhookAttempt,
+    WebhookDelivery,
 )
+from worker.webhooks import fan_out
 
 BATCH = 500
 log = logging.getLogger("billing.maintenance")
@@ -88,11 +91,17 @@ def reconcile(session: Session, now: int, settings: Settings) -> list[FollowUp]:
 
 
 def purge(session: Session, now: int, settings: Settings) -> list[FollowUp]:
-    """Forget idempotency keys, finished outbox rows and delivery counts past the retention."""
+    """Forget idempotency keys, finished outbox rows and delivery counts past the retention, and
+    finished webhook deliveries with their attempts past theirs."""
     cutoff = now - settings.idempotency_key_retention_s
     session.execute(delete(IdempotencyKey).where(col(IdempotencyKey.created) < cutoff))
     session.execute(delete(OutboxMessage).where(col(OutboxMessage.done_at) < cutoff))
     session.execute(delete(MessageDelivery).where(col(MessageDelivery.last_seen) < cutoff))
+    finished = select(col(WebhookDelivery.id)).where(
+        col(WebhookDelivery.completed_at) < now - settings.webhook_history_retention_s
+    )
+    session.execute(delete(WebhookAttempt).where(col(WebhookAttempt.delivery_id).in_(finished)))
+    session.execute(delete(WebhookDelivery).where(col(WebhookDelivery.id).in_(finished)))
     return []
 
 
@@ -195,7 +204,7 @@ def upcoming(session: Session, now: int, settings: Settings) -> None:
             log.warning("invoice.upcoming of %s: no preview: %s", row.id, exc)
             continue
         events.append(Emitted("invoice.upcoming", invoice, idempotency_key=keys[row.id]))
-    write_events(session, events, now)
+    fan_out(session, write_events(session, events, now), now, published=False)
 
 
 def finalize_drafts(session: Session, now: int, settings: Settings, after: Any) -> Chunk:
@@ -251,5 +260,6 @@ def mark_overdue(session: Session, now: int, settings: Settings, after: Any) -> 
             .execution_options(synchronize_session=False)
         )
         marked = session.scalars(select(Invoice).where(col(Invoice.id).in_(ids))).all()
-        write_events(session, [Emitted("invoice.overdue", invoice) for invoice in marked], now)
+        written = write_events(session, [Emitted("invoice.overdue", invoice) for invoice in marked], now)
+        fan_out(session, written, now, published=False)
     return [], (True if len(ids) == settings.beat_chunk_size else None)

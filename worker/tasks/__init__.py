@@ -37,6 +37,12 @@ def _body(operation: Operation) -> Callable[..., Any]:
             return self.sweep(service)
 
         body = sweep
+    elif operation.kind == "delivery":
+
+        def delivery(self: BillingTask, /, *args: Any, **payload: Any) -> dict[str, Any]:
+            return self.deliver(service, payload, args)
+
+        body = delivery
     elif operation.batching:
 
         def batched(self: BillingBatchTask, /, *args: Any, **payload: Any) -> Any:

@@ -19,7 +19,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from celery import Task
 from celery.exceptions import Reject
@@ -28,7 +28,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session
 
 from domain.errors import BadRequest, BillingError, NotFound, NothingToInvoice, TransientError
-from tasks.operations import queue_for
+from tasks.contracts import parse
+from tasks.operations import contract_of, queue_for
 from tasks.redaction import redacted, redaction_on
 from worker import clock
 from worker.db import UnitOfWork
@@ -40,9 +41,19 @@ from worker.services.registry import run
 from worker.settings import Settings, get_settings
 
 log = logging.getLogger("billing.tasks")
+T = TypeVar("T")
 
 REFERENCE_FIELDS = frozenset(
-    {"customer", "invoice", "credit_note", "product", "price", "subscription", "test_clock"}
+    {
+        "customer",
+        "invoice",
+        "credit_note",
+        "product",
+        "price",
+        "subscription",
+        "test_clock",
+        "webhook_endpoint",
+    }
 )
 TRANSIENT = (TransientError, OperationalError, BrokerError, ConnectionError, TimeoutError)
 
@@ -134,6 +145,21 @@ class BillingTask(_Task):
 
     def _attempt(self, payload: dict[str, Any], args: tuple[Any, ...]) -> dict[str, Any]:
         settings = get_settings()
+        outcome = self._guarded(
+            payload,
+            args,
+            lambda: run(
+                self.name, payload, redeliveries=self._redeliveries(), redelivery_cap=settings.redelivery_cap
+            ),
+        )
+        self.publish(outcome)
+        return outcome.as_result()
+
+    def _guarded(self, payload: dict[str, Any], args: tuple[Any, ...], body: Callable[[], T]) -> T:
+        """Run ``body`` (the operation) with the task's error rules: a billing error is recorded
+        (or retried while what it misses may be in flight), infrastructure trouble is retried
+        with backoff, anything else is recorded and re-raised."""
+        settings = get_settings()
         retries = self.request.retries or 0
         try:
             failpoint("task_start", self.name)
@@ -141,9 +167,7 @@ class BillingTask(_Task):
                 raise BadRequest(
                     "billing tasks take one JSON object of keyword arguments, not positional ones"
                 )
-            outcome = run(
-                self.name, payload, redeliveries=self._redeliveries(), redelivery_cap=settings.redelivery_cap
-            )
+            return body()
         except BillingError as exc:
             if wait := in_flight_wait(exc, retries, settings):
                 raise self.retry_later(exc, wait) from exc
@@ -155,8 +179,6 @@ class BillingTask(_Task):
                 raise self.retry_later(exc, backoff(retries)) from exc
             self._record(payload, exc, retryable=is_transient(exc))
             raise
-        self.publish(outcome)
-        return outcome.as_result()
 
     def publish(self, outcome: Outcome) -> None:
         """Send follow-ups after the commit (they are in the outbox already).
@@ -191,6 +213,14 @@ class BillingTask(_Task):
         if not (delivery_info.get("redelivered") or getattr(self.request, "redelivered", False)):
             return 0
         return count_redelivery(self.request.id or "unknown", self.name)
+
+    def deliver(
+        self, service: Callable[[Any], dict[str, Any]], payload: dict[str, Any], args: tuple[Any, ...] = ()
+    ) -> dict[str, Any]:
+        """One try of a webhook delivery (``worker.services.webhooks``): what the receiver does is
+        recorded as an attempt, not raised; infrastructure trouble retries the task as elsewhere.
+        A try cut short (this process killed) is tried again when its claim expires."""
+        return self._guarded(payload, args, lambda: service(parse(contract_of(self.name), payload)))
 
     def maintain(self, job: Callable[[Session, int, Settings], list[FollowUp]]) -> dict[str, Any]:
         """Run a beat job in one transaction, then publish what it asks for."""
