@@ -35,6 +35,7 @@ from queue import Empty
 from time import monotonic, time
 from typing import Any
 
+from kombu import Connection
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
@@ -118,10 +119,32 @@ return seq
 """
 
 
+TRANSPORTS = {"redis": "tasks.broker:Transport", "rediss": "tasks.broker:SecureTransport"}
+"""The ``broker_transport`` setting for each scheme this transport serves."""
+
+# The broker URL is never rewritten: the transport is chosen by the ``broker_transport`` setting,
+# and kombu's alias table gives the connection its URL back (``Connection.as_uri``, which Celery's
+# banner and Flower's Broker page read) with the scheme it came with instead of the class path.
+Connection.resolve_aliases.update({name: scheme for scheme, name in TRANSPORTS.items()})
+
+
+class UnsupportedBroker(ValueError):
+    """A broker URL whose scheme would run on a transport without this one's no-loss take."""
+
+
 def transport_for(broker_url: str) -> str | None:
     """The ``broker_transport`` setting for a broker URL: this transport for Redis, else
-    Celery's choice from the URL's scheme."""
-    return "tasks.broker:Transport" if broker_url.split("://", 1)[0] in ("redis", "rediss") else None
+    Celery's choice from the URL's scheme. A Redis Sentinel URL is refused: kombu's Sentinel
+    transport takes a message and records it unacked in two round trips (see above), so a worker
+    killed between them loses it; this project does not run on it until it is tested there."""
+    scheme = broker_url.split("://", 1)[0].lower()
+    if scheme == "sentinel":
+        raise UnsupportedBroker(
+            "sentinel:// broker URLs are not supported: kombu's Sentinel transport can lose a message"
+            " taken by a worker killed mid-take (README: What it guarantees); use redis:// or rediss://"
+            " to the current primary"
+        )
+    return TRANSPORTS.get(scheme)
 
 
 def doorbell(queue: str) -> str:
@@ -383,3 +406,8 @@ class Transport(kombu_redis.Transport):
         # followed by a blocking wait on the doorbells, so the sleep would only delay a
         # message that rang.
         self.polling_interval = None
+
+
+class SecureTransport(Transport):
+    """The same transport for ``rediss://`` URLs (TLS: give ``ssl_cert_reqs`` in the URL's query);
+    a class of its own only so that the connection's URL keeps its ``rediss`` scheme."""

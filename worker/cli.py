@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -444,6 +445,49 @@ def demo() -> None:
     run_demo()
 
 
+@main.command()
+@click.option("--port", type=click.IntRange(1, 65535), default=9809, show_default=True)
+@click.option("--address", default="0.0.0.0", show_default=True)
+def exporter(port: int, address: str) -> None:
+    """Serve the deployment's gauges for Prometheus on PORT/metrics: queues, unacked, outbox,
+    pending items, dead letters, beat jobs, invoices finalized (one exporter per deployment)."""
+    import signal
+
+    from worker.exporter import serve
+    from worker.logs import mask_secrets
+    from worker.settings import get_settings
+
+    settings = get_settings()
+    server = serve(settings, port, address)
+    click.echo(
+        f"billing exporter on {address}:{port}/metrics; broker {mask_secrets(settings.broker_url)},"
+        f" database {mask_secrets(settings.database_url)}"
+    )
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
+def flower(flower_args: tuple[str, ...]) -> None:
+    """Flower on the worker app with /metrics behind its authentication; refuses to start without
+    authentication (FLOWER_BASIC_AUTH, or FLOWER_AUTH for OAuth). Flower's options follow."""
+    if importlib.util.find_spec("flower") is None:
+        raise click.ClickException("Flower is not installed: pip install 'billing-worker[monitor]'")
+    from worker.flower import NoAuthentication
+    from worker.flower import main as flower_main
+
+    try:
+        flower_main(flower_args)
+    except NoAuthentication as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 @main.command("health")
 @click.option(
     "--heartbeat", metavar="FILE", help="fail unless FILE (BILLING_HEARTBEAT_FILE) was touched recently"
@@ -492,6 +536,10 @@ def run() -> None:
             err=True,
         )
         sys.exit(1)
+    from worker.logs import configure_cli
+
+    with contextlib.suppress(Exception):  # a bad setting: the command that reads it says which
+        configure_cli()
     try:
         main(standalone_mode=False)
     except BillingError as exc:

@@ -118,6 +118,24 @@ class Settings(BaseSettings):
         description="Level of the project's own loggers (billing.*) in workers and beat;"
         " Celery's --loglevel sets the rest",
     )
+    log_format: Literal["json", "text"] = Field(
+        default="text",
+        description="json: one JSON object per line (the deploy files); text: for a terminal. Both mask"
+        " passwords in URLs (worker.logs)",
+    )
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Worker: serve its task metrics (Prometheus) on this port from its main process,"
+        " for all its pool processes; 0 = off. The queue and database gauges are `billing exporter`'s",
+    )
+    metrics_address: str = Field(default="0.0.0.0", description="Worker: the address metrics_port binds")
+    scrape_timeout_ms: int = Field(
+        default=5_000,
+        ge=100,
+        description="billing exporter: statement_timeout of each scrape's database queries",
+    )
 
     task_soft_time_limit_s: int = Field(
         default=240,
@@ -160,6 +178,11 @@ class Settings(BaseSettings):
     @classmethod
     def _level_name(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _format_name(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
 
 @lru_cache(maxsize=1)

@@ -228,6 +228,13 @@ class Invoice(SQLModel, table=True):
             "amount_due >= 0 AND amount_remaining >= 0 AND amount_paid >= 0", name="amounts_nonneg"
         ),
         CheckConstraint(f"status = '{InvoiceStatus.DRAFT}' OR number IS NOT NULL", name="finalized_numbered"),
+        # billing exporter: invoices finalized lately (README: Operations)
+        Index(
+            "ix_invoices_finalized_at",
+            "finalized_at",
+            postgresql_where=text("finalized_at IS NOT NULL"),
+            sqlite_where=text("finalized_at IS NOT NULL"),
+        ),
     )
 
     id: str = Field(primary_key=True, sa_type=String(64))
@@ -368,7 +375,10 @@ class TaskFailure(SQLModel, table=True):
     """Dead letters: a task that could not succeed, with its payload and error."""
 
     __tablename__ = "task_failures"
-    __table_args__ = (CheckConstraint(one_of("status", FailureStatus), name="status_valid"),)
+    __table_args__ = (
+        CheckConstraint(one_of("status", FailureStatus), name="status_valid"),
+        Index("ix_task_failures_status_code", "status", "error_code"),  # billing exporter
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     task_id: str = Field(unique=True, sa_type=String(64))
