@@ -364,3 +364,32 @@ def test_a_recorded_failure_is_a_request_failed_event_once_per_failure() -> None
     last = events("request.failed")[-1]
     assert last["request"] == {"id": None, "idempotency_key": None}
     assert last["data"]["object"]["error"]["type"] == "api_error"
+
+
+def test_a_currency_change_updates_each_subscription_then_the_boundary_switches_them(now: list[int]) -> None:
+    cus = customer("usd")
+    first = subscribe(cus, price(1000, currency_options={"eur": {"unit_amount": 900}})).id
+    second = subscribe(cus, price(500, currency_options={"eur": {"unit_amount": 450}}, name="Seats")).id
+    seen = {e["id"] for e in events()}  # the set-up's events (checked by the tests above)
+    call("billing.subscriptions.change_currency", customer=cus, currency="eur")
+    changed = since(seen)
+    assert [(e["type"], e["data"]["object"]["id"]) for e in changed] == [
+        ("customer.subscription.updated", first),
+        ("customer.subscription.updated", second),
+    ]
+    assert all(e["data"]["previous_attributes"] == {"pending_currency": None} for e in changed)
+    call("billing.subscriptions.change_currency", customer=cus, currency="eur")  # no change: no event
+    assert since(seen) == []
+
+    now[0] = ts("2026-04-01 10:00:00")
+    deliver(tick(maintenance.renew_subscriptions))  # two renewals: each event shows its own commit
+    switched = [e for e in events("customer.subscription.updated") if e["id"] not in seen]
+    # the first renewal switches both (and moves its own period); the second moves its period
+    renewed = ["current_period_end", "current_period_start", "latest_invoice"]
+    assert [(e["data"]["object"]["id"], sorted(e["data"]["previous_attributes"])) for e in switched] == [
+        (second, ["currency", "pending_currency"]),  # the first renewal switches the other one
+        (first, sorted(["currency", "pending_currency", *renewed])),  # and its own
+        (second, renewed),  # whose own renewal comes next
+    ]
+    assert all(e["data"]["object"]["currency"] == "eur" for e in switched)
+    assert switched[0]["data"]["previous_attributes"] == {"currency": "usd", "pending_currency": "eur"}

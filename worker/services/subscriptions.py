@@ -106,14 +106,16 @@ def _state(subscription: Subscription) -> SubscriptionState:
     return SubscriptionState(subscription.id, subscription.status, schedule, current)
 
 
-def _switch_currency(request: Request, customer_id: str) -> None:
+def _switch_currency(request: Request, customer_id: str, renewing: str) -> None:
     """A pending currency change takes effect for all the customer's subscriptions at once,
-    so no two active subscriptions of one customer ever bill different currencies."""
+    so no two active subscriptions of one customer ever bill different currencies. Each other
+    subscription switched emits its ``updated``; the one ``renewing`` emits its own (bill_period)."""
     for subscription in active_subscriptions(request, customer_id):
         if subscription.pending_currency is not None:
-            before = request.render(subscription)
+            before = request.render(subscription) if subscription.id != renewing else None
             subscription.currency, subscription.pending_currency = subscription.pending_currency, None
-            request.emit(UPDATED, subscription, previous=before)
+            if before is not None:
+                request.emit(UPDATED, subscription, previous=before)
 
 
 def bill_period(
@@ -126,10 +128,10 @@ def bill_period(
     emits ``customer.subscription.updated`` (the period moved), or ``.deleted`` when the
     subscription ends at this boundary.
     """
-    if subscription.pending_currency is not None:
-        _switch_currency(request, customer.id)
     renewing = billing_reason != "subscription_create"
     before = request.render(subscription) if renewing else None
+    if subscription.pending_currency is not None:
+        _switch_currency(request, customer.id, subscription.id)
     if rules.ends_at_boundary(billing_reason, subscription.cancel_at_period_end):
         subscription.status = CANCELED
         subscription.ended_at = period.start
