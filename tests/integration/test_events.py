@@ -13,7 +13,7 @@ from domain.errors import IdempotencyConflict
 from tasks.contracts import InvoiceCreate, InvoiceItemCreate, parse
 from tasks.ids import new_id
 from tests.integration.test_subscriptions import deliver, now, price, subscribe, tick, ts
-from tests.support import call, customer, get, items
+from tests.support import billing_follow_ups, call, customer, get, items
 from worker.db import UnitOfWork, read_session
 from worker.failures import record_failure
 from worker.services import maintenance
@@ -316,7 +316,7 @@ def test_invoices_made_together_and_chains_name_their_own_requests() -> None:
     ]
     outcome = settled[0]
     assert outcome is not None
-    (part2,) = outcome.follow_ups
+    (part2,) = billing_follow_ups(outcome)
     run(part2.task_name, dict(part2.payload))
     created = since(seen)[0]
     assert created["request"] == {"id": "inv-0:part2", "idempotency_key": "inv-0"}

@@ -16,6 +16,7 @@ from sqlalchemy import Engine, event
 
 from tests.support import (
     adjust,
+    billing_follow_ups,
     call,
     customer,
     get,
@@ -184,7 +185,7 @@ def test_a_backlog_past_250_is_previewed_part_by_part(now: list[int]) -> None:
     second = preview(cus)
     assert [line["id"] for line in second["lines"]["data"]] == billed[250:]
     assert second["chain"] == {"remaining_items": 0, "next_invoices": 0}
-    (follow_up,) = outcome.follow_ups
+    (follow_up,) = billing_follow_ups(outcome)
     part2 = call(follow_up.task_name, **{**follow_up.payload, "finalize": True})
     assert part2.id
     assert_made_as_previewed(second, get(part2.id))
