@@ -13,6 +13,7 @@ from sqlmodel import col
 from domain.errors import BillingError
 from worker import clock
 from worker.db import UnitOfWork, table_of
+from worker.fates import request_key_of, write_failed
 from worker.tables import FailureStatus, MessageDelivery, OutboxMessage, TaskFailure, TaskFailureEvent
 
 log = logging.getLogger("billing.failures")
@@ -76,9 +77,16 @@ def _column_text(value: str, limit: int | None = None) -> str:
 
 
 def record_failure(
-    *, task_id: str, task_name: str, payload: Any, error: BaseException, retryable: bool
+    *,
+    task_id: str,
+    task_name: str,
+    payload: Any,
+    error: BaseException,
+    retryable: bool,
+    fate_key: str | None = None,
 ) -> None:
-    """Insert or update the failure row of one message, in a transaction of its own."""
+    """Insert or update the failure row of one message, in a transaction of its own; then the
+    request's failed fate (``worker.fates``), under ``fate_key``, else the key ``payload`` names."""
     if isinstance(error, BillingError):
         error_type, code, field, message = type(error).__name__, error.code, error.field, error.message
     else:
@@ -116,6 +124,12 @@ def record_failure(
         )
         uow.commit()
     log.warning("task %s [%s] failed: %s: %s (field=%s)", task_name, task_id, error_type, message, field)
+    write_failed(
+        fate_key or request_key_of(task_name, payload),
+        task_name,
+        {"type": error_type, "code": code, "field": field, "message": message},
+        retryable=retryable,
+    )
 
 
 def count_redelivery(task_id: str, task_name: str) -> int:

@@ -33,6 +33,7 @@ from worker import clock
 from worker.db import UnitOfWork
 from worker.failpoints import failpoint
 from worker.failures import count_redelivery, record_failure
+from worker.fates import Record, succeeded, write_succeeded
 from worker.outbox import mark_published
 from worker.services.base import FollowUp, Outcome, write_outbox
 from worker.services.registry import run
@@ -100,6 +101,8 @@ class BillingTask(_Task):
     ignore_result = True
     throws = (BillingError,)  # expected failures: logged without a traceback
     Request = "worker.tasks.timeouts:BillingRequest"  # a task killed at its hard time limit is recorded
+    fates: list[Record] | None = None
+    """While a batch runs (``BillingBatchTask.run_batch``): its fates, written together at its end."""
 
     def perform(self, payload: dict[str, Any], args: tuple[Any, ...] = ()) -> dict[str, Any]:
         """Run the operation named like this task on ``payload`` (the message's keyword arguments).
@@ -155,7 +158,18 @@ class BillingTask(_Task):
             self._record(payload, exc, retryable=is_transient(exc))
             raise
         self.publish(outcome)
+        self.settled(outcome, payload)
         return outcome.as_result()
+
+    def settled(self, outcome: Outcome, payload: dict[str, Any]) -> None:
+        """Write the fate of a request committed and published (within a batch: at its end)."""
+        record = succeeded(self.name, outcome, payload)
+        if record is None:
+            return
+        if self.fates is not None:
+            self.fates.append(record)
+        else:
+            write_succeeded([record])
 
     def publish(self, outcome: Outcome) -> None:
         """Send follow-ups after the commit (they are in the outbox already).

@@ -1,0 +1,94 @@
+"""The worker's side of each request's fate (``tasks.fates``): written after the commit.
+
+A request that succeeded writes its record once its transaction has committed and its
+follow-ups are published (``BillingTask.perform``); requests a worker took together write
+theirs in one pipeline per batch (``BillingBatchTask.run_batch``). A failure writes its
+record once its ``task_failures`` row is committed (``worker.failures.record_failure``), for
+every path that records one: a task's error, a hard time limit, a refused queue entry whose
+key can be read. Both are written before the message is acknowledged, so a worker killed in
+between has the message redelivered, and its replay writes the record.
+
+A fate that cannot be written (Redis unreachable just then) is logged and left out: the
+request's effect and its failure record stand, and its fate reads pending until it expires.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from tasks import fates
+from tasks.contracts import parse
+from tasks.envelope import clean_text
+from tasks.operations import contract_of
+from worker import clock
+from worker.services.base import Outcome
+from worker.settings import get_settings
+
+log = logging.getLogger("billing.fates")
+
+Record = tuple[str, dict[str, Any]]
+MAX_KEY_LENGTH = 255 + len(":part") + 10
+"""An idempotency key (255 at most) and a chain part's suffix: longer is not a request's key."""
+
+
+def _store() -> fates.FateStore | None:
+    return fates.fate_store_for(get_settings().broker_url)
+
+
+def succeeded(task_name: str, outcome: Outcome, payload: dict[str, Any]) -> Record | None:
+    """The record of a committed request: the id it made or acted on (a list call: its items')
+    and the keys of the follow-ups it asked for."""
+    if outcome.key is None:
+        return None
+    ids = [outcome.id] if outcome.id else _item_ids(payload)
+    follow_ups = [follow_up.key for follow_up in outcome.follow_ups]
+    return outcome.key, fates.succeeded(task_name, ids, follow_ups, replayed=outcome.replayed, at=clock.now())
+
+
+def _item_ids(payload: dict[str, Any]) -> list[str]:
+    items = payload.get("items")
+    if not isinstance(items, list):
+        return []
+    return [item["id"] for item in items if isinstance(item, dict) and isinstance(item.get("id"), str)]
+
+
+def write_succeeded(records: Sequence[Record]) -> None:
+    """Write these records in one round trip; never raises (see the module's docstring)."""
+    if not records:
+        return
+    try:
+        store = _store()
+        if store is not None:
+            store.put_succeeded(records, get_settings().fate_ttl_s)
+    except Exception as exc:
+        log.warning(
+            "could not write %d fates (%s: %s); they read pending", len(records), type(exc).__name__, exc
+        )
+
+
+def request_key_of(task_name: str, payload: Any) -> str | None:
+    """The key a request's fate is kept under: its contract's ``request_key`` (a chain's later
+    part: ``<key>:part<n>``), else, for a payload its contract refuses, the ``idempotency_key``
+    it names when that is a clean string; None when there is none."""
+    if not isinstance(payload, dict):
+        return None
+    try:
+        return parse(contract_of(task_name), payload).request_key
+    except Exception:
+        key = payload.get("idempotency_key")
+        return key if clean_text(key, MAX_KEY_LENGTH) else None
+
+
+def write_failed(key: str | None, task_name: str, error: dict[str, Any], *, retryable: bool) -> None:
+    """Write a failed record for ``key`` (unless it succeeded before); never raises."""
+    if key is None:
+        return
+    try:
+        store = _store()
+        if store is not None:
+            record = fates.failed(task_name, error, retryable=retryable, at=clock.now())
+            store.put_failed(key, record, get_settings().fate_ttl_s)
+    except Exception as exc:
+        log.warning("could not write the fate of %s (%s: %s); it reads pending", key, type(exc).__name__, exc)
