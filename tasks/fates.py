@@ -125,6 +125,9 @@ MEMORY = MemoryFates()
 
 _stores: dict[str, RedisFates] = {}
 _stores_lock = threading.Lock()
+connection_class: Any = None
+"""redis-py's connection class for the stores made here; None: redis-py's choice from the URL
+(tests set a fakeredis connection, as they do on the transport's channel)."""
 
 
 def fate_store_for(broker_url: str) -> FateStore | None:
@@ -139,7 +142,10 @@ def fate_store_for(broker_url: str) -> FateStore | None:
         if broker_url not in _stores:
             import redis
 
-            client = redis.Redis.from_url(broker_url, socket_timeout=10, socket_connect_timeout=10)
+            options: dict[str, Any] = {"socket_timeout": 10, "socket_connect_timeout": 10}
+            if connection_class is not None:
+                options["connection_class"] = connection_class
+            client = redis.Redis.from_url(broker_url, **options)
             _stores[broker_url] = RedisFates(client)
         return _stores[broker_url]
 
