@@ -15,16 +15,22 @@ request's effect and its failure record stand, and its fate reads pending until 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
+
+from sqlalchemy import select
+from sqlmodel import Session, col
 
 from tasks import fates
 from tasks.contracts import parse
 from tasks.envelope import clean_text
 from tasks.operations import contract_of
 from worker import clock
+from worker.db import table_of
 from worker.services.base import Outcome
 from worker.settings import get_settings
+from worker.tables import FailureStatus, IdempotencyKey, OutboxMessage, TaskFailure
 
 log = logging.getLogger("billing.fates")
 
@@ -92,3 +98,77 @@ def write_failed(key: str | None, task_name: str, error: dict[str, Any], *, retr
             store.put_failed(key, record, get_settings().fate_ttl_s)
     except Exception as exc:
         log.warning("could not write the fate of %s (%s: %s); it reads pending", key, type(exc).__name__, exc)
+
+
+_PART = re.compile(r"(?s)(.*):part([0-9]+)")
+
+
+def _follow_ups_of(key: str, outbox_keys: set[str]) -> list[str]:
+    """What ``key`` asked for, among the outbox keys that begin with ``<key>:``: its chain's next
+    part (``<base>:part<n+1>``), and other follow-ups named ``<key>:<suffix>`` (a pending run's
+    currencies), each a request whose own key starts the next level."""
+    part = _PART.fullmatch(key)
+    base, number = (part.group(1), int(part.group(2))) if part else (key, 1)
+    following = [f"{base}:part{number + 1}"] if f"{base}:part{number + 1}" in outbox_keys else []
+    for child in sorted(outbox_keys):
+        suffix = child[len(key) + 1 :]
+        if child.startswith(f"{key}:") and ":" not in suffix and not re.fullmatch(r"part[0-9]+", suffix):
+            following.append(child)
+    return following
+
+
+class DatabaseFates:
+    """Fates read from the worker's database, for the operator (``billing fate --database``, and
+    the embedded default, whose in-process store no other process sees): a request succeeded
+    when its idempotency key is stored (its resource's id), failed when a ``task_failures`` row
+    names its key, and follow-ups are the outbox rows keyed ``<key>:<suffix>`` (a chain's next
+    invoices, a pending run's currencies). Read-only; ids of a list call's items are not kept."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def get_many(self, keys: Sequence[str]) -> list[dict[str, Any] | None]:
+        return [self._record(key) for key in keys]
+
+    def _record(self, key: str) -> dict[str, Any] | None:
+        row = self.session.get(IdempotencyKey, key)
+        if row is not None:
+            outbox = table_of(OutboxMessage).c.key
+            part = _PART.fullmatch(key)
+            prefix = f"{part.group(1) if part else key}:"  # a chain's parts, or this key's follow-ups
+            children = self.session.execute(
+                select(outbox).where(outbox.startswith(prefix, autoescape=True))
+            ).scalars()
+            return fates.succeeded(
+                row.operation,
+                [row.resource_id] if row.resource_id else [],
+                _follow_ups_of(key, set(children)),
+                replayed=False,
+                at=row.created,
+            )
+        payload_key = table_of(TaskFailure).c.payload["idempotency_key"].as_string()
+        named = {key, key.rpartition(":part")[0] or key}
+        failures = self.session.execute(
+            select(TaskFailure).where(payload_key.in_(named)).order_by(col(TaskFailure.last_seen).desc())
+        ).scalars()
+        for failure in failures:  # one sent again by an operator is pending again
+            if (
+                failure.status != FailureStatus.RETRIED
+                and request_key_of(failure.task_name, failure.payload) == key
+            ):
+                error = {
+                    "type": failure.error_type,
+                    "code": failure.error_code,
+                    "field": failure.error_field,
+                    "message": failure.error_message,
+                }
+                return fates.failed(
+                    failure.task_name, error, retryable=failure.retryable, at=failure.last_seen
+                )
+        return None
+
+    def put_succeeded(self, records: Sequence[Record], ttl_s: int) -> None:
+        raise TypeError("fates are read from the database, never written there")
+
+    def put_failed(self, key: str, record: dict[str, Any], ttl_s: int) -> None:
+        raise TypeError("fates are read from the database, never written there")
