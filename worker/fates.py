@@ -2,7 +2,7 @@
 
 A request that succeeded writes its record once its transaction has committed and its
 follow-ups are published (``BillingTask.perform``); requests a worker took together write
-theirs in one pipeline per batch (``BillingBatchTask.run_batch``). A failure writes its
+theirs with one command per batch (``BillingBatchTask.run_batch``). A failure writes its
 record once its ``task_failures`` row is committed (``worker.failures.record_failure``), for
 every path that records one: a task's error, a hard time limit, a refused queue entry whose
 key can be read. Both are written before the message is acknowledged, so a worker killed in

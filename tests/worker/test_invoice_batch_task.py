@@ -63,7 +63,7 @@ def test_a_batch_writes_its_requests_fates_in_one_round_trip(
     sent: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every request of a batch, those settled together and those run alone (here: the one
-    whose follow-up the broker refused), has its fate written by one pipeline at the batch's end."""
+    whose follow-up the broker refused), has its fate written by one command at the batch's end."""
     import fakeredis
 
     from tasks.fates import RedisFates, resolve
