@@ -120,6 +120,8 @@ def enqueue_and_run(
     echo("3. invoice everything pending, finalized (one chain per customer and currency)")
     runs = {c: client.invoice_pending(c, finalize=True) for c in (ada, bea, chloe)}
     _wait(worker, "invoice chains finished", echo)
+    fate = runs[bea].wait(timeout=60)  # what the producer learns without the database (README)
+    echo(f"  … Bea's run as her producer sees it, runs[bea].wait(): {fate.status}, {', '.join(fate.ids)}")
 
     echo("4. Bea pays her second CAD invoice out of band; a 7.50 CAD credit note credits her CAD balance")
     first_cad = derived_id("in", f"{runs[bea]}:cad")
