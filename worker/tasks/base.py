@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from celery import Task
@@ -78,6 +80,24 @@ def in_flight_wait(exc: BillingError, retries: int, settings: Settings) -> float
     return None
 
 
+_batch = threading.local()
+"""While a batch runs in this thread (``BillingBatchTask.run_batch``): ``fates``, the records of
+its requests, written together at its end (a task object is shared by a pool's threads)."""
+
+
+@contextmanager
+def fates_together() -> Iterator[None]:
+    """Within, the fates of the requests this thread settles are kept, then written together in
+    one round trip at the end (``BillingBatchTask.run_batch``)."""
+    records: list[Record] = []
+    _batch.fates = records
+    try:
+        yield
+    finally:
+        _batch.fates = None
+        write_succeeded(records)
+
+
 class Unpublished(Exception):
     """A retry the broker would not take: the task retries in its own process instead."""
 
@@ -101,8 +121,6 @@ class BillingTask(_Task):
     ignore_result = True
     throws = (BillingError,)  # expected failures: logged without a traceback
     Request = "worker.tasks.timeouts:BillingRequest"  # a task killed at its hard time limit is recorded
-    fates: list[Record] | None = None
-    """While a batch runs (``BillingBatchTask.run_batch``): its fates, written together at its end."""
 
     def perform(self, payload: dict[str, Any], args: tuple[Any, ...] = ()) -> dict[str, Any]:
         """Run the operation named like this task on ``payload`` (the message's keyword arguments).
@@ -166,8 +184,9 @@ class BillingTask(_Task):
         record = succeeded(self.name, outcome, payload)
         if record is None:
             return
-        if self.fates is not None:
-            self.fates.append(record)
+        batch: list[Record] | None = getattr(_batch, "fates", None)
+        if batch is not None:
+            batch.append(record)
         else:
             write_succeeded([record])
 

@@ -15,11 +15,10 @@ from celery_batches.trace import apply_batches_task
 from domain.errors import BadRequest, BillingError
 from tasks.contracts import parse
 from tasks.operations import contract_of
-from worker.fates import write_succeeded
 from worker.services.base import Outcome
 from worker.services.registry import run_together
 from worker.settings import get_settings
-from worker.tasks.base import BillingTask
+from worker.tasks.base import BillingTask, fates_together
 
 log = logging.getLogger("billing.tasks")
 
@@ -128,12 +127,8 @@ class BillingBatchTask(Batches, BillingTask):  # type: ignore[misc]  # celery-ba
         """Settle the messages, together where their operation can, else alone; returns each
         message's state (SUCCESS, RETRY or FAILURE, and the error) by task id. The fates of
         those that succeeded are written in one round trip, before any is acknowledged."""
-        self.fates = []
-        try:
+        with fates_together():
             return self._run_batch(requests)
-        finally:
-            records, self.fates = self.fates, None
-            write_succeeded(records)
 
     def _run_batch(self, requests: list[SimpleRequest]) -> dict[str, tuple[str, str | None]]:
         alone: list[SimpleRequest] = []
