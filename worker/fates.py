@@ -30,7 +30,7 @@ from worker import clock
 from worker.db import table_of
 from worker.services.base import Outcome
 from worker.settings import get_settings
-from worker.tables import FailureStatus, IdempotencyKey, OutboxMessage, TaskFailure
+from worker.tables import IdempotencyKey, OutboxMessage, TaskFailure
 
 log = logging.getLogger("billing.fates")
 
@@ -151,11 +151,8 @@ class DatabaseFates:
         failures = self.session.execute(
             select(TaskFailure).where(payload_key.in_(named)).order_by(col(TaskFailure.last_seen).desc())
         ).scalars()
-        for failure in failures:  # one sent again by an operator is pending again
-            if (
-                failure.status != FailureStatus.RETRIED
-                and request_key_of(failure.task_name, failure.payload) == key
-            ):
+        for failure in failures:
+            if request_key_of(failure.task_name, failure.payload) == key:
                 error = {
                     "type": failure.error_type,
                     "code": failure.error_code,
