@@ -151,7 +151,7 @@ def fate_store_for(broker_url: str) -> FateStore | None:
         if broker_url not in _stores:
             import redis
 
-            options: dict[str, Any] = {"socket_timeout": 10, "socket_connect_timeout": 10}
+            options: dict[str, Any] = {"socket_timeout": 5, "socket_connect_timeout": 5}
             if connection_class is not None:
                 options["connection_class"] = connection_class
             client = redis.Redis.from_url(broker_url, **options)
