@@ -150,8 +150,16 @@ def fate_store_for(broker_url: str) -> FateStore | None:
     with _stores_lock:
         if broker_url not in _stores:
             import redis
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
 
-            options: dict[str, Any] = {"socket_timeout": 5, "socket_connect_timeout": 5}
+            # Once more at once, then give up: a worker never waits long on a record (redis-py's
+            # default retries 10 times with backoff); the request's effect stands either way.
+            options: dict[str, Any] = {
+                "socket_timeout": 5,
+                "socket_connect_timeout": 5,
+                "retry": Retry(NoBackoff(), 1),
+            }
             if connection_class is not None:
                 options["connection_class"] = connection_class
             client = redis.Redis.from_url(broker_url, **options)
