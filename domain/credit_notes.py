@@ -11,10 +11,14 @@ full.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 from domain.errors import BadRequest, WrongState
 from domain.invoices import InvoiceStatus
+from domain.money import round_half_up
+from domain.pricing import DiscountAmount, TaxAmount
 
 PRE_PAYMENT, POST_PAYMENT = "pre_payment", "post_payment"
 
@@ -109,3 +113,59 @@ def void_note(note_id: str, status: str, invoice_id: str, invoice_status: str) -
             field="credit_note",
         )
     return CreditNoteStatus.VOID
+
+
+@dataclass(frozen=True, slots=True)
+class NoteAmounts:
+    """A note's amounts as Stripe names them (domain/README.md §7)."""
+
+    subtotal: int
+    subtotal_excluding_tax: int
+    total: int
+    total_excluding_tax: int
+    discount_amounts: tuple[DiscountAmount, ...]
+    total_taxes: tuple[TaxAmount, ...]
+
+    @property
+    def discount_amount(self) -> int:
+        return sum(d.amount for d in self.discount_amounts)
+
+
+def note_amounts(
+    amount: int,
+    invoice_total: int,
+    invoice_discounts: Sequence[DiscountAmount],
+    invoice_taxes: Sequence[TaxAmount],
+) -> NoteAmounts:
+    """Decision: a note credits ``amount`` of its invoice's total, tax and discounts included,
+    so it carries that share (amount / invoice total) of each of the invoice's discounts and
+    taxes, each rounded half up. Then ``total`` is the amount; ``total_excluding_tax`` the
+    amount less its taxes; ``subtotal`` the amount before discounts and without exclusive
+    tax; ``subtotal_excluding_tax`` that without inclusive tax too. A note of the whole
+    total repeats the invoice's figures."""
+
+    def share(value: int) -> int:
+        return round_half_up(Decimal(value) * amount / invoice_total) if invoice_total > 0 else 0
+
+    discounts = tuple(DiscountAmount(d.coupon, share(d.amount)) for d in invoice_discounts)
+    taxes = tuple(
+        TaxAmount(t.tax_rate, share(t.amount), share(t.taxable_amount), t.inclusive) for t in invoice_taxes
+    )
+    discounted = sum(d.amount for d in discounts)
+    exclusive = sum(t.amount for t in taxes if not t.inclusive)
+    inclusive = sum(t.amount for t in taxes if t.inclusive)
+    excluding_tax = amount - exclusive - inclusive
+    return NoteAmounts(
+        subtotal=amount - exclusive + discounted,
+        subtotal_excluding_tax=excluding_tax + discounted,
+        total=amount,
+        total_excluding_tax=excluding_tax,
+        discount_amounts=discounts,
+        total_taxes=taxes,
+    )
+
+
+def pre_and_post_payment(amount: int, amount_due_reduction: int) -> tuple[int, int]:
+    """(``pre_payment_amount``, ``post_payment_amount``): the part of the note that lowered the
+    invoice's amount due, and the rest (refunded, credited to the balance or out of band)."""
+    return amount_due_reduction, amount - amount_due_reduction

@@ -14,7 +14,9 @@
     TransientError                infrastructure trouble (database, broker, lock timeout);
                                   the only kind that is retried
 
-Every error carries a machine-readable ``code`` and, where a request field is to
+Every error carries a machine-readable ``code``, Stripe's error ``type``
+(``invalid_request_error``; ``idempotency_error`` for a key reused with other parameters;
+``api_error`` for what is not the request's fault) and, where a request field is to
 blame, the ``field`` name in Stripe's spelling (``lines[2].amount``), so a caller
 can show it next to the input that caused it.
 """
@@ -24,6 +26,8 @@ from __future__ import annotations
 
 class BillingError(Exception):
     code = "billing_error"
+    type = "invalid_request_error"
+    """Stripe's error type (``error.type`` in its API); ``code`` says which error of the type."""
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
@@ -35,7 +39,13 @@ class BillingError(Exception):
         return (_restore, (type(self), self.args, self.__dict__))
 
     def as_dict(self) -> dict[str, str | None]:
-        return {"type": type(self).__name__, "code": self.code, "field": self.field, "message": self.message}
+        return {
+            "type": self.type,
+            "code": self.code,
+            "field": self.field,
+            "message": self.message,
+            "class": type(self).__name__,
+        }
 
     def __str__(self) -> str:
         return f"{self.field}: {self.message}" if self.field else self.message
@@ -46,7 +56,13 @@ class BadRequest(BillingError):
 
 
 class IdempotencyConflict(BadRequest):
+    """Stripe answers a key reused with other parameters with an ``idempotency_error``. The
+    code stays ``idempotency_key_in_use`` (what producers and ``billing failures --code``
+    match on): a concurrent request with the same key, Stripe's other use of that code,
+    never fails here, it waits for the first and replays."""
+
     code = "idempotency_key_in_use"
+    type = "idempotency_error"
 
     def __init__(self, key: str, operation: str) -> None:
         super().__init__(
@@ -98,6 +114,19 @@ class Parked(BillingError):
     """A message that keeps failing to finish (it crashes or outlives its worker) is set aside."""
 
     code = "message_parked"
+    type = "api_error"
+
+
+def error_type(error_class: str) -> str:
+    """Stripe's error type of an error recorded by its class name (``task_failures.error_type``):
+    a billing error's own, ``api_error`` for anything else (a bug, a timeout, an outage)."""
+    pending: list[type[BillingError]] = [BillingError]
+    while pending:
+        cls = pending.pop()
+        if cls.__name__ == error_class:
+            return cls.type
+        pending.extend(cls.__subclasses__())
+    return "api_error"
 
 
 class TransientError(Exception):

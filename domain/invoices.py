@@ -12,6 +12,7 @@ what remains to 0. Requests in the wrong state are refused and change nothing.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from typing import Final
 
 from domain.errors import WrongState
@@ -96,3 +97,23 @@ def invoice_number(prefix: str, sequence: int) -> str:
 def due_date(start: int, days_until_due: int) -> int:
     """Unix time ``days_until_due`` whole days after ``start`` (finalization time)."""
     return start + days_until_due * SECONDS_PER_DAY
+
+
+def subtotal_excluding_tax(total_excluding_tax: int, discounts: Iterable[int]) -> int:
+    """The subtotal before invoice-level discounts, without any tax (domain/README.md §4.1):
+    ``total_excluding_tax`` (after discounts, inclusive tax backed out) plus the discounts."""
+    return total_excluding_tax + sum(discounts)
+
+
+def automatically_finalizes_at(status: str, auto_advance: bool, created: int) -> int | None:
+    """When a draft is due to be finalized by itself (§4: an hour after it was made, with
+    ``auto_advance``); None for a draft left alone and for every invoice already finalized."""
+    return created + AUTO_ADVANCE_AFTER_S if status == InvoiceStatus.DRAFT and auto_advance else None
+
+
+def invoice_period(created: int, previous_period: tuple[int, int] | None) -> tuple[int, int]:
+    """(``period_start``, ``period_end``): the usage period during which the invoice's items
+    were added (§4). A subscription's cycle invoice looks back one period: the period before
+    the one it bills; any other invoice (manual, a subscription's first, a chain's later
+    parts) is the instant it was made."""
+    return previous_period if previous_period is not None else (created, created)

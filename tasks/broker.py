@@ -35,6 +35,7 @@ from queue import Empty
 from time import monotonic, time
 from typing import Any
 
+from kombu import Connection
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
@@ -60,7 +61,10 @@ REFUSED_SEQ_KEY = "_billing.refused.seq"
 # acks (nothing to record then, as kombu's QoS.append is skipped for it too).
 # Returns {queue, entry, tag}: the tag the entry is unacked under; "" when consumed without
 # acks; false when it has no string delivery tag to be acknowledged by, so nothing records
-# it: checked, it is then moved to the refused list instead of being handed on.
+# it: checked, it is then moved to the refused list instead of being handed on. Checked, an entry
+# whose tag is already unacked is refused the same way: a second record under that tag would
+# replace the first message's, and its ack would remove both (kombu's tags are uuid4s, and a
+# restore removes the record in the step that requeues it, so only a forged copy meets one).
 # The entry is read first and popped last: under maxmemory the first write fails, and the
 # script stops with the entry still queued (Redis keeps a failed script's earlier writes).
 TAKE_SCRIPT = """
@@ -73,6 +77,12 @@ for i = 5, #KEYS do
       tag = false
       if ok and type(message) == 'table' and type(message.properties) == 'table' then
         tag = message.properties.delivery_tag
+      end
+      local problem = 'no string properties.delivery_tag (of 1-64 characters)'
+      if type(tag) == 'string' and #tag > 0 and #tag <= 64 and ARGV[2] == '1'
+          and redis.call('HEXISTS', KEYS[1], tag) == 1 then
+        tag = false
+        problem = 'properties.delivery_tag is the tag of a message still unacknowledged'
       end
       if type(tag) == 'string' and #tag > 0 and #tag <= 64 then
         local info = message.properties.delivery_info
@@ -87,8 +97,7 @@ for i = 5, #KEYS do
         tag = false
         if ARGV[2] == '1' then
           local seq = redis.call('INCR', KEYS[4])
-          redis.call('LPUSH', KEYS[3], seq .. '\\n' .. KEYS[i] .. '\\n' ..
-            'no string properties.delivery_tag (of 1-64 characters)' .. '\\n' .. raw)
+          redis.call('LPUSH', KEYS[3], seq .. '\\n' .. KEYS[i] .. '\\n' .. problem .. '\\n' .. raw)
         end
       end
     end
@@ -110,10 +119,32 @@ return seq
 """
 
 
+TRANSPORTS = {"redis": "tasks.broker:Transport", "rediss": "tasks.broker:SecureTransport"}
+"""The ``broker_transport`` setting for each scheme this transport serves."""
+
+# The broker URL is never rewritten: the transport is chosen by the ``broker_transport`` setting,
+# and kombu's alias table gives the connection its URL back (``Connection.as_uri``, which Celery's
+# banner and Flower's Broker page read) with the scheme it came with instead of the class path.
+Connection.resolve_aliases.update({name: scheme for scheme, name in TRANSPORTS.items()})
+
+
+class UnsupportedBroker(ValueError):
+    """A broker URL whose scheme would run on a transport without this one's no-loss take."""
+
+
 def transport_for(broker_url: str) -> str | None:
     """The ``broker_transport`` setting for a broker URL: this transport for Redis, else
-    Celery's choice from the URL's scheme."""
-    return "tasks.broker:Transport" if broker_url.split("://", 1)[0] in ("redis", "rediss") else None
+    Celery's choice from the URL's scheme. A Redis Sentinel URL is refused: kombu's Sentinel
+    transport takes a message and records it unacked in two round trips (see above), so a worker
+    killed between them loses it; this project does not run on it until it is tested there."""
+    scheme = broker_url.split("://", 1)[0].lower()
+    if scheme == "sentinel":
+        raise UnsupportedBroker(
+            "sentinel:// broker URLs are not supported: kombu's Sentinel transport can lose a message"
+            " taken by a worker killed mid-take (README: What it guarantees); use redis:// or rediss://"
+            " to the current primary"
+        )
+    return TRANSPORTS.get(scheme)
 
 
 def doorbell(queue: str) -> str:
@@ -124,6 +155,17 @@ class QoS(kombu_redis.QoS):
     """kombu's, except that a broker refusing writes (maxmemory, an ACL) never raises out of an
     ack, a requeue or a restore into the worker's main process (kombu's would stop the worker):
     what could not be written stays unacked, restored after the visibility timeout."""
+
+    def append(self, message: Any, delivery_tag: str) -> None:
+        """A message the take script recorded as unacked is only remembered here: kombu's
+        ``append`` would write the same record again, in a transaction that Redis refuses under
+        maxmemory, and that refusal, raised in the main process, stopped the worker with the
+        message taken (found by the maxmemory fault test). Messages taken otherwise (kombu's
+        ``basic_get``) are recorded as kombu records them."""
+        if delivery_tag == getattr(self.channel, "recorded_tag", None):
+            virtual.QoS.append(self, message, delivery_tag)
+        else:
+            super().append(message, delivery_tag)
 
     def ack(self, delivery_tag: str) -> None:
         # Plain commands, not kombu's MULTI: under maxmemory Redis refuses every command queued
@@ -189,6 +231,9 @@ class Channel(kombu_redis.Channel):
         """True when the next poll waits on the doorbells instead of taking."""
         self._put_client: Any = None
         self._last_write_warning = 0.0
+        self.recorded_tag: str | None = None
+        """The delivery tag of the entry being delivered, which the take script has recorded as
+        unacked already (``QoS.append``)."""
 
     # -- consuming ---------------------------------------------------------
 
@@ -263,6 +308,7 @@ class Channel(kombu_redis.Channel):
             dest, item, tag = reply
             dest = bytes_to_str(dest).rsplit(self.sep, 1)[0]
             self._queue_cycle.rotate(dest)
+            self.recorded_tag = bytes_to_str(tag) if tag else None
             if tag == b"" or not self.check_entries:  # kombu's own path
                 self.connection._deliver(loads(bytes_to_str(item)), dest)
             elif (message := self._checked(dest, item, tag)) is not None:
@@ -271,6 +317,7 @@ class Channel(kombu_redis.Channel):
                 raise Empty()  # refused: look again at once
             return True
         finally:
+            self.recorded_tag = None
             self._in_poll = None
             self._flush_brpop_reauth()
 
@@ -284,7 +331,7 @@ class Channel(kombu_redis.Channel):
         list in one script. Decoding the body here costs nothing extra: kombu caches it on
         the message, and Celery's strategy reads that cache rather than decoding again.
         """
-        problem = "no string properties.delivery_tag" if tag is None else None
+        problem = "no usable properties.delivery_tag (see the refused list)" if tag is None else None
         message = None
         if problem is None:
             try:
@@ -359,3 +406,8 @@ class Transport(kombu_redis.Transport):
         # followed by a blocking wait on the doorbells, so the sleep would only delay a
         # message that rang.
         self.polling_interval = None
+
+
+class SecureTransport(Transport):
+    """The same transport for ``rediss://`` URLs (TLS: give ``ssl_cert_reqs`` in the URL's query);
+    a class of its own only so that the connection's URL keeps its ``rediss`` scheme."""

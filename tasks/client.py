@@ -41,6 +41,7 @@ from tasks.broker import transport_for
 from tasks.fates import Fate, FateStore, fate_store_for, resolve
 from tasks.ids import PREFIXES, derived_id, new_id, new_ids
 from tasks.operations import QUEUE_DEFAULT, contract_of, queue_for
+from tasks.redaction import kwargsrepr
 
 __all__ = [
     "BillingClient",
@@ -223,7 +224,8 @@ class BillingClient:
         command = contracts.parse(contract_of(task_name), params)
         queue = queue_for(task_name)
         self._admit(queue)
-        self.app.send_task(task_name, kwargs=contracts.payload_of(command), queue=queue)
+        payload = contracts.payload_of(command)
+        self.app.send_task(task_name, kwargs=payload, queue=queue, kwargsrepr=kwargsrepr(payload))
         return command
 
     def _admit(self, queue: str, messages: int = 1) -> None:

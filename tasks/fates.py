@@ -11,8 +11,9 @@ A record (JSON, ``_billing.fate.<key>``)::
 
     {"status": "succeeded", "task": "billing.invoices.create", "ids": ["in_..."],
      "follow_ups": ["<key>:part2"], "replayed": false, "at": 1764662400}
-    {"status": "failed", "task": "...", "error": {"type": "NotFound", "code": "resource_missing",
-     "field": "customer", "message": "..."}, "retryable": false, "at": 1764662400}
+    {"status": "failed", "task": "...", "error": {"type": "invalid_request_error",
+     "code": "resource_missing", "field": "customer", "message": "...", "class": "NotFound"},
+     "retryable": false, "at": 1764662400}
 
 No record means pending (or expired: a key older than the expiry reads as pending too).
 A request that asked for follow-ups (the next invoices of a 250-line chain, one chain per
@@ -195,7 +196,8 @@ class Fate:
     """The ids the request created or acted on, with those of its follow-ups (a chain's every
     invoice), in the order they were made; so far, while pending."""
     error: dict[str, Any] | None = None
-    """For a failure: ``type``, ``code``, ``field``, ``message`` (``domain.errors``)."""
+    """For a failure, as ``billing failures`` shows it: Stripe's ``type``, ``code``, ``field``,
+    ``message``, and the error's ``class`` (``domain.errors``)."""
     task: str | None = None
     """The task name of the request asked about (the first one's, for several)."""
     requests: int = 0

@@ -31,6 +31,7 @@ PREFIXES = {
     "subscription": "sub",
     "subscription_item": "si",
     "test_clock": "clock",
+    "event": "evt",
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from sqlalchemy import func, select
@@ -87,6 +88,30 @@ def adjust(customer_id: str, amount: int, currency: str | None = None) -> str:
     return outcome.id
 
 
+def tax_rate(percentage: str, *, inclusive: bool) -> str:
+    outcome = call("billing.tax_rates.create", display_name="VAT", percentage=percentage, inclusive=inclusive)
+    assert outcome.id
+    return outcome.id
+
+
+def seat_subscription(customer_id: str, *, quantity: int = 3, coupon: str | None = None) -> str:
+    """A monthly subscription to ``quantity`` seats at 20.00 USD (18.00 EUR) each."""
+    product = call("billing.products.create", name="Seat").id
+    price = call(
+        "billing.prices.create",
+        product=product,
+        currency="usd",
+        unit_amount=2000,
+        currency_options={"eur": {"unit_amount": 1800}},
+        recurring={"interval": "month"},
+    ).id
+    fields: dict[str, Any] = {"coupon": coupon} if coupon else {}
+    items = [{"price": price, "quantity": quantity}]
+    outcome = call("billing.subscriptions.create", customer=customer_id, items=items, **fields)
+    assert outcome.id
+    return outcome.id
+
+
 def get(object_id: str, **kwargs: Any) -> dict[str, Any]:
     with read_session() as session:
         return get_object(session, object_id, **kwargs)
@@ -102,6 +127,21 @@ def row_counts() -> dict[str, int]:
     with read_session() as session:
         return {
             table.name: session.execute(select(func.count()).select_from(table)).scalar_one()
+            for table in SQLModel.metadata.sorted_tables
+        }
+
+
+def table_contents() -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table, sorted: a refused request (or a preview) must leave all of
+    them as they were."""
+    with read_session() as session:
+        return {
+            table.name: sorted(
+                (
+                    tuple(json.dumps(v, sort_keys=True, default=str) for v in row)
+                    for row in session.execute(select(table))
+                ),
+            )
             for table in SQLModel.metadata.sorted_tables
         }
 

@@ -8,17 +8,24 @@ Producers send by task name (``billing.<resource>.<verb>``) with
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import after_setup_logger, worker_init, worker_process_init
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    before_task_publish,
+    worker_init,
+    worker_process_init,
+)
 from kombu import Exchange, Queue
 
 from tasks.broker import transport_for
 from tasks.operations import ALL_QUEUES, QUEUE_DEFAULT, queue_for
-from worker import failpoints
+from tasks.redaction import kwargsrepr
+from worker import failpoints, metrics
+from worker import logs as worker_logs
 from worker.db import forget_inherited_engines
 from worker.heartbeat import WorkerHeartbeat
 from worker.quarantine import drain_quietly
@@ -152,11 +159,22 @@ def _remember_main_process(**_: Any) -> None:
     failpoints.worker_main_pid = os.getpid()
 
 
-@after_setup_logger.connect
-def _project_log_level(**_: Any) -> None:
-    """BILLING_LOG_LEVEL sets the project's own loggers (``billing.*``): a task's warnings and
-    records show whatever Celery's ``--loglevel`` is."""
-    logging.getLogger("billing").setLevel(get_settings().log_level)
+# Logs (worker.logs): BILLING_LOG_FORMAT on Celery's handlers, passwords masked, BILLING_LOG_LEVEL on
+# the project's loggers; task metrics (worker.metrics) when BILLING_METRICS_PORT is set.
+after_setup_logger.connect(worker_logs.configure, weak=False)
+after_setup_task_logger.connect(worker_logs.configure, weak=False)
+worker_init.connect(metrics.setup, weak=False)
+
+
+@before_task_publish.connect(weak=False)
+def _redact_published(headers: dict[str, Any] | None = None, body: Any = None, **_: Any) -> None:
+    """What the worker publishes (retries, follow-ups, beat's jobs) shows monitors its arguments
+    without personal data, as the client's messages do (``tasks.redaction``)."""
+    if headers is None or not str(headers.get("task", "")).startswith("billing."):
+        return
+    kwargs = body[1] if isinstance(body, list | tuple) and len(body) > 1 else None
+    if isinstance(kwargs, dict) and (shown := kwargsrepr(kwargs)) is not None:
+        headers["kwargsrepr"] = shown
 
 
 def _apply_run_limits(celery: Celery) -> None:

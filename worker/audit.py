@@ -39,6 +39,18 @@ The rules are the ones the services keep, derived from their code:
   (domain/README.md §8).
 - ``billed_period_invoice``: a billed (subscription, period)'s invoice exists, belongs to that
   subscription and is in the period's currency.
+
+Events (``EVENT_CHECKS``: an event is written in the transaction of its effect, README: Events):
+
+- ``effect_without_event``: every object has its creation event (an invoice item of a list
+  request: named by its ``invoiceitem.batch_created``; a subscription's period lines are
+  invoice lines, not Stripe invoice items, and have none), and every state it reached has
+  its event: an invoice finalized, paid, voided, marked uncollectible, marked overdue; a
+  credit note voided; a subscription canceled; a customer deleted. Objects made before the
+  first event (a database upgraded from before events) are not checked.
+- ``event_without_effect``: every event's object is there in the state the event reports
+  (or its deletion event is: ``invoice.deleted``, ``customer.discount.deleted``), and what
+  a deletion event reports deleted is gone.
 """
 
 from __future__ import annotations
@@ -49,7 +61,7 @@ from dataclasses import asdict, dataclass
 from functools import cache
 from typing import Any
 
-from sqlalchemy import and_, case, func, literal, or_, select
+from sqlalchemy import and_, case, func, literal, or_, select, text
 from sqlmodel import Session, col
 
 from domain.credit_notes import CreditNoteStatus
@@ -58,12 +70,20 @@ from domain.subscriptions import SubscriptionStatus
 from worker.db import table_of
 from worker.tables import (
     BalanceTransaction,
+    CouponRow,
     CreditNote,
+    Customer,
     CustomerBalance,
+    DiscountRow,
+    Event,
     Invoice,
     InvoiceItem,
+    Price,
+    Product,
+    SandboxClock,
     Subscription,
     SubscriptionPeriod,
+    TaxRateRow,
 )
 
 _items = table_of(InvoiceItem)
@@ -755,6 +775,152 @@ def _billed_periods(session: Session) -> Iterator[Violation]:
         yield Violation("billed_period_invoice", f"{row.subscription_id}@{row.period_start}", detail)
 
 
+# -- events -------------------------------------------------------------------------------------
+
+_events = table_of(Event)
+_object_id = _events.c.data["object"]["id"].as_string()
+
+
+@dataclass(frozen=True, slots=True)
+class _Reported:
+    """An event type and the rows whose state it reports (``reached``: the rows that must have it)."""
+
+    kind: str
+    model: Any
+    reached: Any = None
+    deleted_by: str | None = None
+    """The deletion event that explains the row being gone."""
+
+
+def _reports() -> list[_Reported]:
+    invoices, notes = table_of(Invoice).c, table_of(CreditNote).c
+    return [
+        _Reported("customer.created", Customer),
+        _Reported("customer.deleted", Customer, table_of(Customer).c.deleted.is_(True)),
+        _Reported("customer.balance_transaction.created", BalanceTransaction),
+        _Reported("customer.discount.created", DiscountRow, deleted_by="customer.discount.deleted"),
+        _Reported("customer.subscription.created", Subscription),
+        _Reported(
+            "customer.subscription.deleted",
+            Subscription,
+            table_of(Subscription).c.status == SubscriptionStatus.CANCELED,
+        ),
+        _Reported("invoice.created", Invoice, deleted_by="invoice.deleted"),
+        _Reported("invoice.finalized", Invoice, invoices.finalized_at.is_not(None)),
+        _Reported("invoice.paid", Invoice, invoices.paid_at.is_not(None)),
+        _Reported("invoice.voided", Invoice, invoices.voided_at.is_not(None)),
+        _Reported("invoice.marked_uncollectible", Invoice, invoices.marked_uncollectible_at.is_not(None)),
+        _Reported("invoice.overdue", Invoice, invoices.overdue_at.is_not(None)),
+        _Reported("credit_note.created", CreditNote),
+        _Reported("credit_note.voided", CreditNote, notes.voided_at.is_not(None)),
+        _Reported("coupon.created", CouponRow),
+        _Reported("tax_rate.created", TaxRateRow),
+        _Reported("product.created", Product),
+        _Reported("price.created", Price),
+        _Reported("test_helpers.test_clock.ready", SandboxClock),
+        _Reported("invoiceitem.created", InvoiceItem),
+    ]
+
+
+def _first_event(session: Session) -> int | None:
+    return session.execute(select(func.min(_events.c.created))).scalar()
+
+
+def _has_event(kind: str, object_id: Any) -> Any:
+    return (
+        select(literal(1))
+        .select_from(_events)
+        .where(_events.c.type == kind, _object_id == object_id)
+        .exists()
+    )
+
+
+_ITEM_NAMED = {
+    "postgresql": "SELECT e.id AS event, n.id AS item FROM events e,"
+    " jsonb_array_elements_text(e.data -> 'object' -> 'items') AS n(id)"
+    " WHERE e.type = 'invoiceitem.batch_created'",
+    "sqlite": "SELECT e.id AS event, n.value AS item FROM events e, json_each(e.data, '$.object.items') AS n"
+    " WHERE e.type = 'invoiceitem.batch_created'",
+}
+"""Every (event, item) an ``invoiceitem.batch_created`` names."""
+
+
+def _effects_without_events(session: Session) -> Iterator[Violation]:
+    since = _first_event(session)
+    if since is None:
+        return
+    for report in _reports():
+        table = table_of(report.model)
+        if report.kind == "invoiceitem.created":
+            continue  # below: items may be named by a batch event instead
+        stmt = select(table.c.id).where(table.c.created >= since, ~_has_event(report.kind, table.c.id))
+        if report.reached is not None:
+            stmt = stmt.where(report.reached)
+        for object_id in session.execute(stmt.order_by(table.c.id)).scalars():
+            yield Violation("effect_without_event", str(object_id), f"no {report.kind} event")
+    dialect = session.get_bind().dialect.name
+    named = _ITEM_NAMED.get(dialect)
+    if named is None:
+        return
+    items = session.execute(
+        text(
+            f"SELECT i.id FROM invoice_items i WHERE i.subscription_id IS NULL AND i.created >= :since"
+            " AND NOT EXISTS (SELECT 1 FROM events e WHERE e.type = 'invoiceitem.created'"
+            f" AND {_JSON_ID[dialect]} = i.id)"
+            f" AND NOT EXISTS (SELECT 1 FROM ({named}) n WHERE n.item = i.id) ORDER BY i.id"
+        ),
+        {"since": since},
+    ).scalars()
+    for item_id in items:
+        yield Violation("effect_without_event", item_id, "no invoiceitem.created or .batch_created event")
+
+
+_JSON_ID = {"postgresql": "(e.data -> 'object' ->> 'id')", "sqlite": "json_extract(e.data, '$.object.id')"}
+"""SQL text: the object id of event ``e``."""
+
+
+def _events_without_effects(session: Session) -> Iterator[Violation]:
+    for report in _reports():
+        table = table_of(report.model)
+        found = table.alias("found")
+        stmt = (
+            select(_events.c.id, _object_id.label("object_id"))
+            .select_from(_events.outerjoin(found, found.c.id == _object_id))
+            .where(_events.c.type == report.kind)
+        )
+        missing: Any = found.c.id.is_(None)
+        if report.reached is not None:  # the state the event reports, on the row found
+            reached = select(literal(1)).select_from(table).where(table.c.id == found.c.id, report.reached)
+            missing = or_(missing, ~reached.exists())
+        stmt = stmt.where(missing)
+        if report.deleted_by is not None:
+            stmt = stmt.where(~_has_event(report.deleted_by, _object_id))
+        for row in session.execute(stmt.order_by(_events.c.id)):
+            yield Violation(
+                "event_without_effect", row.id, f"{report.kind} of {row.object_id}: not there in that state"
+            )
+    for kind, model in (("invoice.deleted", Invoice), ("customer.discount.deleted", DiscountRow)):
+        table = table_of(model)
+        gone = select(_events.c.id, _object_id.label("object_id")).where(
+            _events.c.type == kind, select(literal(1)).where(table.c.id == _object_id).exists()
+        )
+        for row in session.execute(gone.order_by(_events.c.id)):
+            yield Violation("event_without_effect", row.id, f"{kind} of {row.object_id}: it is still there")
+    named = _ITEM_NAMED.get(session.get_bind().dialect.name)
+    if named is not None:
+        rows = session.execute(
+            text(
+                f"SELECT n.event, n.item FROM ({named}) n"
+                " WHERE NOT EXISTS (SELECT 1 FROM invoice_items i WHERE i.id = n.item)"
+                " ORDER BY n.event, n.item"
+            )
+        )
+        for row in rows:
+            yield Violation(
+                "event_without_effect", row.event, f"invoiceitem.batch_created names {row.item}: not there"
+            )
+
+
 CHECKS: dict[str, Check] = {
     "item_on_one_invoice": _items_on_invoices,
     "invoice_lines_total": _invoice_totals,
@@ -768,15 +934,23 @@ CHECKS: dict[str, Check] = {
     "one_subscription_currency": _one_subscription_currency,
     "billed_period_invoice": _billed_periods,
 }
-"""Check name (the ``check`` of its violations) -> the check."""
+"""Check name (the ``check`` of its violations) -> the check: the books."""
+
+EVENT_CHECKS: dict[str, Check] = {
+    "effect_without_event": _effects_without_events,
+    "event_without_effect": _events_without_effects,
+}
+"""The events against the books (every effect has its event, every event its effect)."""
 
 
-def audit(session: Session) -> list[Violation]:
-    """Every violation of every check, in check order. Reads only."""
-    return [violation for check in CHECKS.values() for violation in check(session)]
+def audit(session: Session, *, events: bool = True) -> list[Violation]:
+    """Every violation of every check, in check order. Reads only. ``events=False``: the books
+    alone (a benchmark's rows seeded by plain INSERTs, without requests, have no events)."""
+    checks = {**CHECKS, **(EVENT_CHECKS if events else {})}
+    return [violation for check in checks.values() for violation in check(session)]
 
 
-def audit_database() -> list[Violation]:
+def audit_database(*, events: bool = True) -> list[Violation]:
     """Audit the configured database on one snapshot (PostgreSQL: read-only REPEATABLE READ).
 
     SQLite: the audit's read transaction starts with ``BEGIN IMMEDIATE`` like every other
@@ -790,4 +964,4 @@ def audit_database() -> list[Violation]:
             session.connection(
                 execution_options={"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
             )
-        return audit(session)
+        return audit(session, events=events)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -58,12 +59,27 @@ def _ensure_database() -> bool:
 @click.argument("object_id")
 @click.option("--expand", multiple=True, help="e.g. invoice_credit_balance (customers)")
 def get(object_id: str, expand: tuple[str, ...]) -> None:
-    """Print one object (customer, invoice, item, credit note, ...) as JSON."""
+    """Print one object (customer, invoice, item, credit note, event, ...) as JSON."""
     from worker.db import read_session
     from worker.views import get_object
 
     with read_session() as session:
         _print_json(get_object(session, object_id, expand=expand))
+
+
+@main.command("preview")
+@click.option("--customer", required=True, help="cus_…")
+@click.option("--currency", help="default: the customer's (a renewal: the subscription's)")
+@click.option("--subscription", help="sub_…: its next renewal instead of an invoice of pending items")
+def preview(customer: str, currency: str | None, subscription: str | None) -> None:
+    """Print the invoice that creating one now (or the subscription's next renewal) would make:
+    its lines (the oldest pending items, at most 250; ``chain`` counts those left for the next
+    invoices), discounts, tax, the credit that would apply and the amount due. Writes nothing."""
+    from worker.db import read_session
+    from worker.services.invoices import preview as invoice_preview
+
+    with read_session() as session:
+        _print_json(invoice_preview(customer, currency=currency, subscription=subscription, session=session))
 
 
 @main.command("list")
@@ -83,6 +99,7 @@ def get(object_id: str, expand: tuple[str, ...]) -> None:
             "prices",
             "subscriptions",
             "test_clocks",
+            "events",
         ]
     ),
 )
@@ -93,6 +110,9 @@ def get(object_id: str, expand: tuple[str, ...]) -> None:
 @click.option("--overdue", is_flag=True, default=None, help="invoices: open ones past due (marked by beat)")
 @click.option("--subscription", help="invoices: those of one subscription")
 @click.option("--invoice", help="invoice_items, credit_notes: those of one invoice")
+@click.option("--type", help="events: of this type, or a group (invoice.*)")
+@click.option("--created-gte", callback=lambda _c, _p, v: _time_bound(v), help="events: from (Unix s or ISO)")
+@click.option("--created-lte", callback=lambda _c, _p, v: _time_bound(v), help="events: to (Unix s or ISO)")
 @click.option("--limit", type=click.IntRange(1, 100), default=100, show_default=True)
 @click.option("--starting-after", help="the last id seen: the next (older) page")
 @click.option("--ending-before", help="the first id seen: the previous (newer) page")
@@ -160,19 +180,21 @@ def fate(keys: tuple[str, ...], wait_s: float, from_database: bool) -> None:
 
 @main.command()
 def audit() -> None:
-    """Check the books (ledger, balances, invoice totals, credit notes); exit 1 on any violation.
+    """Check the books (ledger, balances, invoice totals, credit notes) and the events against
+    them (every effect has its event and every event its effect); exit 1 on any violation.
 
     Prints "audit: N checks, 0 violations", or each violation as one JSON line.
     """
-    from worker.audit import CHECKS, audit_database
+    from worker.audit import CHECKS, EVENT_CHECKS, audit_database
 
+    checks = len(CHECKS) + len(EVENT_CHECKS)
     violations = audit_database()
     if not violations:
-        click.echo(f"audit: {len(CHECKS)} checks, 0 violations")
+        click.echo(f"audit: {checks} checks, 0 violations")
         return
     for violation in violations:
         click.echo(violation.as_json())
-    click.echo(f"audit: {len(CHECKS)} checks, {len(violations)} violations", err=True)
+    click.echo(f"audit: {checks} checks, {len(violations)} violations", err=True)
     sys.exit(1)
 
 
@@ -287,6 +309,10 @@ def soak(minutes: float, seed: int, workers: int) -> None:
     from worker.devtools.soak import run_soak
 
     sys.exit(run_soak(minutes, seed, workers, click.echo))
+
+
+def _time_bound(value: str | None) -> int | None:
+    return None if value is None else _timestamp(value)
 
 
 def _timestamp(value: str) -> int:
@@ -454,6 +480,49 @@ def demo() -> None:
     run_demo()
 
 
+@main.command()
+@click.option("--port", type=click.IntRange(1, 65535), default=9809, show_default=True)
+@click.option("--address", default="0.0.0.0", show_default=True)
+def exporter(port: int, address: str) -> None:
+    """Serve the deployment's gauges for Prometheus on PORT/metrics: queues, unacked, outbox,
+    pending items, dead letters, beat jobs, invoices finalized (one exporter per deployment)."""
+    import signal
+
+    from worker.exporter import serve
+    from worker.logs import mask_secrets
+    from worker.settings import get_settings
+
+    settings = get_settings()
+    server = serve(settings, port, address)
+    click.echo(
+        f"billing exporter on {address}:{port}/metrics; broker {mask_secrets(settings.broker_url)},"
+        f" database {mask_secrets(settings.database_url)}"
+    )
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
+def flower(flower_args: tuple[str, ...]) -> None:
+    """Flower on the worker app with /metrics behind its authentication; refuses to start without
+    authentication (FLOWER_BASIC_AUTH, or FLOWER_AUTH for OAuth). Flower's options follow."""
+    if importlib.util.find_spec("flower") is None:
+        raise click.ClickException("Flower is not installed: pip install 'billing-worker[monitor]'")
+    from worker.flower import NoAuthentication
+    from worker.flower import main as flower_main
+
+    try:
+        flower_main(flower_args)
+    except NoAuthentication as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 @main.command("health")
 @click.option(
     "--heartbeat", metavar="FILE", help="fail unless FILE (BILLING_HEARTBEAT_FILE) was touched recently"
@@ -502,6 +571,10 @@ def run() -> None:
             err=True,
         )
         sys.exit(1)
+    from worker.logs import configure_cli
+
+    with contextlib.suppress(Exception):  # a bad setting: the command that reads it says which
+        configure_cli()
     try:
         main(standalone_mode=False)
     except BillingError as exc:

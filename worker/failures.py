@@ -10,11 +10,15 @@ from sqlalchemy import String, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
-from domain.errors import BillingError
+from domain.errors import BillingError, error_type
+from domain.errors import error_type as stripe_type
+from tasks.contracts import parse
+from tasks.operations import REQUESTS
 from worker import clock
 from worker.db import UnitOfWork, table_of
+from worker.events import Emitted, write_events
 from worker.fates import request_key_of, write_failed
-from worker.tables import FailureStatus, MessageDelivery, OutboxMessage, TaskFailure, TaskFailureEvent
+from worker.tables import Event, FailureStatus, MessageDelivery, OutboxMessage, TaskFailure, TaskFailureEvent
 
 log = logging.getLogger("billing.failures")
 
@@ -85,8 +89,12 @@ def record_failure(
     retryable: bool,
     fate_key: str | None = None,
 ) -> None:
-    """Insert or update the failure row of one message, in a transaction of its own; then the
-    request's failed fate (``worker.fates``), under ``fate_key``, else the key ``payload`` names."""
+    """Insert or update the failure row of one message, in a transaction of its own.
+
+    A failure newly recorded, or recorded again after a retry or a resolution, emits
+    ``request.failed`` in the same transaction; the same message failing again while its
+    failure is open (a redelivery) does not. Then the request's failed fate
+    (``worker.fates``), under ``fate_key``, else the key ``payload`` names."""
     if isinstance(error, BillingError):
         error_type, code, field, message = type(error).__name__, error.code, error.field, error.message
     else:
@@ -98,6 +106,7 @@ def record_failure(
     with UnitOfWork() as uow:
         now = clock.now()
         row = uow.session.execute(select(TaskFailure).where(col(TaskFailure.task_id) == task_id)).scalar()
+        failed_now = row is None or row.status != FailureStatus.OPEN
         if row is None:
             row = TaskFailure(
                 task_id=task_id,
@@ -122,14 +131,69 @@ def record_failure(
             .where(col(OutboxMessage.task_id) == task_id, col(OutboxMessage.done_at).is_(None))
             .values(done_at=now, failed=True)
         )
+        if failed_now:
+            uow.session.flush()
+            write_events(uow.session, [_request_failed(row, payload)], now)
         uow.commit()
     log.warning("task %s [%s] failed: %s: %s (field=%s)", task_name, task_id, error_type, message, field)
     write_failed(
         fate_key or request_key_of(task_name, payload),
         task_name,
-        {"type": error_type, "code": code, "field": field, "message": message},
+        {
+            "type": stripe_type(error_type),
+            "code": code,
+            "field": field,
+            "message": message,
+            "class": error_type,
+        },
         retryable=retryable,
     )
+
+
+KEY_LENGTH = cast(String, table_of(Event).c.request_id.type).length
+CUSTOMER_LENGTH = cast(String, table_of(Event).c.customer_id.type).length
+
+
+def _storable_text(value: Any, limit: int | None) -> str | None:
+    """A string of the payload an event can name: stored as is if a column can hold it whole,
+    else not named at all (a hostile payload's key or customer is not truncated into another's)."""
+    if not isinstance(value, str):
+        return None
+    text = _column_text(value)
+    return text if limit is None or len(text) <= limit else None
+
+
+def _request_failed(row: TaskFailure, payload: Any) -> Emitted:
+    """The ``request.failed`` event of a recorded failure: which request (its key, as the
+    producer sent it), which task, which customer, and the error in Stripe's terms."""
+    sent = payload if isinstance(payload, dict) else {}
+    key = _storable_text(sent.get("idempotency_key"), KEY_LENGTH)
+    request_id = key
+    operation = REQUESTS.get(row.task_name)
+    if key is not None and operation is not None and operation.contract is not None:
+        try:  # a chain's part n is the request ``<key>:part<n>``
+            request_id = _storable_text(parse(operation.contract, sent).request_key, KEY_LENGTH)
+        except Exception:  # the payload is what failed: its key as sent
+            request_id = key
+    customer = _storable_text(sent.get("customer"), CUSTOMER_LENGTH)
+    failed = {
+        "object": "request",
+        "id": request_id,
+        "idempotency_key": key,
+        "task": row.task_name,
+        "task_id": row.task_id,
+        "task_failure": row.id,
+        "customer": customer,
+        "error": {
+            "type": error_type(row.error_type),
+            "code": row.error_code,
+            "field": row.error_field,
+            "message": row.error_message,
+        },
+        "retryable": row.retryable,
+        "attempts": row.attempts,
+    }
+    return Emitted("request.failed", failed, request_id=request_id, idempotency_key=key)
 
 
 def count_redelivery(task_id: str, task_name: str) -> int:

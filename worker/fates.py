@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlmodel import Session, col
 
+from domain.errors import error_type
 from tasks import fates
 from tasks.contracts import parse
 from tasks.envelope import clean_text
@@ -154,10 +155,11 @@ class DatabaseFates:
         for failure in failures:
             if request_key_of(failure.task_name, failure.payload) == key:
                 error = {
-                    "type": failure.error_type,
+                    "type": error_type(failure.error_type),
                     "code": failure.error_code,
                     "field": failure.error_field,
                     "message": failure.error_message,
+                    "class": failure.error_type,
                 }
                 return fates.failed(
                     failure.task_name, error, retryable=failure.retryable, at=failure.last_seen

@@ -97,6 +97,11 @@ class Settings(BaseSettings):
         gt=0,
         description="Beat: how often open send_invoice invoices past due are marked overdue",
     )
+    upcoming_invoice_days: int = Field(
+        default=3,
+        ge=0,
+        description="invoice.upcoming is emitted this many days before a subscription renews; 0 = off",
+    )
     beat_chunk_size: int = Field(
         default=500, ge=1, description="Beat jobs read and publish due work in chunks of this many rows"
     )
@@ -118,6 +123,24 @@ class Settings(BaseSettings):
         default="INFO",
         description="Level of the project's own loggers (billing.*) in workers and beat;"
         " Celery's --loglevel sets the rest",
+    )
+    log_format: Literal["json", "text"] = Field(
+        default="text",
+        description="json: one JSON object per line (the deploy files); text: for a terminal. Both mask"
+        " passwords in URLs (worker.logs)",
+    )
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Worker: serve its task metrics (Prometheus) on this port from its main process,"
+        " for all its pool processes; 0 = off. The queue and database gauges are `billing exporter`'s",
+    )
+    metrics_address: str = Field(default="0.0.0.0", description="Worker: the address metrics_port binds")
+    scrape_timeout_ms: int = Field(
+        default=5_000,
+        ge=100,
+        description="billing exporter: statement_timeout of each scrape's database queries",
     )
 
     task_soft_time_limit_s: int = Field(
@@ -161,6 +184,11 @@ class Settings(BaseSettings):
     @classmethod
     def _level_name(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _format_name(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
 
 @lru_cache(maxsize=1)

@@ -228,6 +228,13 @@ class Invoice(SQLModel, table=True):
             "amount_due >= 0 AND amount_remaining >= 0 AND amount_paid >= 0", name="amounts_nonneg"
         ),
         CheckConstraint(f"status = '{InvoiceStatus.DRAFT}' OR number IS NOT NULL", name="finalized_numbered"),
+        # billing exporter: invoices finalized lately (README: Operations)
+        Index(
+            "ix_invoices_finalized_at",
+            "finalized_at",
+            postgresql_where=text("finalized_at IS NOT NULL"),
+            sqlite_where=text("finalized_at IS NOT NULL"),
+        ),
     )
 
     id: str = Field(primary_key=True, sa_type=String(64))
@@ -368,7 +375,10 @@ class TaskFailure(SQLModel, table=True):
     """Dead letters: a task that could not succeed, with its payload and error."""
 
     __tablename__ = "task_failures"
-    __table_args__ = (CheckConstraint(one_of("status", FailureStatus), name="status_valid"),)
+    __table_args__ = (
+        CheckConstraint(one_of("status", FailureStatus), name="status_valid"),
+        Index("ix_task_failures_status_code", "status", "error_code"),  # billing exporter
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     task_id: str = Field(unique=True, sa_type=String(64))
@@ -572,6 +582,27 @@ class SubscriptionPeriod(SQLModel, table=True):
     invoice_id: str | None = ref("invoices.id")
     billing_reason: str = Field(sa_type=String(32))
     created: int = time_field()
+
+
+class Event(SQLModel, table=True):
+    """A Stripe-shaped event, written in the transaction of the change it reports (README:
+    Events). ``data`` is ``{"object": <the object as ``billing get`` prints it after the
+    change>, "previous_attributes": {...}}`` (the latter for updates only); ``object``,
+    ``livemode``, ``api_version`` and ``request`` are the view's (``worker.views``)."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_created", "created", "id"),)
+
+    id: str = Field(primary_key=True, sa_type=String(64))
+    type: str = Field(sa_type=String(64), index=True)
+    created: int = time_field()
+    customer_id: str | None = Field(default=None, sa_type=String(64), index=True)
+    """The customer the object belongs to (no foreign key: a ``request.failed`` may name one
+    that does not exist)."""
+    data: dict[str, Any] = Field(sa_column=Column("data", JSONType, nullable=False))
+    request_id: str | None = Field(default=None, sa_type=String(300))
+    """The request's own key (a chain's part n: ``<key>:part<n>``): what the producer sent."""
+    idempotency_key: str | None = Field(default=None, sa_type=String(300), index=True)
 
 
 # Flush order: the unit of work orders INSERTs between tables by relationship(), not by

@@ -22,18 +22,22 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
-from sqlalchemy import tuple_, type_coerce
+from sqlalchemy import and_, tuple_, type_coerce
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, SQLModel, col, select
 
 from domain.credit import credit_available
-from domain.credit_notes import CreditNoteStatus
-from domain.errors import BadRequest, NotFound
-from domain.invoices import InvoiceStatus
+from domain.credit_notes import CreditNoteStatus, note_amounts, pre_and_post_payment
+from domain.errors import BadRequest, NotFound, error_type
+from domain.invoices import InvoiceStatus, automatically_finalizes_at, invoice_period, subtotal_excluding_tax
 from domain.money import check_currency
+from domain.pricing import DiscountAmount, TaxAmount
 from domain.subscriptions import SubscriptionStatus
+from tasks.event_types import EVENT_TYPES, matching
 from tasks.ids import object_type
 from worker import clock
 from worker.tables import (
@@ -44,6 +48,8 @@ from worker.tables import (
     CustomerBalance,
     CustomerTaxId,
     DiscountRow,
+    Event,
+    FailureStatus,
     Invoice,
     InvoiceItem,
     Price,
@@ -57,6 +63,9 @@ from worker.tables import (
 )
 
 MAX_LIMIT = 100
+API_VERSION = "2024-06-20"
+"""The Stripe API version whose object shapes the views follow (events name it)."""
+FINALIZE_TASK = "billing.invoices.finalize"
 
 EXPANDABLE: dict[str, frozenset[str]] = {"customer": frozenset({"invoice_credit_balance"})}
 """Fields left out unless named in ``expand``, per object type."""
@@ -198,7 +207,21 @@ def _line(item: InvoiceItem) -> dict[str, Any]:
     }
 
 
-def _invoice(row: Invoice, lines: list[InvoiceItem]) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class InvoiceContext:
+    """What an invoice shows that its row does not hold, read for a whole page at once
+    (``_invoice_contexts``): its customer's test clock, the period a cycle invoice looks back
+    on, and the error of the last failed finalization of a draft."""
+
+    test_clock: str | None = None
+    previous_period: tuple[int, int] | None = None
+    last_finalization_error: dict[str, Any] | None = None
+
+
+def invoice_object(row: Invoice, lines: list[InvoiceItem], context: InvoiceContext) -> dict[str, Any]:
+    """An invoice as Stripe shows it: stored (``get_object``) or composed in memory (a preview)."""
+    period_start, period_end = invoice_period(row.created, context.previous_period)
+    discounts = row.total_discount_amounts or []
     return {
         "object": "invoice",
         "id": row.id,
@@ -222,6 +245,9 @@ def _invoice(row: Invoice, lines: list[InvoiceItem]) -> dict[str, Any]:
         "subtotal": row.subtotal,
         "total_discount_amounts": row.total_discount_amounts or [],
         "total_taxes": row.total_taxes or [],
+        "subtotal_excluding_tax": subtotal_excluding_tax(
+            row.total_excluding_tax, (d["amount"] for d in discounts)
+        ),
         "total_excluding_tax": row.total_excluding_tax,
         "total": row.total,
         "starting_balance": row.starting_balance,
@@ -241,6 +267,12 @@ def _invoice(row: Invoice, lines: list[InvoiceItem]) -> dict[str, Any]:
         "customer_tax_exempt": row.customer_tax_exempt,
         "customer_tax_ids": row.customer_tax_ids or [],
         "created": row.created,
+        "period_start": period_start,
+        "period_end": period_end,
+        "effective_at": row.finalized_at,
+        "automatically_finalizes_at": automatically_finalizes_at(row.status, row.auto_advance, row.created),
+        "test_clock": context.test_clock,
+        "last_finalization_error": context.last_finalization_error,
         "status_transitions": {
             "finalized_at": row.finalized_at,
             "paid_at": row.paid_at,
@@ -272,7 +304,28 @@ def _invoice_item(row: InvoiceItem) -> dict[str, Any]:
     }
 
 
-def _credit_note(row: CreditNote) -> dict[str, Any]:
+def invoice_item_of_values(values: dict[str, Any]) -> dict[str, Any]:
+    """A new invoice item as ``billing get`` prints it, from the column values it is inserted
+    with (ingestion writes its rows without the ORM): pending, of no subscription."""
+    row = SimpleNamespace(**values, metadata_=values["metadata"], invoice_id=None, subscription_id=None)
+    return _invoice_item(cast(InvoiceItem, row))
+
+
+def _credit_note(row: CreditNote, invoice: Invoice | None) -> dict[str, Any]:
+    amounts = note_amounts(
+        row.amount,
+        invoice.total if invoice else 0,
+        [DiscountAmount(d["discount"], d["amount"]) for d in (invoice.total_discount_amounts or [])]
+        if invoice
+        else [],
+        [
+            TaxAmount(t["tax_rate"], t["amount"], t["taxable_amount"], t["inclusive"])
+            for t in (invoice.total_taxes or [])
+        ]
+        if invoice
+        else [],
+    )
+    pre_payment, post_payment = pre_and_post_payment(row.amount, row.amount_due_reduction)
     return {
         "object": "credit_note",
         "id": row.id,
@@ -289,6 +342,24 @@ def _credit_note(row: CreditNote) -> dict[str, Any]:
         "credit_amount": row.credit_amount,
         "out_of_band_amount": row.out_of_band_amount,
         "amount_due_reduction": row.amount_due_reduction,
+        "subtotal": amounts.subtotal,
+        "subtotal_excluding_tax": amounts.subtotal_excluding_tax,
+        "total": amounts.total,
+        "total_excluding_tax": amounts.total_excluding_tax,
+        "discount_amount": amounts.discount_amount,
+        "discount_amounts": [{"amount": d.amount, "discount": d.coupon} for d in amounts.discount_amounts],
+        "total_taxes": [
+            {
+                "amount": t.amount,
+                "tax_rate": t.tax_rate,
+                "taxable_amount": t.taxable_amount,
+                "inclusive": t.inclusive,
+            }
+            for t in amounts.total_taxes
+        ],
+        "pre_payment_amount": pre_payment,
+        "post_payment_amount": post_payment,
+        "effective_at": row.created,
         "lines": _list_of(row.lines or []),
         "customer_balance_transaction": row.customer_balance_transaction,
         "metadata": row.metadata_ or {},
@@ -383,15 +454,29 @@ def task_failure_object(row: TaskFailure) -> dict[str, Any]:
         "task_name": row.task_name,
         "payload": row.payload or {},
         "error": {
-            "type": row.error_type,
+            "type": error_type(row.error_type),
             "code": row.error_code,
             "field": row.error_field,
             "message": row.error_message,
+            "class": row.error_type,
         },
         "retryable": row.retryable,
         "attempts": row.attempts,
         "first_seen": row.first_seen,
         "last_seen": row.last_seen,
+    }
+
+
+def _event(row: Event) -> dict[str, Any]:
+    return {
+        "object": "event",
+        "id": row.id,
+        "type": row.type,
+        "api_version": API_VERSION,
+        "created": row.created,
+        "data": row.data,
+        "livemode": False,
+        "request": {"id": row.request_id, "idempotency_key": row.idempotency_key},
     }
 
 
@@ -452,7 +537,62 @@ def _render_customers(view: _View, rows: Sequence[Customer]) -> list[dict[str, A
     ]
 
 
+def _invoice_contexts(session: Session, rows: Sequence[Invoice]) -> dict[str, InvoiceContext]:
+    """``InvoiceContext`` of a page of invoices: at most one query per kind of fact."""
+    clocks = dict(
+        session.execute(
+            select(col(Customer.id), col(Customer.test_clock_id)).where(
+                col(Customer.id).in_({row.customer_id for row in rows}),
+                col(Customer.test_clock_id).is_not(None),
+            )
+        ).all()
+    )
+    previous: dict[str, tuple[int, int]] = {}
+    cycles = [row.id for row in rows if row.billing_reason == "subscription_cycle"]
+    if cycles:
+        billed, before = aliased(SubscriptionPeriod), aliased(SubscriptionPeriod)
+        for invoice_id, start, end in session.execute(
+            select(col(billed.invoice_id), col(before.period_start), col(before.period_end))
+            .join(
+                before,
+                and_(
+                    col(before.subscription_id) == col(billed.subscription_id),
+                    col(before.period_end) == col(billed.period_start),
+                ),
+            )
+            .where(col(billed.invoice_id).in_(cycles))
+        ).all():
+            previous[invoice_id] = (start, end)
+    errors: dict[str, dict[str, Any]] = {}
+    drafts = {row.id for row in rows if row.status == InvoiceStatus.DRAFT}
+    if drafts:
+        for failure in session.exec(
+            select(TaskFailure)
+            .where(col(TaskFailure.task_name) == FINALIZE_TASK, col(TaskFailure.status) == FailureStatus.OPEN)
+            .order_by(col(TaskFailure.last_seen), col(TaskFailure.id))
+        ):
+            invoice_id = (failure.payload or {}).get("invoice")
+            if invoice_id in drafts:  # the latest failure wins
+                errors[invoice_id] = finalization_error(failure)
+    return {
+        row.id: InvoiceContext(clocks.get(row.customer_id), previous.get(row.id), errors.get(row.id))
+        for row in rows
+    }
+
+
+def finalization_error(failure: TaskFailure) -> dict[str, Any]:
+    """A failed finalization as Stripe's error object: a refused request (a typed billing
+    error, which has a code) is an ``invalid_request_error``, anything else an ``api_error``."""
+    return {
+        "type": "invalid_request_error" if failure.error_code else "api_error",
+        "code": failure.error_code,
+        "message": failure.error_message,
+        "param": failure.error_field,
+    }
+
+
 def _render_invoices(view: _View, rows: Sequence[Invoice]) -> list[dict[str, Any]]:
+    contexts = _invoice_contexts(view.session, rows)
     lines = _grouped(
         view.session.exec(
             select(InvoiceItem)
@@ -461,7 +601,15 @@ def _render_invoices(view: _View, rows: Sequence[Invoice]) -> list[dict[str, Any
         ),
         "invoice_id",
     )
-    return [_invoice(row, lines[row.id]) for row in rows]
+    return [invoice_object(row, lines[row.id], contexts[row.id]) for row in rows]
+
+
+def _render_credit_notes(view: _View, rows: Sequence[CreditNote]) -> list[dict[str, Any]]:
+    invoices = {
+        row.id: row
+        for row in view.session.exec(select(Invoice).where(col(Invoice.id).in_({r.invoice_id for r in rows})))
+    }
+    return [_credit_note(row, invoices.get(row.invoice_id)) for row in rows]
 
 
 def _render_subscriptions(view: _View, rows: Sequence[Subscription]) -> list[dict[str, Any]]:
@@ -542,7 +690,7 @@ OBJECTS: dict[str, _Kind] = {
     "customer": _Kind(Customer, "customer", _render_customers),
     "invoice": _Kind(Invoice, "invoice", _render_invoices),
     "invoice_item": _Kind(InvoiceItem, "invoiceitem", _each(_invoice_item)),
-    "credit_note": _Kind(CreditNote, "credit_note", _each(_credit_note)),
+    "credit_note": _Kind(CreditNote, "credit_note", _render_credit_notes),
     "customer_balance_transaction": _Kind(
         BalanceTransaction, "customer_balance_transaction", _each(_balance_transaction)
     ),
@@ -555,6 +703,7 @@ OBJECTS: dict[str, _Kind] = {
     "price": _Kind(Price, "price", _each(_price)),
     "subscription": _Kind(Subscription, "subscription", _render_subscriptions),
     "test_clock": _Kind(SandboxClock, "test_helpers.test_clock", _each(_test_clock)),
+    "event": _Kind(Event, "event", _each(_event)),
 }
 """Object type (``tasks.ids.object_type`` names) -> table, Stripe name and renderer."""
 
@@ -585,8 +734,13 @@ LISTINGS: dict[str, _Listing] = {
         "subscription", frozenset({"customer", "currency", "status"}), SUBSCRIPTION_STATUSES
     ),
     "test_clocks": _Listing("test_clock"),
+    "events": _Listing("event", frozenset({"customer", "type", "created"})),
 }
 """List resource -> object type and the filters it accepts."""
+
+
+_FILTER_OF = {"created_gte": "created", "created_lte": "created"}
+"""List parameters that belong to one filter of ``_Listing.filters``."""
 
 
 def _key(kind: _Kind, raw: str, field: str) -> str | int:
@@ -640,6 +794,12 @@ def _page_size(limit: object) -> int:
     return limit
 
 
+def _unix_time(value: object, field: str) -> None:
+    """A time bound as a caller gave it (untyped callers may pass anything): seconds, >= 0."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise BadRequest(f"must be a Unix time in seconds (got {value!r})", field=field)
+
+
 def list_objects(
     session: Session,
     resource: str,
@@ -651,6 +811,9 @@ def list_objects(
     overdue: bool | None = None,
     subscription: str | None = None,
     invoice: str | None = None,
+    type: str | None = None,
+    created_gte: int | None = None,
+    created_lte: int | None = None,
     limit: int = MAX_LIMIT,
     starting_after: str | None = None,
     ending_before: str | None = None,
@@ -658,7 +821,8 @@ def list_objects(
 ) -> dict[str, Any]:
     """One page of ``resource`` in Stripe's list shape, newest first: ``starting_after`` is
     the last id seen (the page after it, older), ``ending_before`` the first (the page before
-    it, newer)."""
+    it, newer). Events filter by ``type`` (a type, ``<prefix>.*`` or ``*``) and by
+    ``created_gte`` / ``created_lte`` (Unix seconds, inclusive)."""
     listing = LISTINGS.get(resource)
     if listing is None:
         raise BadRequest(f"unknown resource {resource!r}", field="resource")
@@ -671,9 +835,12 @@ def list_objects(
         "overdue": overdue,
         "subscription": subscription,
         "invoice": invoice,
+        "type": type,
+        "created_gte": created_gte,
+        "created_lte": created_lte,
     }
     for name, value in given.items():
-        if value is not None and name not in listing.filters:
+        if value is not None and _FILTER_OF.get(name, name) not in listing.filters:
             raise BadRequest(f"{resource} cannot be filtered by {name}", field=name)
     if status is not None and status not in listing.statuses:
         raise BadRequest(
@@ -681,6 +848,8 @@ def list_objects(
         )
     if currency is not None:
         check_currency(currency)
+    _unix_time(created_gte, "created_gte")
+    _unix_time(created_lte, "created_lte")
 
     kind = OBJECTS[listing.kind]
     table: Any = kind.table
@@ -700,6 +869,13 @@ def list_objects(
         stmt = stmt.where(table.subscription_id == subscription)
     if invoice is not None:
         stmt = stmt.where(table.invoice_id == invoice)
+    if type is not None:
+        wanted = matching(type)
+        stmt = stmt.where(table.type.in_(sorted(wanted))) if len(wanted) < len(EVENT_TYPES) else stmt
+    if created_gte is not None:
+        stmt = stmt.where(table.created >= created_gte)
+    if created_lte is not None:
+        stmt = stmt.where(table.created <= created_lte)
     if table is Customer:
         stmt = stmt.where(col(Customer.deleted).is_(False))
 
@@ -737,6 +913,29 @@ def _cursor(session: Session, kind: _Kind, order: list[Any], raw: str, field: st
     if anchor is None:
         raise NotFound(kind.name, raw, field=field)
     return tuple_(anchor.created, anchor.id)
+
+
+_KIND_OF_TABLE: dict[type[SQLModel], _Kind] = {kind.table: kind for kind in OBJECTS.values()}
+
+
+def render_rows(session: Session, rows: Sequence[SQLModel], *, now: int) -> list[dict[str, Any]]:
+    """Rows of a writing session, in their order, as ``billing get`` would print them once
+    the transaction commits: the session is flushed and expired (statements may have changed
+    rows behind the ORM), and each kind is read again with one query and rendered as a page."""
+    wanted = [(type(row), cast(Any, row).id) for row in rows]  # before expiry: no reload
+    session.flush()
+    session.expire_all()
+    view = _View(session, frozenset(), now)
+    groups: defaultdict[type[SQLModel], set[Any]] = defaultdict(set)
+    for table, object_id in wanted:
+        groups[table].add(object_id)
+    rendered: dict[tuple[type[SQLModel], Any], dict[str, Any]] = {}
+    for table, ids in groups.items():
+        kind, model = _KIND_OF_TABLE[table], cast(Any, table)
+        fresh = session.exec(select(model).where(model.id.in_(ids))).all()
+        for row, obj in zip(fresh, kind.render(view, fresh), strict=True):
+            rendered[(table, row.id)] = obj
+    return [rendered[key] for key in wanted]
 
 
 def customer_balances(session: Session, customer_id: str) -> dict[str, int]:

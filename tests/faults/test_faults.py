@@ -24,7 +24,15 @@ from tests.faults.harness import BeatProcess, Cluster, PostgresServer, RedisServ
 from tests.support import call, count, customer, get, items
 from worker.audit import audit_database
 from worker.db import get_engine, read_session
-from worker.tables import Invoice, InvoiceItem, MessageDelivery, OutboxMessage, TaskFailure
+from worker.tables import (
+    Event,
+    IdempotencyKey,
+    Invoice,
+    InvoiceItem,
+    MessageDelivery,
+    OutboxMessage,
+    TaskFailure,
+)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
@@ -89,6 +97,13 @@ def assert_books_clean() -> None:
     assert per_item, "the scenario made items"
 
 
+def events_of(object_id: str) -> list[str]:
+    """The types of the events whose object is ``object_id``, oldest first."""
+    with read_session() as session:
+        rows = session.execute(select(Event).order_by(Event.created, Event.id)).scalars().all()
+    return [row.type for row in rows if row.data["object"].get("id") == object_id]
+
+
 def backlog(currency: str = "cad", n: int = 10) -> str:
     cus = customer(currency)
     items(cus, currency, [100 + i for i in range(n)])
@@ -102,9 +117,11 @@ def test_sigkill_after_commit_before_ack_is_redelivered_and_replays(cluster: Clu
     invoice_id = client.create_invoice(customer=cus, finalize=True, idempotency_key="after-commit")
     worker.wait_dead()
     assert count(Invoice) == 1  # committed before the crash; the message was never acknowledged
+    assert events_of(invoice_id) == ["invoice.created", "invoice.finalized"]  # committed with it
     cluster.spawn()
     wait_for(lambda: redeliveries(CREATE) >= 1 and broker_empty(redis_url), what="the redelivered run")
     assert count(Invoice) == 1
+    assert events_of(invoice_id) == ["invoice.created", "invoice.finalized"]  # the replay wrote none
     assert get(invoice_id)["lines"]["total_count"] == 10
     assert count(TaskFailure) == 0
     assert_books_clean()
@@ -118,9 +135,11 @@ def test_sigkill_before_commit_rolls_back_and_invoices_once(cluster: Cluster, cl
     worker.wait_dead()
     assert count(Invoice) == 0  # rolled back
     assert count(InvoiceItem, InvoiceItem.invoice_id.is_(None)) == 10  # type: ignore[union-attr]
+    assert events_of(invoice_id) == []  # rolled back with it
     cluster.spawn()
     wait_for(lambda: count(Invoice) == 1 and broker_empty(redis_url), what="the invoice after redelivery")
     assert get(invoice_id)["status"] == "open"
+    assert events_of(invoice_id) == ["invoice.created", "invoice.finalized"]
     assert get(cus)["next_invoice_sequence"] == 2  # numbered once: no gap from the crashed attempt
     assert_books_clean()
 
@@ -395,5 +414,40 @@ def test_a_worker_killed_mid_batch_of_single_item_messages_loses_and_doubles_not
     with read_session() as session:
         stored = session.execute(select(InvoiceItem.id, InvoiceItem.amount)).all()
     assert sorted(stored) == sorted(zip(sent, range(100, 130), strict=True))
+    assert all(events_of(item) == ["invoiceitem.created"] for item in sent)  # one each, crash or not
     assert count(TaskFailure) == 0
     assert audit_database() == []
+
+
+@pytest.mark.parametrize("point", ["before_commit", "after_commit"])
+def test_a_list_killed_at_its_commit_has_its_items_and_one_summary_event_together(
+    cluster: Cluster, client: BillingClient, redis_url: str, point: str
+) -> None:
+    """Killed before its commit a list leaves neither items nor event; after it, both; the
+    redelivered message replays and writes no second event."""
+    cus = customer("usd")
+    worker = cluster.spawn(BILLING_FAILPOINTS=f"billing.invoice_items.create_many@{point}=kill_worker:once")
+    sent = client.create_invoice_items([{"customer": cus, "amount": 100 + n} for n in range(50)])
+    worker.wait_dead()
+    summaries = [events_of(key) for key in batch_keys()]
+    assert (count(InvoiceItem), summaries) == ((0, []) if point == "before_commit" else (50, [[BATCH]]))
+    cluster.spawn()
+    wait_for(lambda: count(InvoiceItem) == 50 and broker_empty(redis_url), timeout=45, what="the list, once")
+    (key,) = batch_keys()
+    assert events_of(key) == [BATCH]
+    with read_session() as session:
+        (event,) = session.execute(select(Event).where(Event.type == BATCH)).scalars()
+    assert event.data["object"]["items"] == sent
+    assert audit_database() == []
+
+
+BATCH = "invoiceitem.batch_created"
+
+
+def batch_keys() -> list[str]:
+    """The keys of the list requests that committed (a list's summary event has its key as id)."""
+    with read_session() as session:
+        keys = session.execute(
+            select(IdempotencyKey.key).where(IdempotencyKey.operation == "billing.invoice_items.create_many")
+        ).scalars()
+        return list(keys)

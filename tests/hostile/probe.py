@@ -15,8 +15,9 @@ from worker.db import read_session
 from worker.devtools.soak import wait_for
 from worker.tables import Customer, TaskFailure
 
-CANARY_WRITES = {"customers", "idempotency_keys"}
-"""What the canary (a customer create) writes; the hostile entry writes one task_failures row."""
+CANARY_WRITES = {"customers", "idempotency_keys", "events"}
+"""What the canary (a customer create) writes; the hostile entry writes one task_failures row
+(and its request.failed event)."""
 
 
 def failure_ids() -> set[str]:

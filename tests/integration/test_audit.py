@@ -11,12 +11,14 @@ from dataclasses import dataclass
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import create_engine, text
+from sqlmodel import col, select
 
 from tests.support import adjust, call, customer, get, invoice, items, run_chain
-from worker.audit import CHECKS, Violation, audit
+from worker.audit import CHECKS, EVENT_CHECKS, Violation, audit
 from worker.cli import main
 from worker.db import read_session
 from worker.settings import get_settings
+from worker.tables import Event
 
 
 @dataclass(frozen=True)
@@ -171,7 +173,11 @@ def deleted_transaction(url: str, h: History) -> set[tuple[str, str]]:
         "SELECT id FROM balance_transactions WHERE customer_id = :c AND currency = 'usd' AND sequence = 2",
         c=h.usd,
     )
-    return {("balance_is_sum_of_ledger", h.usd), ("ending_balance_running_sum", str(second))}
+    return {
+        ("balance_is_sum_of_ledger", h.usd),
+        ("ending_balance_running_sum", str(second)),
+        ("event_without_effect", event_of("customer.balance_transaction.created", h.adjustment)),
+    }
 
 
 def changed_subtotal(url: str, h: History) -> set[tuple[str, str]]:
@@ -238,6 +244,7 @@ def void_kept_the_credit(url: str, h: History) -> set[tuple[str, str]]:
     """The unapplied row of a void invoice goes, and the balance is made to agree with it."""
     unapplied = "FROM balance_transactions WHERE invoice_id = :i AND type = 'unapplied_from_invoice'"
     amount = int(str(scalar(url, f"SELECT amount {unapplied}", i=h.voided)))
+    row = str(scalar(url, f"SELECT id {unapplied}", i=h.voided))
     later = scalar(
         url,
         "SELECT count(*) FROM balance_transactions WHERE customer_id = :c AND currency = 'usd'"
@@ -254,7 +261,45 @@ def void_kept_the_credit(url: str, h: History) -> set[tuple[str, str]]:
         a=amount,
         c=h.usd,
     )
-    return {("applied_credit_matches_invoice", h.voided)}
+    return {
+        ("applied_credit_matches_invoice", h.voided),
+        ("event_without_effect", event_of("customer.balance_transaction.created", row)),
+    }
+
+
+def event_of(kind: str, object_id: str) -> str:
+    """The id of the ``kind`` event of ``object_id``."""
+    with read_session() as session:
+        rows = session.exec(select(Event).where(col(Event.type) == kind)).all()
+    (found,) = [row.id for row in rows if row.data["object"]["id"] == object_id]
+    return found
+
+
+def event_lost(url: str, h: History) -> set[tuple[str, str]]:
+    """A change committed without its event: the invoice is paid, no invoice.paid says so."""
+    execute(url, "DELETE FROM events WHERE id = :e", e=event_of("invoice.paid", h.paid_cn_invoice))
+    return {("effect_without_event", h.paid_cn_invoice)}
+
+
+def effect_lost(url: str, h: History) -> set[tuple[str, str]]:
+    """An event whose change did not happen: the voided invoice is back to open; a list's
+    summary names an item that is not there."""
+    execute(url, "UPDATE invoices SET voided_at = NULL WHERE id = :i", i=h.voided)
+    summary = event_of_list()
+    item = get(summary)["data"]["object"]["items"][0]
+    execute(url, "UPDATE invoice_items SET id = 'ii_gone' WHERE id = :i", i=item)
+    return {
+        ("event_without_effect", event_of("invoice.voided", h.voided)),
+        ("event_without_effect", summary),
+        ("effect_without_event", "ii_gone"),  # and the item under its new id has no event
+    }
+
+
+def event_of_list() -> str:
+    with read_session() as session:
+        found = session.exec(select(Event.id).where(col(Event.type) == "invoiceitem.batch_created")).first()
+    assert found
+    return found
 
 
 CORRUPTIONS = [
@@ -269,6 +314,8 @@ CORRUPTIONS = [
     transaction_on_invoice_of_another_currency,
     changed_amount_remaining,
     void_kept_the_credit,
+    event_lost,
+    effect_lost,
 ]
 
 
@@ -279,7 +326,7 @@ def test_each_corruption_is_reported_by_its_check(
     expected = corrupt(database, history)
     violations = run_audit()
     assert found(violations) == expected, [v.detail for v in violations]
-    assert all(v.check in CHECKS and v.detail for v in violations)
+    assert all(v.check in {**CHECKS, **EVENT_CHECKS} and v.detail for v in violations)
 
 
 def test_cli_audit_exits_0_when_clean_and_1_with_a_json_line_per_violation(
@@ -291,7 +338,7 @@ def test_cli_audit_exits_0_when_clean_and_1_with_a_json_line_per_violation(
 
     clean = runner.invoke(main, ["audit"])
     assert clean.exit_code == 0, clean.output
-    assert clean.stdout == f"audit: {len(CHECKS)} checks, 0 violations\n"
+    assert clean.stdout == f"audit: {len(CHECKS) + len(EVENT_CHECKS)} checks, 0 violations\n"
 
     changed_balance(database, history)
     changed_subtotal(database, history)

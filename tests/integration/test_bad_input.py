@@ -26,7 +26,6 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
-from sqlmodel import SQLModel
 
 import worker.tasks.base
 from domain.errors import (
@@ -41,13 +40,13 @@ from domain.errors import (
 )
 from tasks.ids import new_id
 from tasks.operations import REQUESTS
-from tests.support import call, customer, invoice, items, row_counts
+from tests.support import call, customer, invoice, items, row_counts, table_contents
 from worker import clock
 from worker.app import app
 from worker.db import read_session
 from worker.services.registry import run
 from worker.settings import get_settings
-from worker.tables import Customer, Invoice, TaskFailure
+from worker.tables import Customer, Event, Invoice, TaskFailure
 
 pytestmark = pytest.mark.usefixtures("database")
 
@@ -1664,20 +1663,6 @@ CASES = cases() + subscription_cases()
 # -- how a row is checked -----------------------------------------------------------------------
 
 
-def table_contents() -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every table, sorted: a refused request must leave all of them as they were."""
-    with read_session() as session:
-        return {
-            table.name: sorted(
-                (
-                    tuple(json.dumps(v, sort_keys=True, default=str) for v in row)
-                    for row in session.execute(select(table))
-                ),
-            )
-            for table in SQLModel.metadata.sorted_tables
-        }
-
-
 def failures() -> list[TaskFailure]:
     with read_session() as session:
         return list(session.execute(select(TaskFailure)).scalars())
@@ -1739,11 +1724,13 @@ def test_bad_input_is_refused_recorded_and_writes_nothing(case: Case, runs: list
     assert result.failed(), f"accepted: {result.result!r}"
     assert isinstance(result.result, BillingError), repr(result.result)
     after = row_counts()
-    assert after == {**counts, "task_failures": 1}
-    assert {name: rows for name, rows in table_contents().items() if name != "task_failures"} == {
-        name: rows for name, rows in contents.items() if name != "task_failures"
+    assert after == {**counts, "task_failures": 1, "events": counts["events"] + 1}
+    recorded = {"task_failures", "events"}
+    assert {name: rows for name, rows in table_contents().items() if name not in recorded} == {
+        name: rows for name, rows in contents.items() if name not in recorded
     }
     (failure,) = failures()
+    assert_reported(failure, case.error, sent)
     assert (failure.task_name, failure.error_type, failure.error_code, failure.error_field) == (
         case.task,
         case.error.__name__,
@@ -1754,6 +1741,113 @@ def test_bad_input_is_refused_recorded_and_writes_nothing(case: Case, runs: list
     assert failure.retryable is False
     assert_payload_kept(failure.payload, sent)
     assert runs == [case.task] * case.runs
+
+
+def assert_reported(failure: TaskFailure, error: type[BillingError], sent: dict[str, Any]) -> None:
+    """The failure is the request's one ``request.failed`` event, with Stripe's error type."""
+    with read_session() as session:
+        (event,) = session.execute(select(Event).where(Event.type == "request.failed")).scalars()
+    obj = event.data["object"]
+    assert (obj["task"], obj["task_id"], event.idempotency_key) == (
+        failure.task_name,
+        failure.task_id,
+        key if isinstance(key := sent.get("idempotency_key"), str) and len(key) <= 300 else None,
+    )
+    assert obj["error"] == {
+        "type": error.type,
+        "code": failure.error_code,
+        "field": failure.error_field,
+        "message": failure.error_message,
+    }
+
+
+# -- the invoice preview: not a task, a read; refused the same way, and still writes nothing -------
+
+
+@dataclass(frozen=True)
+class PreviewCase:
+    id: str
+    build: Build
+    """Creates what the row needs through the services and returns the preview's parameters."""
+    error: type[BillingError]
+    field: str
+
+
+def _pending(currency: str = "usd", amount: int = 1000) -> str:
+    cus = customer(currency)
+    items(cus, currency, [amount])
+    return cus
+
+
+def _own_subscription(*, canceled: bool = False, at_period_end: bool = False) -> dict[str, Any]:
+    cus = customer("usd")
+    sub = subscription(cus)
+    if canceled or at_period_end:
+        call(CANCEL, subscription=sub, at_period_end=at_period_end)
+    return {"customer": cus, "subscription": sub}
+
+
+PREVIEW_CASES = [
+    PreviewCase("unknown-customer", lambda: {"customer": unknown("cus")}, NotFound, "customer"),
+    PreviewCase("deleted-customer", lambda: {"customer": deleted_customer()}, NotFound, "customer"),
+    PreviewCase("empty-customer", lambda: {"customer": ""}, BadRequest, "customer"),
+    PreviewCase(
+        "unknown-currency", lambda: {"customer": _pending(), "currency": "usx"}, BadRequest, "currency"
+    ),
+    PreviewCase(
+        "uppercase-currency", lambda: {"customer": _pending(), "currency": "USD"}, BadRequest, "currency"
+    ),
+    PreviewCase("no-currency-at-all", lambda: {"customer": customer(None)}, BadRequest, "currency"),
+    PreviewCase("nothing-pending", lambda: {"customer": customer("usd")}, NothingToInvoice, "customer"),
+    PreviewCase(
+        "nothing-pending-in-that-currency",
+        lambda: {"customer": _pending("eur"), "currency": "usd"},
+        NothingToInvoice,
+        "customer",
+    ),
+    PreviewCase(
+        "unknown-subscription",
+        lambda: {"customer": customer("usd"), "subscription": unknown("sub")},
+        NotFound,
+        "subscription",
+    ),
+    PreviewCase(
+        "subscription-of-another-customer",
+        lambda: {"customer": _pending(), "subscription": subscription()},
+        BadRequest,
+        "subscription",
+    ),
+    PreviewCase(
+        "canceled-subscription", lambda: _own_subscription(canceled=True), WrongState, "subscription"
+    ),
+    PreviewCase(
+        "subscription-ending-at-period-end",
+        lambda: _own_subscription(at_period_end=True),
+        WrongState,
+        "subscription",
+    ),
+    PreviewCase(
+        "subscription-in-another-currency",
+        lambda: {**_own_subscription(), "currency": "eur"},
+        BadRequest,
+        "currency",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", PREVIEW_CASES, ids=[case.id for case in PREVIEW_CASES])
+def test_a_bad_preview_is_refused_with_its_field_and_writes_nothing(case: PreviewCase) -> None:
+    from worker.services.invoices import preview
+
+    params = case.build()
+    contents = table_contents()
+
+    with pytest.raises(BillingError) as error:
+        preview(**params)
+
+    assert (type(error.value), error.value.field) == (case.error, case.field), error.value.message
+    assert error.value.message
+    assert table_contents() == contents
 
 
 # -- beyond the table ---------------------------------------------------------------------------
@@ -1857,7 +1951,7 @@ def test_a_message_the_task_signature_cannot_take_is_still_recorded(
     counts = row_counts()
     result = app.tasks[CUSTOMERS_CREATE].apply(args=args, kwargs=kwargs)
     assert result.failed()
-    assert row_counts() == {**counts, "task_failures": 1}
+    assert row_counts() == {**counts, "task_failures": 1, "events": counts["events"] + 1}  # request.failed
     (failure,) = failures()
     assert (failure.task_name, failure.error_type, failure.error_code) == (
         CUSTOMERS_CREATE,
@@ -1875,7 +1969,7 @@ def test_an_unknown_parameter_with_a_long_name_is_still_recorded() -> None:
     result = app.tasks[CUSTOMERS_CREATE].apply(kwargs=copy.deepcopy(payload))
     assert result.failed()
     assert type(result.result) is BadRequest and result.result.field == name
-    assert row_counts() == {**counts, "task_failures": 1}
+    assert row_counts() == {**counts, "task_failures": 1, "events": counts["events"] + 1}  # request.failed
     (failure,) = failures()
     assert (failure.error_type, failure.error_code) == ("BadRequest", "invalid_request")
     assert failure.error_field and name.startswith(failure.error_field)

@@ -134,7 +134,11 @@ def test_a_bad_call_raises_the_workers_bad_request_and_sends_nothing(
         error.field,
         error.message,
     )
-    assert row_counts() == {**counts, "task_failures": counts["task_failures"] + 1}
+    assert row_counts() == {
+        **counts,
+        "task_failures": counts["task_failures"] + 1,
+        "events": counts["events"] + 1,  # request.failed
+    }
     failure = recorded_failure()
     assert (failure.error_type, failure.error_field, failure.error_message) == (
         "BadRequest",

@@ -45,7 +45,7 @@ def test_a_recorded_failure_is_the_request_s_fate(database: str) -> None:
     shown = fate("void-key", "--database")
     assert (shown["status"], shown["failed_key"], shown["ids"]) == ("failed", "void-key", [])
     assert shown["error"] == {
-        "type": "WrongState", "code": "invalid_state", "field": "invoice",
-        "message": "invoice in_GONE is void; it cannot be voided",
+        "type": "invalid_request_error", "code": "invalid_state", "field": "invoice",
+        "message": "invoice in_GONE is void; it cannot be voided", "class": "WrongState",
     }  # fmt: skip
     assert fate("nobody-sent-this")["status"] == "pending"

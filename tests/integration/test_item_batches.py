@@ -28,11 +28,12 @@ def message(customer_id: str, **fields: Any) -> dict[str, Any]:
 
 
 def grown(before: dict[str, int], n: int) -> dict[str, int]:
-    """Row counts after ``n`` more items, each with its idempotency key."""
+    """Row counts after ``n`` more items, each with its idempotency key and its event."""
     return {
         **before,
         "invoice_items": before["invoice_items"] + n,
         "idempotency_keys": before["idempotency_keys"] + n,
+        "events": before["events"] + n,
     }
 
 

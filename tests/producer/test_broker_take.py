@@ -142,6 +142,27 @@ def test_a_checked_entry_without_a_delivery_tag_moves_to_the_refused_list(
     assert b"delivery_tag" in reason
 
 
+def test_a_checked_entry_forging_an_unacked_tag_moves_to_the_refused_list(
+    fake_redis: fakeredis.FakeRedis,
+) -> None:
+    """A second record under one tag would replace the first message's (lost if its worker then
+    dies), and the first ack would remove both: the copy is refused, the original untouched."""
+    original, forged = kombu_message("tag-1", routing_key="q"), kombu_message("tag-1", routing_key="x")
+    fake_redis.lpush("q", original, forged)
+    take(fake_redis, "q", checked=True)
+
+    assert take(fake_redis, "q", checked=True) == [b"q", forged.encode(), None]
+    assert fake_redis.hgetall("unacked") == {b"tag-1": f'[{original},"","q"]'.encode()}
+    (refused,) = fake_redis.lrange(REFUSED_KEY, 0, -1)
+    assert refused.split(b"\n", 3)[2:] == [
+        b"properties.delivery_tag is the tag of a message still unacknowledged",
+        forged.encode(),
+    ]
+    # Unchecked (kombu's own behaviour), the same entry is taken as it comes.
+    fake_redis.lpush("q", forged)
+    assert take(fake_redis, "q") == [b"q", forged.encode(), b"tag-1"]
+
+
 def test_a_message_without_delivery_info_is_recorded_with_empty_routing(
     fake_redis: fakeredis.FakeRedis,
 ) -> None:
@@ -367,3 +388,27 @@ def test_an_acked_message_is_never_restored(
     clock[0] = NOW + 10 * 3600
     restore_visible(connection)
     assert fake_redis.llen("a") == 0
+
+
+def test_a_taken_message_is_recorded_by_the_take_alone(
+    connection: Connection, fake_redis: fakeredis.FakeRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kombu's ``QoS.append`` would write the record again, in a transaction that Redis refuses
+    under maxmemory: raised in the worker's main process, that refusal stopped the worker with
+    the message taken. The take's record stands (its time, not a rewrite's); the consumer only
+    remembers the message, and its ack still removes the record."""
+    monkeypatch.setattr(broker, "time", lambda: NOW)
+    monkeypatch.setattr(kombu_redis, "time", lambda: NOW + 50)
+    channel = connection.default_channel
+    received: list[Any] = []
+    A(channel).declare()
+    channel.basic_consume("a", False, received.append, consumer_tag="a")
+    publish(connection, A, {"n": 5})
+    assert poll(connection)
+    (message,) = received
+    assert fake_redis.zscore("unacked_index", message.delivery_tag) == NOW
+    assert message.delivery_tag in channel.qos._delivered
+    assert channel.recorded_tag is None  # only while the entry is handed over
+
+    message.ack()
+    assert (fake_redis.hlen("unacked"), fake_redis.zcard("unacked_index")) == (0, 0)

@@ -636,3 +636,22 @@ def test_an_empty_idempotency_key_is_refused_not_replaced(
         call(billing)
     assert refused.value.field == "idempotency_key"
     assert fake_redis.keys("*") == []
+
+
+def test_the_headers_monitors_show_carry_no_personal_data(
+    billing: BillingClient, fake_redis: fakeredis.FakeRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Flower, task events and Celery's log lines show a message's ``kwargsrepr`` header, never its
+    body: made at publish time without the customer's personal data; the body is unchanged."""
+    address = {"line1": "1 Main St", "city": "Springfield", "country": "US"}
+    billing.create_customer(email="ada@example.com", name="Ada", phone="+1 555 0100", address=address,
+                            metadata={"plan": "pro"}, idempotency_key="redact-1")  # fmt: skip
+    monkeypatch.setenv("BILLING_REDACT_TASK_ARGS", "false")
+    billing.create_customer(email="bob@example.com", idempotency_key="redact-2")
+    (first, body), (second, _) = taken(fake_redis, DEFAULT)
+    shown = first["headers"]["kwargsrepr"]
+    for personal in ("ada@example.com", "Ada'", "555", "Main St"):
+        assert personal not in shown
+    assert "'email': '[redacted]'" in shown and "'plan': 'pro'" in shown and "redact-1" in shown
+    assert (body[1]["email"], body[1]["address"]) == ("ada@example.com", address)
+    assert "bob@example.com" in second["headers"]["kwargsrepr"]  # an operator's choice

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.broker import transport_for
+from tasks.broker import UnsupportedBroker, transport_for
+from tasks.client import BillingClient
 from tasks.operations import (
     ALL_QUEUES,
     OPERATIONS,
@@ -59,11 +60,39 @@ def test_a_name_outside_the_table_goes_to_the_default_queue(name: str) -> None:
     ("url", "transport"),
     [
         ("redis://localhost:6379/0", "tasks.broker:Transport"),
-        ("rediss://cache.example.com:6380/1", "tasks.broker:Transport"),
+        ("rediss://cache.example.com:6380/1", "tasks.broker:SecureTransport"),
         ("memory://localhost/", None),
         ("amqp://guest@localhost//", None),
-        ("sentinel://localhost:26379", None),
     ],
 )
 def test_redis_urls_select_the_projects_transport(url: str, transport: str | None) -> None:
     assert transport_for(url) == transport
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://billing:s3cret@localhost:6379/0",
+        "rediss://billing:s3cret@cache.example.com:6380/1?ssl_cert_reqs=required",
+    ],
+)
+def test_the_connection_keeps_the_url_it_was_given(url: str) -> None:
+    """The transport is chosen by ``broker_transport``, never by rewriting the URL: what a
+    connection reports (Celery's banner, Flower's Broker page) is the URL, password masked."""
+    from celery import Celery
+
+    app = Celery("t", broker=url, set_as_current=False)
+    app.conf.broker_transport = transport_for(url)
+    with app.connection_for_write() as connection:
+        assert type(connection.transport).__module__ == "tasks.broker"
+        assert connection.as_uri(include_password=True) == url.split("?")[0]
+        assert "s3cret" not in connection.as_uri()
+
+
+@pytest.mark.parametrize("url", ["sentinel://localhost:26379", "sentinel://h1:26379;sentinel://h2:26379"])
+def test_a_sentinel_url_is_refused_loudly(url: str) -> None:
+    """kombu's Sentinel transport takes a message in two round trips: it would lose the guarantee."""
+    with pytest.raises(UnsupportedBroker, match="sentinel"):
+        transport_for(url)
+    with pytest.raises(UnsupportedBroker):
+        BillingClient(broker_url=url)

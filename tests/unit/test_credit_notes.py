@@ -10,12 +10,16 @@ from domain.credit_notes import (
     CreditableInvoice,
     CreditNotePlan,
     CreditNoteStatus,
+    NoteAmounts,
     credit_note_number,
     creditable_amount,
+    note_amounts,
     plan_credit_note,
+    pre_and_post_payment,
     void_note,
 )
 from domain.errors import BadRequest, WrongState
+from domain.pricing import DiscountAmount, TaxAmount
 
 
 def invoice(
@@ -208,3 +212,58 @@ def test_notes_are_voided_only_on_open_invoices(status: str) -> None:
     assert caught.value.message == (
         f"invoice in_TEST is {status}; credit notes can be voided only on open invoices"
     )
+
+
+# Stripe's amounts on a note (domain/README.md §7: a note carries its share of the invoice's
+# discounts and taxes)
+
+VAT_EXCLUSIVE = TaxAmount("txr_vat", 90, 1800, False)
+TEN_OFF = DiscountAmount("TEN", 200)
+
+
+def test_a_note_of_the_whole_total_repeats_the_invoice_figures() -> None:
+    """§4.1: 2000 with 10 % off and 5 % exclusive tax -> discount 200, tax 90, total 1890."""
+    amounts = note_amounts(1890, 1890, [TEN_OFF], [VAT_EXCLUSIVE])
+    assert amounts == NoteAmounts(
+        subtotal=2000,
+        subtotal_excluding_tax=2000,
+        total=1890,
+        total_excluding_tax=1800,
+        discount_amounts=(TEN_OFF,),
+        total_taxes=(VAT_EXCLUSIVE,),
+    )
+    assert amounts.discount_amount == 200
+
+
+def test_a_third_of_the_total_carries_a_third_of_each_discount_and_tax() -> None:
+    amounts = note_amounts(630, 1890, [TEN_OFF], [VAT_EXCLUSIVE])
+    assert amounts.discount_amounts == (DiscountAmount("TEN", 67),)  # 66.67 half up
+    assert amounts.total_taxes == (TaxAmount("txr_vat", 30, 600, False),)
+    assert (amounts.total, amounts.total_excluding_tax, amounts.subtotal, amounts.subtotal_excluding_tax) == (
+        630,
+        600,
+        667,  # 630 - 30 of exclusive tax + 67 of discount
+        667,
+    )
+
+
+def test_inclusive_tax_is_inside_the_subtotal_but_not_inside_subtotal_excluding_tax() -> None:
+    """§6: 10000 at 10 % inclusive -> tax 909; half of it credited: 5000, of which 455 tax."""
+    amounts = note_amounts(5000, 10000, [], [TaxAmount("txr_incl", 909, 9091, True)])
+    assert amounts.total_taxes == (TaxAmount("txr_incl", 455, 4546, True),)
+    assert (amounts.subtotal, amounts.subtotal_excluding_tax, amounts.total, amounts.total_excluding_tax) == (
+        5000,
+        4545,
+        5000,
+        4545,
+    )
+    assert (amounts.discount_amount, amounts.discount_amounts) == (0, ())
+
+
+def test_pre_and_post_payment_split_the_amount_at_the_amount_due() -> None:
+    """§7: 3000 invoice, 1000 of it paid by credit balance (2000 due), a note of 2500 -> 2000
+    lowers the amount due, 500 goes back to the balance."""
+    plan = plan_credit_note(invoice("open", amount_remaining=2000), 2500)
+    assert pre_and_post_payment(plan.amount, plan.amount_due_reduction) == (2000, 500)
+    paid = plan_credit_note(invoice("paid"), 1200, refund_amount=1200)
+    assert pre_and_post_payment(paid.amount, paid.amount_due_reduction) == (0, 1200)

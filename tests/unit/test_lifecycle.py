@@ -172,3 +172,30 @@ def ts(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: 
 )
 def test_add_months(start: int, months: int, expected: int) -> None:
     assert add_months(start, months) == expected
+
+
+# Stripe's derived invoice fields (domain/README.md §4, §4.1)
+
+
+def test_subtotal_excluding_tax_is_total_excluding_tax_plus_the_discounts() -> None:
+    """§4.1: 2000, 10 % off, 5 % exclusive -> total_excluding_tax 1800, so 2000. §6: 10000 at
+    10 % inclusive -> total_excluding_tax 9091, nothing off, so 9091."""
+    assert invoices.subtotal_excluding_tax(1800, [200]) == 2000
+    assert invoices.subtotal_excluding_tax(9091, []) == 9091
+    assert invoices.subtotal_excluding_tax(8182, [900, 100]) == 9182
+
+
+@pytest.mark.parametrize(
+    ("status", "auto_advance", "expected"),
+    [("draft", True, 1_000 + 3600), ("draft", False, None), ("open", True, None), ("paid", True, None)],
+)
+def test_automatically_finalizes_at_an_hour_after_an_auto_advance_draft_was_made(
+    status: str, auto_advance: bool, expected: int | None
+) -> None:
+    assert invoices.automatically_finalizes_at(status, auto_advance, 1_000) == expected
+
+
+def test_a_cycle_invoice_looks_back_one_period_any_other_is_its_instant() -> None:
+    march, april = 1_772_359_200, 1_775_037_600  # 2026-03-01 and 2026-04-01, 10:00 UTC
+    assert invoices.invoice_period(april, (march, april)) == (march, april)
+    assert invoices.invoice_period(april + 5, None) == (april + 5, april + 5)

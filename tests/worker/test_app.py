@@ -9,7 +9,8 @@ import pytest
 from celery import Celery
 
 from tasks.operations import ALL_QUEUES, OPERATIONS, Batching, Operation, queue_for
-from worker.app import _project_log_level, app, beat_schedule
+from worker.app import app, beat_schedule
+from worker.logs import configure
 from worker.services import registry
 from worker.tasks import BillingBatchTask, BillingTask, register
 
@@ -77,7 +78,7 @@ def test_billing_log_level_sets_the_projects_loggers(
     monkeypatch.setenv("BILLING_LOG_LEVEL", setting)
     get_settings.cache_clear()
     try:
-        _project_log_level()
+        configure(logging.getLogger("test.app.level"))  # a logger of its own: no handler of pytest changed
         assert logging.getLogger("billing.tasks").getEffectiveLevel() == level
     finally:
         logger.setLevel(before)

@@ -52,3 +52,27 @@ def test_the_demo_tells_its_story_with_exact_figures() -> None:
     ]
     assert count(TaskFailure) == 0
     assert printed[-1] == "Recorded task failures: 0"
+
+
+@pytest.mark.postgres
+def test_the_demo_never_prints_a_password(postgres: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo prints the database and broker URLs it uses: masked (PostgreSQL here trusts local
+    connections, so the password is carried and never checked)."""
+    from sqlalchemy.engine import make_url
+
+    from worker.app import app
+    from worker.db import dispose_engines
+    from worker.devtools.embedded import EmbeddedWorker
+    from worker.settings import get_settings
+
+    secret = "Pa55-w0rd-s3cret"
+    monkeypatch.setenv(
+        "BILLING_DATABASE_URL", make_url(postgres).set(password=secret).render_as_string(hide_password=False)
+    )
+    get_settings.cache_clear()
+    dispose_engines()
+    EmbeddedWorker(app).purge()
+    printed: list[str] = []
+    run_demo(printed.append)
+    assert printed[0].startswith("database: postgresql+psycopg://postgres:***@")
+    assert not [line for line in printed if secret in line]

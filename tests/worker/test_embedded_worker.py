@@ -52,9 +52,10 @@ def test_a_message_that_cannot_succeed_is_recorded_not_dropped(
     client.create_invoice_item(customer="cus_DOESNOTEXIST", currency="usd", amount=100)
     worker.wait_idle()
     failures = get_failures()
-    assert [(f["task_name"], f["error"]["type"], f["error"]["field"]) for f in failures] == [
+    assert [(f["task_name"], f["error"]["class"], f["error"]["field"]) for f in failures] == [
         ("billing.invoice_items.create", "NotFound", "customer")
     ]
+    assert failures[0]["error"]["type"] == "invalid_request_error"
     assert failures[0]["payload"]["customer"] == "cus_DOESNOTEXIST"
     assert failures[0]["attempts"] == 1
     assert count(TaskFailure) == 1
@@ -122,6 +123,7 @@ def test_each_request_s_fate_without_the_database(running: tuple[BillingClient, 
     assert (fate.status, fate.failed_key, fate.ids) == ("failed", again.idempotency_key, ())
     assert fate.error is not None
     error = (fate.error["type"], fate.error["code"], fate.error["field"])
-    assert error == ("WrongState", "invalid_state", "invoice")
+    assert error == ("invalid_request_error", "invalid_state", "invoice")  # Stripe's type
+    assert fate.error["class"] == "WrongState"
     assert invoice in fate.error["message"]
     assert voided.fate().status == "succeeded"  # one request's failure is not another's

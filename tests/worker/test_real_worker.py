@@ -174,11 +174,8 @@ def test_a_producer_waits_for_each_request_s_fate(
     again = client.void_invoice(invoice)  # a bad request: the invoice is void already
     fate = again.wait(timeout=60)
     assert fate.status == "failed" and fate.error is not None
-    assert (fate.error["type"], fate.error["code"], fate.error["field"]) == (
-        "WrongState",
-        "invalid_state",
-        "invoice",
-    )
+    error = (fate.error["type"], fate.error["code"], fate.error["field"], fate.error["class"])
+    assert error == ("invalid_request_error", "invalid_state", "invoice", "WrongState")
 
     monkeypatch.setenv("BILLING_BROKER_URL", worker_process)
     get_settings.cache_clear()

@@ -59,7 +59,11 @@ def test_a_pickled_message_is_refused_and_recorded(worker: EmbeddedWorker) -> No
         "billing.customers.create", "BadRequest", "invalid_request",
     )  # fmt: skip
     assert "application/x-python-serialize" in refused.error_message
-    assert row_counts() == {**before, "task_failures": before["task_failures"] + 1}
+    assert row_counts() == {
+        **before,
+        "task_failures": before["task_failures"] + 1,
+        "events": before["events"] + 1,  # request.failed
+    }
 
 
 def test_an_unknown_task_name_is_refused_and_recorded(worker: EmbeddedWorker) -> None:
@@ -130,6 +134,7 @@ def test_a_refused_entry_whose_key_can_be_read_fails_its_request_s_fate() -> Non
     fate = resolve(MEMORY, [key])  # the broker of the tests' settings: in-process
     assert (fate.status, fate.failed_key) == ("failed", key)
     assert fate.error is not None
-    assert (fate.error["type"], fate.error["field"]) == ("BadRequest", "message")
+    error = (fate.error["type"], fate.error["field"], fate.error["class"])
+    assert error == ("invalid_request_error", "message", "BadRequest")
     assert fate.error["message"] == "refused queue entry: headers.timelimit: must be a pair"
     assert count(TaskFailure) == 1

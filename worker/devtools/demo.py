@@ -23,6 +23,7 @@ from tasks.client import BillingClient
 from tasks.ids import derived_id
 from worker.db import read_session
 from worker.devtools.embedded import EmbeddedWorker
+from worker.logs import mask_secrets
 from worker.settings import get_settings
 from worker.views import customer_balances, get_object, list_objects
 
@@ -245,7 +246,7 @@ def run_demo(echo: Callable[[str], None] = click.echo) -> dict[str, Any]:
     from worker.migrate import upgrade
 
     settings = get_settings()
-    echo(f"database: {settings.database_url}\nbroker:   {settings.broker_url}")
+    echo(f"database: {mask_secrets(settings.database_url)}\nbroker:   {mask_secrets(settings.broker_url)}")
     upgrade()
     with EmbeddedWorker(app) as worker:
         run = enqueue_and_run(BillingClient(app=app), worker, echo)

@@ -22,7 +22,7 @@ def create(request: Request, command: BalanceTransactionCreate) -> Outcome:
     check_amount(command.amount, currency=currency)
     request.ensure_new(BalanceTransaction, command.id, resource="balance transaction")
     set_default_currency(customer, currency, field="customer")
-    ledger.append(
+    txn = ledger.append(
         request.session,
         customer_id=customer.id,
         currency=currency,
@@ -33,4 +33,6 @@ def create(request: Request, command: BalanceTransactionCreate) -> Outcome:
         metadata=command.metadata,
         transaction_id=command.id,
     )
+    if txn is not None:
+        request.emit("customer.balance_transaction.created", txn)
     return request.done(command.id)

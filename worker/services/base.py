@@ -17,8 +17,10 @@ from domain.errors import BadRequest, IdempotencyConflict, NotFound, Parked
 from tasks.contracts import Contract
 from worker import clock
 from worker.db import UnitOfWork, table_of
+from worker.events import Emitted, write_events
 from worker.failpoints import failpoint
 from worker.tables import Customer, IdempotencyKey, OutboxMessage, SandboxClock
+from worker.views import render_rows
 
 Row = TypeVar("Row", bound=SQLModel)
 
@@ -43,6 +45,8 @@ class Outcome:
     id: str | None
     replayed: bool = False
     follow_ups: list[FollowUp] = field(default_factory=list)
+    events: list[Emitted] = field(default_factory=list)
+    """What the request emitted (``Request.emit``); a replay emits nothing."""
     key: str | None = None
     """The request's key, set once committed (``execute``): its fate is written under it."""
 
@@ -71,7 +75,8 @@ def key_row(
 
 # FOR NO KEY UPDATE on PostgreSQL: billing operations still queue up behind each other, but
 # rows that merely reference the customer (invoice items being added) do not wait for them.
-_LOCK_CUSTOMER = select(Customer).where(col(Customer.id) == bindparam("id")).with_for_update(key_share=True)
+_CUSTOMER = select(Customer).where(col(Customer.id) == bindparam("id"))
+_LOCK_CUSTOMER = _CUSTOMER.with_for_update(key_share=True)
 
 
 @dataclass(slots=True)
@@ -95,9 +100,24 @@ class Request:
     """This transaction runs again after a unique violation (see ``execute``)."""
     key_row: dict[str, Any] | None = None
     """The idempotency key to store, once ``done``."""
+    idempotency_key: str | None = None
+    """The producer's key (a chain's part n is stored under ``<key>:part<n>``): its events'
+    ``request.idempotency_key``; their ``request.id`` is ``key``."""
+    events: list[Emitted] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.received = self.received or self.now
+        self.idempotency_key = self.idempotency_key or self.key
+
+    def emit(self, type: str, obj: dict[str, Any] | SQLModel, previous: dict[str, Any] | None = None) -> None:
+        """An event of this request, written with its effect (``worker.events``): ``obj`` is a
+        table row (rendered as it is when the transaction ends) or an object rendered already
+        (``render``: what the transaction deletes); ``previous`` the object before an update."""
+        self.events.append(Emitted(type, obj, previous, self.key, self.idempotency_key))
+
+    def render(self, row: SQLModel) -> dict[str, Any]:
+        """``row`` as ``billing get`` prints it at this point of the transaction."""
+        return render_rows(self.session, [row], now=self.received)[0]
 
     def replayed(self) -> Outcome | None:
         """The earlier outcome for this key, or None. Same key, other parameters: an error.
@@ -125,7 +145,7 @@ class Request:
     def done(self, resource_id: str | None, **extra: Any) -> Outcome:
         """The operation's effect is made: its key is stored with it (``settle``)."""
         self.key_row = key_row(self.key, self.operation, self.fingerprint, resource_id, self.received)
-        return Outcome(resource_id, **extra)
+        return Outcome(resource_id, events=self.events, **extra)
 
     def get(self, model: type[Row], object_id: str, *, resource: str, field: str) -> Row:
         row = self.session.get(model, object_id)
@@ -146,14 +166,16 @@ class Request:
         if (self.retry or not on_conflict) and self.session.get(model, object_id) is not None:
             raise BadRequest(f"{resource} {object_id} already exists", field="id")
 
-    def lock_customer(self, customer_id: str, *, field: str = "customer") -> Customer:
+    def lock_customer(self, customer_id: str, *, field: str = "customer", lock: bool = True) -> Customer:
         """Serialise every change to one customer's books (row lock; SQLite: BEGIN IMMEDIATE).
 
         A deleted customer cannot be billed, except that a request already done before
         the deletion still replays its result. A customer on a test clock is billed at the
-        clock's time: from here on ``now`` is the clock's ``frozen_time``.
+        clock's time: from here on ``now`` is the clock's ``frozen_time``. ``lock=False``:
+        the same checks and time without the lock, for a read (an invoice preview).
         """
-        customer = self.session.scalars(_LOCK_CUSTOMER, {"id": customer_id}).one_or_none()
+        stmt = _LOCK_CUSTOMER if lock else _CUSTOMER
+        customer = self.session.scalars(stmt, {"id": customer_id}).one_or_none()
         if customer is None:
             raise NotFound("customer", customer_id, field=field)
         if customer.deleted and self.session.get(IdempotencyKey, self.key) is None:
@@ -300,10 +322,12 @@ def execute(
                     redeliveries,
                     redelivery_cap,
                     retry=attempt > 1,
+                    idempotency_key=getattr(command, "idempotency_key", None),
                 )
                 outcome = service(request, command)
                 settle(request)
                 outcome.follow_ups = write_outbox(uow.session, outcome.follow_ups, request.received)
+                write_events(uow.session, outcome.events, request.received)
                 failpoint("before_commit", operation)
                 uow.commit()
             failpoint("after_commit", operation)
@@ -345,6 +369,7 @@ def execute_together(
         for outcome in settled:
             if outcome is not None and outcome.follow_ups:
                 outcome.follow_ups = write_outbox(uow.session, outcome.follow_ups, now)
+        write_events(uow.session, [e for outcome in settled if outcome for e in outcome.events], now)
         failpoint("before_commit", operation)
         uow.commit()
     failpoint("after_commit", operation)

@@ -23,20 +23,20 @@ def create(request: Request, command: CouponCreate) -> Outcome:
     options = {cur: opt.amount_off for cur, opt in (command.currency_options or {}).items()}
     for cur, amount in options.items():
         check_amount(amount, f"currency_options.{cur}.amount_off", currency=cur)
-    request.session.add(
-        CouponRow(
-            id=command.id,
-            name=command.name,
-            percent_off=command.percent_off,
-            amount_off=command.amount_off,
-            currency=command.currency,
-            currency_options=options or None,
-            duration=command.duration,
-            duration_in_months=command.duration_in_months,
-            max_redemptions=command.max_redemptions,
-            redeem_by=command.redeem_by,
-            metadata_=command.metadata,
-            created=request.now,
-        )
+    coupon = CouponRow(
+        id=command.id,
+        name=command.name,
+        percent_off=command.percent_off,
+        amount_off=command.amount_off,
+        currency=command.currency,
+        currency_options=options or None,
+        duration=command.duration,
+        duration_in_months=command.duration_in_months,
+        max_redemptions=command.max_redemptions,
+        redeem_by=command.redeem_by,
+        metadata_=command.metadata,
+        created=request.now,
     )
+    request.session.add(coupon)
+    request.emit("coupon.created", coupon)
     return request.done(command.id)

@@ -108,6 +108,9 @@ def create(request: Request, command: CreditNoteCreate) -> Outcome:
         credit_note_id=note.id,
     )
     note.customer_balance_transaction = txn.id if txn else None
+    request.emit("credit_note.created", note)
+    if txn is not None:
+        request.emit("customer.balance_transaction.created", txn)
     if plan.type == rules.PRE_PAYMENT:
         invoice.pre_payment_credit_notes_amount += plan.amount
         invoice.amount_due -= plan.amount_due_reduction
@@ -116,6 +119,7 @@ def create(request: Request, command: CreditNoteCreate) -> Outcome:
         if settled != invoice.status:  # the note took what remained: paid
             invoice.status = settled
             invoice.paid_at = request.now
+            request.emit("invoice.paid", invoice)
     else:
         invoice.post_payment_credit_notes_amount += plan.amount
     return request.done(note.id)
@@ -134,7 +138,7 @@ def void(request: Request, command: CreditNoteVoid) -> Outcome:
     note = request.session.get(CreditNote, command.credit_note, populate_existing=True)
     assert note is not None
     voided = rules.void_note(note.id, note.status, invoice.id, invoice.status)
-    ledger.append(
+    txn = ledger.append(
         request.session,
         customer_id=invoice.customer_id,
         currency=invoice.currency,
@@ -153,4 +157,7 @@ def void(request: Request, command: CreditNoteVoid) -> Outcome:
         invoice.post_payment_credit_notes_amount -= note.amount
     note.status = voided
     note.voided_at = request.now
+    request.emit("credit_note.voided", note)
+    if txn is not None:
+        request.emit("customer.balance_transaction.created", txn)
     return request.done(note.id)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from sqlalchemy import delete as delete_rows
 from sqlalchemy import select
 from sqlalchemy import update as update_rows
 from sqlmodel import col
@@ -106,6 +105,7 @@ def create(request: Request, command: CustomerCreate) -> Outcome:
                 created=request.now,
             )
         )
+    request.emit("customer.created", customer)
     return request.done(command.id)
 
 
@@ -113,6 +113,7 @@ def update(request: Request, command: CustomerUpdate) -> Outcome:
     customer = request.lock_customer(command.customer)
     if prior := request.replayed():
         return prior
+    before = request.render(customer)
     if command.currency is not None:
         set_default_currency(customer, command.currency)
     if command.invoice_prefix is not None and command.invoice_prefix != customer.invoice_prefix:
@@ -121,6 +122,7 @@ def update(request: Request, command: CustomerUpdate) -> Outcome:
             raise BadRequest("cannot change once the customer has numbered invoices", field="invoice_prefix")
         customer.invoice_prefix = command.invoice_prefix
     _apply_profile(customer, command)
+    request.emit("customer.updated", customer, previous=before)
     return request.done(customer.id)
 
 
@@ -131,6 +133,14 @@ def delete(request: Request, command: CustomerDelete) -> Outcome:
     if prior := request.replayed():
         return prior
     customer.deleted = True
+    active = request.session.execute(
+        select(Subscription).where(
+            col(Subscription.customer_id) == customer.id,
+            col(Subscription.status) == SubscriptionStatus.ACTIVE,
+        )
+    ).scalars()
+    for subscription in active:
+        request.emit("customer.subscription.deleted", subscription)
     request.session.execute(
         update_rows(Subscription)
         .where(
@@ -140,5 +150,11 @@ def delete(request: Request, command: CustomerDelete) -> Outcome:
         .values(status=SubscriptionStatus.CANCELED, canceled_at=request.now, ended_at=request.now)
         .execution_options(synchronize_session=False)
     )
-    request.session.execute(delete_rows(DiscountRow).where(col(DiscountRow.customer_id) == customer.id))
+    discount = request.session.execute(
+        select(DiscountRow).where(col(DiscountRow.customer_id) == customer.id)
+    ).scalar_one_or_none()
+    if discount is not None:
+        request.emit("customer.discount.deleted", request.render(discount))
+        request.session.delete(discount)
+    request.emit("customer.deleted", customer)
     return request.done(customer.id)

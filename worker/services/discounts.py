@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete as delete_rows
 from sqlalchemy import select
 from sqlmodel import col
 
@@ -24,19 +23,25 @@ def create(request: Request, command: CustomerDiscountCreate) -> Outcome:
     coupon = request.get(CouponRow, command.coupon, resource="coupon", field="coupon")
     check_redeemable(redemptions(coupon), request.now, field="coupon")
     coupon.times_redeemed += 1
-    request.session.execute(delete_rows(DiscountRow).where(col(DiscountRow.customer_id) == customer.id))
+    replaced = request.session.execute(
+        select(DiscountRow).where(col(DiscountRow.customer_id) == customer.id)
+    ).scalar()
+    if replaced is not None:
+        request.emit("customer.discount.deleted", request.render(replaced))
+        request.session.delete(replaced)
+        request.session.flush()  # before the new one: one discount per customer
     end = add_months(request.now, coupon.duration_in_months) if coupon.duration_in_months else None
     discount_id = derived_id(PREFIXES["discount"], request.key)
-    request.session.add(
-        DiscountRow(
-            id=discount_id,
-            customer_id=customer.id,
-            coupon_id=coupon.id,
-            start=request.now,
-            end=end,
-            created=request.now,
-        )
+    discount = DiscountRow(
+        id=discount_id,
+        customer_id=customer.id,
+        coupon_id=coupon.id,
+        start=request.now,
+        end=end,
+        created=request.now,
     )
+    request.session.add(discount)
+    request.emit("customer.discount.created", discount)
     return request.done(discount_id)
 
 
@@ -49,5 +54,6 @@ def delete(request: Request, command: CustomerDiscountDelete) -> Outcome:
     ).scalar()
     if held is None:
         raise NotFound("discount of customer", customer.id, field="customer")
+    request.emit("customer.discount.deleted", request.render(held))
     request.session.delete(held)
     return request.done(held.id)

@@ -13,8 +13,10 @@ from domain.errors import BadRequest, BillingError, NotFound
 from domain.money import check_amount
 from tasks.contracts import InvoiceItemCreate, InvoiceItemsCreate
 from worker.db import table_of
+from worker.events import Emitted
 from worker.services.base import Outcome, Request, key_row, known_keys
 from worker.tables import Customer, IdempotencyKey, InvoiceItem, TaxRateRow
+from worker.views import invoice_item_of_values
 
 
 def _lookups(session: Session, items: Sequence[InvoiceItemCreate]) -> tuple[dict[str, Any], set[str]]:
@@ -149,21 +151,47 @@ def _insert(request: Request, rows: list[dict[str, Any]], field_prefix: str) -> 
     raise BadRequest(f"invoice item {rows[index]['id']} already exists", field=f"{at}id")
 
 
+CREATED = "invoiceitem.created"
+BATCH_CREATED = "invoiceitem.batch_created"
+
+
 def create(request: Request, command: InvoiceItemCreate) -> Outcome:
     if prior := request.replayed():
         return prior
-    if prior := _insert(request, _rows(request, [command], ""), ""):
+    rows = _rows(request, [command], "")
+    if prior := _insert(request, rows, ""):
         return prior
+    request.emit(CREATED, invoice_item_of_values(rows[0]))
     return request.done(command.id)
 
 
 def create_many(request: Request, command: InvoiceItemsCreate) -> Outcome:
-    """All items of the batch or none: the first bad one fails the batch and names its index."""
+    """All items of the batch or none: the first bad one fails the batch and names its index.
+
+    One ``invoiceitem.batch_created`` event names the items (README: Events, where the
+    choice over one event per item is measured)."""
     if prior := request.replayed():
         return prior
-    if prior := _insert(request, _rows(request, command.items, "items"), "items"):
+    rows = _rows(request, command.items, "items")
+    if prior := _insert(request, rows, "items"):
         return prior
+    request.emit(BATCH_CREATED, batch_summary(request.key, rows, request.now))
     return request.done(None)
+
+
+def batch_summary(key: str, rows: Sequence[dict[str, Any]], now: int) -> dict[str, Any]:
+    """The object of ``invoiceitem.batch_created``: the list request and the items it made, in
+    its order (each is ``billing get``-able), with their customers (``customer`` when one)."""
+    customers = sorted({row["customer_id"] for row in rows})
+    return {
+        "object": "invoiceitem_batch",
+        "id": key,
+        "count": len(rows),
+        "items": [row["id"] for row in rows],
+        "customers": customers,
+        "customer": customers[0] if len(customers) == 1 else None,
+        "created": now,
+    }
 
 
 def create_together(
@@ -205,6 +233,9 @@ def create_together(
             insert(table_of(IdempotencyKey)),
             [key_row(entries[i][0], operation, entries[i][1], entries[i][2].id, now) for i in done],
         )
-    for index in done:
-        settled[index] = Outcome(entries[index][2].id)
+    for index, row in zip(owners, rows, strict=True):
+        if row["id"] in inserted:
+            key = entries[index][0]
+            event = Emitted(CREATED, invoice_item_of_values(row), request_id=key, idempotency_key=key)
+            settled[index] = Outcome(row["id"], events=[event])
     return settled

@@ -4,20 +4,25 @@ change nothing more than one tick would."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, delete, or_, select, tuple_, update
 from sqlmodel import Session, col
 
+from domain.errors import BillingError
 from domain.invoices import AUTO_ADVANCE_AFTER_S, InvoiceStatus
 from domain.subscriptions import ACTIVE
 from tasks.ids import PREFIXES, derived_id
+from worker.events import Emitted, write_events
 from worker.services.base import FollowUp
 from worker.services.invoices.generation import CREATE_TASK
+from worker.services.invoices.previews import preview
 from worker.services.subscriptions import renewal
 from worker.settings import Settings
 from worker.tables import (
     Customer,
+    Event,
     IdempotencyKey,
     Invoice,
     InvoiceItem,
@@ -27,6 +32,7 @@ from worker.tables import (
 )
 
 BATCH = 500
+log = logging.getLogger("billing.maintenance")
 
 
 def due_follow_ups(session: Session, now: int, settings: Settings) -> list[FollowUp]:
@@ -109,8 +115,11 @@ def renew_subscriptions(session: Session, now: int, settings: Settings, after: A
     Keyset pages on (current_period_end, id) through ``ix_subscriptions_due``. A row is
     marked when asked for and asked again only after ``outbox_republish_after_s``; on
     PostgreSQL, rows another beat job is marking are skipped (SKIP LOCKED). One renewal
-    per (subscription, period), keyed by both: asking twice bills once.
+    per (subscription, period), keyed by both: asking twice bills once. The first chunk of a
+    tick also emits ``invoice.upcoming`` for the subscriptions that renew soon (``upcoming``).
     """
+    if after is None:
+        upcoming(session, now, settings)
     due = (
         select(col(Subscription.id), col(Subscription.current_period_end))
         .join(Customer, col(Customer.id) == col(Subscription.customer_id))
@@ -142,6 +151,51 @@ def renew_subscriptions(session: Session, now: int, settings: Settings, after: A
         rows[-1].current_period_end,
         rows[-1].id,
     )
+
+
+def upcoming_key(subscription_id: str, period_end: int) -> str:
+    """The ``idempotency_key`` of a period's ``invoice.upcoming`` event: one per period."""
+    return f"upcoming:{subscription_id}:{period_end}"
+
+
+def upcoming(session: Session, now: int, settings: Settings) -> None:
+    """Emit ``invoice.upcoming`` for active subscriptions whose period ends within
+    ``upcoming_invoice_days`` (at most a chunk per tick; the rest stay due for the next).
+
+    Once per period: the event's ``idempotency_key`` names the subscription and the period's
+    end, and a period whose event exists is skipped. ``data.object`` is the invoice the
+    renewal will make as the invoice preview shows it (``invoices.preview``: no id yet).
+    """
+    if not settings.upcoming_invoice_days:
+        return
+    soon = now + settings.upcoming_invoice_days * 86_400
+    due = session.scalars(
+        select(Subscription)
+        .join(Customer, col(Customer.id) == col(Subscription.customer_id))
+        .where(
+            col(Subscription.status) == ACTIVE,
+            col(Subscription.cancel_at_period_end).is_(False),
+            col(Subscription.current_period_end) > now,
+            col(Subscription.current_period_end) <= soon,
+            *_billed_by_beat(),
+        )
+        .order_by(col(Subscription.current_period_end), col(Subscription.id))
+        .limit(settings.beat_chunk_size)
+    ).all()
+    keys = {row.id: upcoming_key(row.id, row.current_period_end) for row in due}
+    key_of_event = col(Event.idempotency_key)
+    sent = set(session.scalars(select(key_of_event).where(key_of_event.in_(keys.values()))))
+    events = []
+    for row in due:
+        if keys[row.id] in sent:
+            continue
+        try:
+            invoice = preview(row.customer_id, subscription=row.id, session=session, now=now)
+        except BillingError as exc:  # stays due: asked again at the next tick
+            log.warning("invoice.upcoming of %s: no preview: %s", row.id, exc)
+            continue
+        events.append(Emitted("invoice.upcoming", invoice, idempotency_key=keys[row.id]))
+    write_events(session, events, now)
 
 
 def finalize_drafts(session: Session, now: int, settings: Settings, after: Any) -> Chunk:
@@ -196,4 +250,6 @@ def mark_overdue(session: Session, now: int, settings: Settings, after: Any) -> 
             .values(overdue_at=now)
             .execution_options(synchronize_session=False)
         )
+        marked = session.scalars(select(Invoice).where(col(Invoice.id).in_(ids))).all()
+        write_events(session, [Emitted("invoice.overdue", invoice) for invoice in marked], now)
     return [], (True if len(ids) == settings.beat_chunk_size else None)

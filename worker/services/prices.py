@@ -18,18 +18,18 @@ def create(request: Request, command: PriceCreate) -> Outcome:
     options = {currency: option.unit_amount for currency, option in (command.currency_options or {}).items()}
     for currency, amount in options.items():
         check_amount(amount, f"currency_options.{currency}.unit_amount", currency=currency, minimum=0)
-    request.session.add(
-        Price(
-            id=command.id,
-            product_id=command.product,
-            currency=command.currency,
-            unit_amount=command.unit_amount,
-            currency_options=options or None,
-            recurring_interval=command.recurring.interval if command.recurring else None,
-            recurring_interval_count=command.recurring.interval_count if command.recurring else None,
-            nickname=command.nickname,
-            metadata_=command.metadata,
-            created=request.now,
-        )
+    row = Price(
+        id=command.id,
+        product_id=command.product,
+        currency=command.currency,
+        unit_amount=command.unit_amount,
+        currency_options=options or None,
+        recurring_interval=command.recurring.interval if command.recurring else None,
+        recurring_interval_count=command.recurring.interval_count if command.recurring else None,
+        nickname=command.nickname,
+        metadata_=command.metadata,
+        created=request.now,
     )
+    request.session.add(row)
+    request.emit("price.created", row)
     return request.done(command.id)

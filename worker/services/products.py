@@ -11,13 +11,13 @@ def create(request: Request, command: ProductCreate) -> Outcome:
     if prior := request.replayed():
         return prior
     request.ensure_new(Product, command.id, resource="product")
-    request.session.add(
-        Product(
-            id=command.id,
-            name=command.name,
-            description=command.description,
-            metadata_=command.metadata,
-            created=request.now,
-        )
+    row = Product(
+        id=command.id,
+        name=command.name,
+        description=command.description,
+        metadata_=command.metadata,
+        created=request.now,
     )
+    request.session.add(row)
+    request.emit("product.created", row)
     return request.done(command.id)

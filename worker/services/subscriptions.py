@@ -52,6 +52,8 @@ from worker.tables import (
 )
 
 RENEW_TASK = "billing.subscriptions.renew"
+UPDATED = "customer.subscription.updated"
+DELETED = "customer.subscription.deleted"
 
 
 def renewal_key(subscription_id: str, period_start: int) -> str:
@@ -109,7 +111,9 @@ def _switch_currency(request: Request, customer_id: str) -> None:
     so no two active subscriptions of one customer ever bill different currencies."""
     for subscription in active_subscriptions(request, customer_id):
         if subscription.pending_currency is not None:
+            before = request.render(subscription)
             subscription.currency, subscription.pending_currency = subscription.pending_currency, None
+            request.emit(UPDATED, subscription, previous=before)
 
 
 def bill_period(
@@ -118,29 +122,36 @@ def bill_period(
     """Bill ``period`` (the one after the current period, or the first): lines and invoice.
 
     Returns the invoice id (None when the subscription ended at this boundary instead)
-    and the follow-ups of the invoice chain. The caller holds the customer's lock.
+    and the follow-ups of the invoice chain. The caller holds the customer's lock. A renewal
+    emits ``customer.subscription.updated`` (the period moved), or ``.deleted`` when the
+    subscription ends at this boundary.
     """
     if subscription.pending_currency is not None:
         _switch_currency(request, customer.id)
+    renewing = billing_reason != "subscription_create"
+    before = request.render(subscription) if renewing else None
     if rules.ends_at_boundary(billing_reason, subscription.cancel_at_period_end):
         subscription.status = CANCELED
         subscription.ended_at = period.start
+        request.emit(DELETED, subscription)
         return None, []
-    key = renewal_key(subscription.id, period.start)
     billed = _record_period(request, subscription, period, billing_reason)
-    _add_period_lines(request, customer.id, subscription, period, key)
-    command = _period_invoice(customer.id, subscription, key, billing_reason)
+    lines = period_lines(request, customer.id, subscription, period, subscription.currency)
+    request.session.execute(insert(table_of(InvoiceItem)), lines)
+    command = period_invoice(customer.id, subscription, period, billing_reason, subscription.currency)
     invoice, follow_ups = generate_invoice(
         request,
         customer,
         command,
         subscription.currency,
-        coupons=_period_coupons(request, subscription, period),
+        coupons=period_coupons(request, subscription, period),
         billing_reason=billing_reason,
         subscription_id=subscription.id,
     )
     billed.invoice_id = invoice.id if invoice else None
     subscription.current_period_start, subscription.current_period_end = period.start, period.end
+    if before is not None:
+        request.emit(UPDATED, subscription, previous=before)
     return billed.invoice_id, follow_ups
 
 
@@ -160,18 +171,20 @@ def _record_period(
     return billed
 
 
-def _add_period_lines(
-    request: Request, customer_id: str, subscription: Subscription, period: Period, key: str
-) -> None:
-    """One pending line per item; their ids derive from the renewal key, so they are made once."""
+def period_lines(
+    request: Request, customer_id: str, subscription: Subscription, period: Period, currency: str
+) -> list[dict[str, Any]]:
+    """The period's pending lines in ``currency``, one per item, as rows to insert; their ids
+    derive from the renewal key, so they are made once."""
+    key = renewal_key(subscription.id, period.start)
     rows = []
     for index, (item, price, product) in enumerate(_priced_items(request, subscription.id)):
-        line = rules.period_line(_terms(price), product.name, item.quantity, subscription.currency, index)
+        line = rules.period_line(_terms(price), product.name, item.quantity, currency, index)
         rows.append(
             {
                 "id": derived_id(PREFIXES["invoice_item"], f"{key}:{item.id}"),
                 "customer_id": customer_id,
-                "currency": subscription.currency,
+                "currency": currency,
                 "amount": line.amount,
                 "unit_amount": line.unit_amount,
                 "quantity": line.quantity,
@@ -183,16 +196,18 @@ def _add_period_lines(
                 "created": request.now,
             }
         )
-    request.session.execute(insert(table_of(InvoiceItem)), rows)
+    return rows
 
 
-def _period_invoice(
-    customer_id: str, subscription: Subscription, key: str, billing_reason: str
+def period_invoice(
+    customer_id: str, subscription: Subscription, period: Period, billing_reason: str, currency: str
 ) -> InvoiceCreate:
+    """The request that makes the period's invoice, keyed (and identified) by its renewal key."""
+    key = renewal_key(subscription.id, period.start)
     options: dict[str, Any] = {
         "id": derived_id(PREFIXES["invoice"], key),
         "customer": customer_id,
-        "currency": subscription.currency,
+        "currency": currency,
         "collection_method": subscription.collection_method,
         "auto_advance": subscription.auto_advance,
         "idempotency_key": key,
@@ -204,7 +219,7 @@ def _period_invoice(
     return InvoiceCreate.model_validate(options)
 
 
-def _period_coupons(request: Request, subscription: Subscription, period: Period) -> list[CouponRow] | None:
+def period_coupons(request: Request, subscription: Subscription, period: Period) -> list[CouponRow] | None:
     """The subscription's coupon while it covers the period; None: the customer's discount, as
     on any invoice."""
     if subscription.coupon_id is None or not rules.discount_applies(subscription.discount_end, period.start):
@@ -248,6 +263,7 @@ def create(request: Request, command: SubscriptionCreate) -> Outcome:
         coupon=coupon,
     )
     _add_items(request, command)
+    request.emit("customer.subscription.created", subscription)
     _, follow_ups = bill_period(request, customer, subscription, first, "subscription_create")
     outcome = request.done(subscription.id)
     outcome.follow_ups.extend(follow_ups)
@@ -369,12 +385,15 @@ def cancel(request: Request, command: SubscriptionCancel) -> Outcome:
     if prior := request.replayed():
         return prior
     rules.check_cancelable(subscription.id, subscription.status)
+    before = request.render(subscription)
     subscription.canceled_at = request.now
     if command.at_period_end:
         subscription.cancel_at_period_end = True
+        request.emit(UPDATED, subscription, previous=before)
     else:
         subscription.status = CANCELED
         subscription.ended_at = request.now
+        request.emit(DELETED, subscription)
     return request.done(subscription.id)
 
 
@@ -391,7 +410,9 @@ def change_currency(request: Request, command: SubscriptionCurrencyChange) -> Ou
         prices = [_terms(price) for _, price, _ in _priced_items(request, subscription.id)]
         rules.check_priced_in(command.currency, subscription.id, prices)
     for subscription in active:
-        subscription.pending_currency = rules.pending_currency_after_change(
-            subscription.currency, command.currency
-        )
+        pending = rules.pending_currency_after_change(subscription.currency, command.currency)
+        if pending != subscription.pending_currency:
+            before = request.render(subscription)
+            subscription.pending_currency = pending
+            request.emit(UPDATED, subscription, previous=before)
     return request.done(customer.id)

@@ -11,18 +11,18 @@ def create(request: Request, command: TaxRateCreate) -> Outcome:
     if prior := request.replayed():
         return prior
     request.ensure_new(TaxRateRow, command.id, resource="tax rate")
-    request.session.add(
-        TaxRateRow(
-            id=command.id,
-            display_name=command.display_name,
-            percentage=command.percentage,
-            inclusive=command.inclusive,
-            active=command.active,
-            country=command.country,
-            jurisdiction=command.jurisdiction,
-            description=command.description,
-            metadata_=command.metadata,
-            created=request.now,
-        )
+    row = TaxRateRow(
+        id=command.id,
+        display_name=command.display_name,
+        percentage=command.percentage,
+        inclusive=command.inclusive,
+        active=command.active,
+        country=command.country,
+        jurisdiction=command.jurisdiction,
+        description=command.description,
+        metadata_=command.metadata,
+        created=request.now,
     )
+    request.session.add(row)
+    request.emit("tax_rate.created", row)
     return request.done(command.id)

@@ -24,15 +24,18 @@ from worker.services.subscriptions import bill_period, next_period
 from worker.tables import Customer, Invoice, SandboxClock, Subscription
 
 MAX_EVENTS_PER_ADVANCE = 2000
+READY = "test_helpers.test_clock.ready"
 
 
 def create(request: Request, command: TestClockCreate) -> Outcome:
     if prior := request.replayed():
         return prior
     request.ensure_new(SandboxClock, command.id, resource="test clock")
-    request.session.add(
-        SandboxClock(id=command.id, name=command.name, frozen_time=command.frozen_time, created=request.now)
+    test_clock = SandboxClock(
+        id=command.id, name=command.name, frozen_time=command.frozen_time, created=request.now
     )
+    request.session.add(test_clock)
+    request.emit(READY, test_clock)
     return request.done(command.id)
 
 
@@ -105,16 +108,20 @@ def advance(request: Request, command: TestClockAdvance) -> Outcome:
             field="frozen_time",
         )
     customers = select(col(Customer.id)).where(col(Customer.test_clock_id) == clock.id)
-    request.session.execute(
-        update(Invoice)
-        .where(
-            col(Invoice.customer_id).in_(customers.scalar_subquery()),
-            *overdue(command.frozen_time),
+    on_clock = col(Invoice.customer_id).in_(customers.scalar_subquery())
+    late = request.session.scalars(select(Invoice).where(on_clock, *overdue(command.frozen_time))).all()
+    if late:
+        request.session.execute(
+            update(Invoice)
+            .where(col(Invoice.id).in_([invoice.id for invoice in late]))
+            .values(overdue_at=command.frozen_time)
+            .execution_options(synchronize_session=False)
         )
-        .values(overdue_at=command.frozen_time)
-        .execution_options(synchronize_session=False)
-    )
+    for invoice in late:
+        request.emit("invoice.overdue", invoice)
+    before = request.render(clock)
     clock.frozen_time = command.frozen_time
+    request.emit(READY, clock, previous=before)
     request.now = request.received
     outcome = request.done(clock.id)
     outcome.follow_ups.extend(follow_ups)

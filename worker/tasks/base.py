@@ -31,6 +31,7 @@ from sqlmodel import Session
 
 from domain.errors import BadRequest, BillingError, NotFound, NothingToInvoice, TransientError
 from tasks.operations import queue_for
+from tasks.redaction import redacted, redaction_on
 from worker import clock
 from worker.db import UnitOfWork
 from worker.failpoints import failpoint
@@ -264,6 +265,7 @@ class BillingTask(_Task):
                 retryable=retryable,
             )
         except Exception:
-            log.exception(
-                "%s [%s]: could not record the failure; payload=%r", self.name, self.request.id, payload
-            )
+            log.exception(  # the payload is kept here, without personal data (README: Operations)
+                "%s [%s]: could not record the failure; payload=%r", self.name, self.request.id,
+                redacted(payload) if redaction_on() else payload,
+            )  # fmt: skip

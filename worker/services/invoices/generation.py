@@ -21,6 +21,7 @@ from domain.credit import CreditApplication, apply_credit_balance
 from domain.currencies import currency_info
 from domain.errors import BadRequest, NothingToInvoice
 from domain.invoices import InvoiceStatus, due_date, invoice_number, settle, transition
+from domain.pricing import PricedInvoice
 from tasks.contracts import InvoiceCreate, InvoicePendingCreate, payload_of
 from tasks.ids import PREFIXES, derived_id
 from worker.services import ledger
@@ -163,14 +164,36 @@ def build_invoice(
     or once per transaction (discounts, coupons, tax rates), so that many invoices built
     one after the other reach the database together at the next flush.
     """
-    invoice = _new_invoice(request, customer, command, currency, billing_reason, subscription_id)
-    if coupons is None:
-        coupons = _coupons(request, customer, command)
-    priced = price(request, invoice, lines, customer, coupons)
+    invoice, priced = compose_invoice(
+        request, customer, command, currency, lines,
+        coupons=coupons, billing_reason=billing_reason, subscription_id=subscription_id, redeem=True,
+    )  # fmt: skip
     request.session.add(invoice)
+    request.emit("invoice.created", invoice)
     if command.finalize:
         finalize_invoice(request, invoice, customer, reads)
     return invoice, line_amounts(lines, priced, every=False, invoice=invoice.id)
+
+
+def compose_invoice(
+    request: Request,
+    customer: Customer,
+    command: InvoiceCreate,
+    currency: str,
+    lines: Sequence[Any],
+    *,
+    coupons: Sequence[CouponRow] | None,
+    billing_reason: str,
+    subscription_id: str | None,
+    redeem: bool,
+) -> tuple[Invoice, PricedInvoice]:
+    """The invoice of these lines, priced, in memory only (not added to the session): what
+    generation stores and what ``previews.preview`` shows. ``redeem``: a first part's named
+    coupons are counted as redeemed (generation); a preview only checks that they may be."""
+    invoice = _new_invoice(request, customer, command, currency, billing_reason, subscription_id)
+    if coupons is None:
+        coupons = _coupons(request, customer, command, redeem=redeem)
+    return invoice, price(request, invoice, lines, customer, coupons)
 
 
 def _new_invoice(
@@ -200,7 +223,9 @@ def _new_invoice(
     )
 
 
-def _coupons(request: Request, customer: Customer, command: InvoiceCreate) -> list[CouponRow]:
+def _coupons(
+    request: Request, customer: Customer, command: InvoiceCreate, *, redeem: bool
+) -> list[CouponRow]:
     """The request's discounts if it names any, else the customer's discount.
 
     A chain is one request split for size: its coupons are redeemed by the first part only.
@@ -212,7 +237,8 @@ def _coupons(request: Request, customer: Customer, command: InvoiceCreate) -> li
             coupon = request.get(CouponRow, discount.coupon, resource="coupon", field=field)
             if command.part == 1:
                 check_redeemable(redemptions(coupon), request.now, field=field)
-                coupon.times_redeemed += 1
+                if redeem:
+                    coupon.times_redeemed += 1
             coupons.append(coupon)
         return coupons
     held = customer_discount(request, customer.id)
@@ -247,8 +273,10 @@ def finalize_invoice(
     credit = _apply_credit_balance(request, invoice, customer, balance)
     invoice.finalized_at = request.now
     invoice.status = settle(opened, credit.amount_due)
+    request.emit("invoice.finalized", invoice)
     if invoice.status == InvoiceStatus.PAID:
         invoice.paid_at = request.now
+        request.emit("invoice.paid", invoice)
     if invoice.collection_method == "send_invoice" and invoice.due_date is None:
         invoice.due_date = due_date(request.now, invoice.days_until_due or 0)
     _use_up_once_coupon(request, invoice, customer)
@@ -269,11 +297,10 @@ def _number_and_snapshot(invoice: Invoice, customer: Customer, tax_ids: list[dic
 def _apply_credit_balance(
     request: Request, invoice: Invoice, customer: Customer, balance: CustomerBalance
 ) -> CreditApplication:
-    """The balance of the invoice's currency drawn on (``domain.credit``), with its ledger rows."""
-    info = currency_info(invoice.currency)
-    credit = apply_credit_balance(invoice.total, balance.balance, info.minimum_charge if info else 0)
+    """The balance of the invoice's currency drawn on (``credit_applied``), with its ledger rows."""
+    credit = credit_applied(invoice, balance.balance)
     for amount, reason in ((credit.applied, "applied_to_invoice"), (credit.too_small, "invoice_too_small")):
-        ledger.append(
+        txn = ledger.append(
             request.session,
             customer_id=customer.id,
             currency=invoice.currency,
@@ -283,6 +310,16 @@ def _apply_credit_balance(
             invoice_id=invoice.id,
             balance=balance,
         )
+        if txn is not None:
+            request.emit("customer.balance_transaction.created", txn)
+    return credit
+
+
+def credit_applied(invoice: Invoice, balance: int) -> CreditApplication:
+    """What the ledger ``balance`` of the invoice's currency does to it at finalization
+    (``domain.credit``, §4.2): its starting and ending balance and amount due, set on it."""
+    info = currency_info(invoice.currency)
+    credit = apply_credit_balance(invoice.total, balance, info.minimum_charge if info else 0)
     invoice.starting_balance = credit.starting_balance
     invoice.ending_balance = credit.ending_balance
     invoice.amount_due = invoice.amount_remaining = credit.amount_due
@@ -295,6 +332,7 @@ def _use_up_once_coupon(request: Request, invoice: Invoice, customer: Customer) 
     if held and held.coupon_id in (invoice.discounts or ()):
         coupon = request.session.get(CouponRow, held.coupon_id)
         if coupon is not None and coupon.duration == "once":
+            request.emit("customer.discount.deleted", request.render(held))
             request.session.delete(held)
             request.session.info["discounts"][customer.id] = (
                 None  # used up: not for later invoices of this transaction

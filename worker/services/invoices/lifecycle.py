@@ -44,7 +44,7 @@ def void(request: Request, command: InvoiceAction) -> Outcome:
             col(BalanceTransaction.type).in_(("applied_to_invoice", "unapplied_from_invoice")),
         )
     ).scalar_one()
-    ledger.append(
+    txn = ledger.append(
         request.session,
         customer_id=customer.id,
         currency=invoice.currency,
@@ -55,6 +55,9 @@ def void(request: Request, command: InvoiceAction) -> Outcome:
     )
     invoice.status = voided
     invoice.voided_at = request.now
+    request.emit("invoice.voided", invoice)
+    if txn is not None:
+        request.emit("customer.balance_transaction.created", txn)
     return request.done(invoice.id)
 
 
@@ -68,6 +71,7 @@ def pay(request: Request, command: InvoicePay) -> Outcome:
     invoice.amount_remaining = 0
     invoice.paid_out_of_band = True
     invoice.paid_at = request.now
+    request.emit("invoice.paid", invoice)
     return request.done(invoice.id)
 
 
@@ -78,6 +82,7 @@ def mark_uncollectible(request: Request, command: InvoiceAction) -> Outcome:
         return prior
     invoice.status = transition(invoice.id, invoice.status, "mark_uncollectible")
     invoice.marked_uncollectible_at = request.now
+    request.emit("invoice.marked_uncollectible", invoice)
     return request.done(invoice.id)
 
 
@@ -97,6 +102,7 @@ def delete(request: Request, command: InvoiceAction) -> Outcome:
     if prior := request.replayed():
         return prior
     check_deletable(invoice.id, invoice.status)
+    request.emit("invoice.deleted", request.render(invoice))
     request.session.execute(
         update(InvoiceItem)
         .where(col(InvoiceItem.invoice_id) == invoice.id)

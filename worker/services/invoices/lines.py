@@ -9,6 +9,7 @@ one taken anyway rolls back (``ConcurrentClaim``) rather than steal it.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, case
@@ -37,14 +38,25 @@ def pending_lines(
 
 
 def pending_lines_in(
-    session: Session, customer_id: str, currency: str, subscription_first: str | None = None
+    session: Session,
+    customer_id: str,
+    currency: str,
+    subscription_first: str | None = None,
+    unstored: Sequence[Any] = (),
 ) -> tuple[list[Any], bool]:
-    """``pending_lines`` in a session, without a request (invoices made together)."""
+    """``pending_lines`` in a session, without a request (invoices made together).
+
+    ``unstored``: lines of ``subscription_first`` not yet in the table (a preview's period
+    lines, with ``first = 0``), placed where the query would place them once stored.
+    """
     stmt = statements.PENDING_LINES
     if subscription_first is not None:
         first = case((col(InvoiceItem.subscription_id) == subscription_first, 0), else_=1)
+        stmt = stmt.add_columns(first.label("first"))
         stmt = stmt.order_by(None).order_by(first, col(InvoiceItem.created), col(InvoiceItem.id))
-    rows = session.execute(stmt, {"customer": customer_id, "currency": currency}).all()
+    rows: Sequence[Any] = session.execute(stmt, {"customer": customer_id, "currency": currency}).all()
+    if unstored:
+        rows = sorted([*rows, *unstored], key=lambda row: (row.first, row.created, row.id))
     lines = list(rows[:MAX_LINES_PER_INVOICE])
     if subscription_first is not None:
         lines.sort(key=lambda row: (row.created, row.id))
