@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from domain.errors import BadRequest
+from domain.locales import MAX_TAG_LENGTH, well_formed
 from domain.money import MAX_AMOUNT, check_currency
 from domain.periods import MAX_INTERVAL_COUNT
 from tasks.ids import PREFIXES
@@ -261,6 +262,28 @@ TAX_ID_TYPES = frozenset(
 )
 
 
+TAX_ID_FORMATS: dict[str, tuple[str, str]] = {
+    # type: (pattern of the value, an example as Stripe's tax ID page gives it)
+    "eu_vat": (
+        r"(AT|BE|BG|CY|CZ|DE|DK|EE|EL|ES|FI|FR|HR|HU|IE|IT|LT|LU|LV|MT|NL|PL|PT|RO|SE|SI|SK|XI)[0-9A-Z+*]{2,12}",
+        "DE123456789",
+    ),
+    "gb_vat": (r"GB([0-9]{9}|[0-9]{12}|GD[0-9]{3}|HA[0-9]{3})", "GB123456789"),
+    "us_ein": (r"[0-9]{2}-?[0-9]{7}", "12-3456789"),
+    "ca_bn": (r"[0-9]{9}", "123456789"),
+    "au_abn": (r"[0-9]{11}", "12345678912"),
+    "jp_cn": (r"[0-9]{13}", "1234567891234"),
+    "ch_vat": (r"CHE-?[0-9]{3}\.?[0-9]{3}\.?[0-9]{3} ?(MWST|TVA|IVA)", "CHE-123.456.789 MWST"),
+    "in_gst": (r"[0-9]{2}[A-Z]{5}[0-9]{4}[A-Z][0-9A-Z]Z[0-9A-Z]", "12ABCDE3456FGZH"),
+    "id_npwp": (
+        r"[0-9]{2,3}\.?[0-9]{3}\.?[0-9]{3}\.?[0-9]-?[0-9]{3}\.?[0-9]{3}|[0-9]{16}",
+        "012.345.678.9-012.345",
+    ),
+}
+"""Formats checked for the most used tax ID types (Stripe refuses a value not in its type's
+format); other types are checked for length only."""
+
+
 class TaxIdData(Contract):
     type: str
     value: Annotated[str, Field(min_length=1, max_length=64)]
@@ -272,8 +295,26 @@ class TaxIdData(Contract):
             raise ValueError(f"unknown tax id type {value!r}")
         return value
 
+    @model_validator(mode="after")
+    def _format(self) -> TaxIdData:
+        known = TAX_ID_FORMATS.get(self.type)
+        if known is not None and not re.fullmatch(known[0], self.value.upper()):
+            raise ValueError(f"value: {self.value!r} is not a valid {self.type} (such as {known[1]!r})")
+        return self
 
-Locale = Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")]
+
+def _language_tag(value: object) -> str:
+    if not isinstance(value, str) or not well_formed(value):
+        raise ValueError(
+            f"{value!r} is not a well-formed BCP 47 language tag (such as 'en', 'fr-CA', 'zh-Hant-TW')"
+        )
+    return value
+
+
+Locale = Annotated[
+    str, PlainValidator(_language_tag), WithJsonSchema({"type": "string", "maxLength": MAX_TAG_LENGTH})
+]
+"""A language tag as RFC 5646 (BCP 47) spells it (``domain.locales``), in the caller's case."""
 TaxExempt = Literal["none", "exempt", "reverse"]
 
 
@@ -655,6 +696,32 @@ class TestClockAdvance(Contract):
     test_clock: TestClockId
     frozen_time: Timestamp
     idempotency_key: IdempotencyKeyStr
+
+
+class DocumentRender(Contract):
+    """Render and store the PDF of a finalized invoice or of a credit note, once. Sent through
+    the outbox by the transaction that finalizes the invoice or creates the note."""
+
+    invoice: InvoiceId | None = None
+    credit_note: CreditNoteId | None = None
+    idempotency_key: IdempotencyKeyStr
+
+    @model_validator(mode="after")
+    def _one_object(self) -> DocumentRender:
+        if (self.invoice is None) == (self.credit_note is None):
+            raise ValueError("invoice: give exactly one of invoice or credit_note")
+        return self
+
+    @property
+    def object_id(self) -> str:
+        object_id = self.invoice or self.credit_note
+        assert object_id is not None
+        return object_id
+
+
+class DocumentEmail(DocumentRender):
+    """Email a stored document to its customer (a follow-up of the render: a send_invoice
+    invoice's, or any credit note's)."""
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:

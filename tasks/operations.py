@@ -31,7 +31,11 @@ QUEUE_INVOICES = "billing.invoices"
 """Invoice generation (chains of at most 250 lines)."""
 QUEUE_RECURRING = "billing.recurring"
 """Beat jobs and subscription renewals."""
-ALL_QUEUES = (QUEUE_DEFAULT, QUEUE_ITEMS, QUEUE_INVOICES, QUEUE_RECURRING)
+QUEUE_DOCUMENTS = "billing.documents"
+"""Rendering invoice and credit note PDFs: off the billing path, on workers of their own."""
+BILLING_QUEUES = (QUEUE_DEFAULT, QUEUE_ITEMS, QUEUE_INVOICES, QUEUE_RECURRING)
+"""Every queue that changes the books (``celery worker -Q`` for billing workers)."""
+ALL_QUEUES = (*BILLING_QUEUES, QUEUE_DOCUMENTS)
 
 Kind = Literal["request", "job", "sweep"]
 """``request``: a message with a JSON object of keyword arguments, checked by the contract,
@@ -98,6 +102,9 @@ _ROWS = (
     Operation("billing.subscriptions.renew", c.SubscriptionRenew, QUEUE_RECURRING),
     Operation("billing.test_clocks.create", c.TestClockCreate),
     Operation("billing.test_clocks.advance", c.TestClockAdvance),
+    # Follow-ups of finalization and credit note creation (worker/documents).
+    Operation("billing.documents.render", c.DocumentRender, QUEUE_DOCUMENTS),
+    Operation("billing.documents.email", c.DocumentEmail, QUEUE_DOCUMENTS),
     # Beat jobs (schedule: ``worker.app.beat_schedule``).
     Operation("billing.maintenance.reconcile", None, QUEUE_RECURRING, kind="job"),
     Operation("billing.maintenance.purge", None, QUEUE_RECURRING, kind="job"),

@@ -14,7 +14,9 @@ import click
 
 from domain.errors import BillingError
 
-WORKER_DEPENDENCIES = ("sqlmodel", "sqlalchemy", "alembic", "psycopg", "celery_batches", "pydantic_settings")
+WORKER_DEPENDENCIES = (
+    "sqlmodel", "sqlalchemy", "alembic", "psycopg", "celery_batches", "pydantic_settings", "jinja2", "babel",
+)  # fmt: skip
 """Installed by the ``worker`` extra; a producer's install has none of them."""
 
 
@@ -80,6 +82,58 @@ def preview(customer: str, currency: str | None, subscription: str | None) -> No
 
     with read_session() as session:
         _print_json(invoice_preview(customer, currency=currency, subscription=subscription, session=session))
+
+
+@main.command("pdf")
+@click.argument("object_id", metavar="IN_OR_CN_ID")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, writable=True), help="file to write; default: stdout"
+)
+def pdf(object_id: str, output: str | None) -> None:
+    """Write the stored PDF of an invoice (in_…) or a credit note (cn_…), as the document task
+    made it. Not there yet: exit 2 (the task runs on queue billing.documents)."""
+    from domain.errors import NotFound
+    from worker.db import read_session
+    from worker.documents.model import KINDS, kind_of
+    from worker.documents.store import DatabaseStore
+
+    kind_of(object_id)
+    with read_session() as session:
+        document = DatabaseStore(session).get(object_id)
+    if document is None:
+        raise NotFound(
+            f"document ({' or '.join(KINDS)}; not rendered yet, or the object does not exist)",
+            object_id,
+            field="id",
+        )
+    if output is None:
+        sys.stdout.buffer.write(document.content)
+        return
+    with open(output, "wb") as file:
+        file.write(document.content)
+    click.echo(
+        f"{output}: {document.size} bytes, {document.locale}, sha256 {document.content_hash}", err=True
+    )
+
+
+@main.command("html")
+@click.argument("object_id", metavar="IN_OR_CN_ID")
+@click.option("--locale", help="render in this supported locale instead of the customer's")
+def html(object_id: str, locale: str | None) -> None:
+    """Print the HTML of an invoice's (in_…) or credit note's (cn_…) document, rendered now
+    from the database (the PDF's source, standalone: styles inline)."""
+    from domain.errors import BadRequest
+    from worker.db import read_session
+    from worker.documents.i18n import SUPPORTED_LOCALES
+    from worker.documents.model import load, view
+    from worker.documents.render import render_html
+    from worker.settings import get_settings
+
+    if locale is not None and locale not in SUPPORTED_LOCALES:
+        raise BadRequest(f"must be one of {', '.join(SUPPORTED_LOCALES)} (got {locale!r})", field="locale")
+    with read_session() as session:
+        source = load(session, object_id)
+    click.echo(render_html(view(source, get_settings().issuer, locale)))
 
 
 @main.command("list")

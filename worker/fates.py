@@ -40,6 +40,10 @@ MAX_KEY_LENGTH = 255 + len(":part") + 10
 """An idempotency key (255 at most) and a chain part's suffix: longer is not a request's key."""
 
 
+_PART = re.compile(r"(?s)(.*):part([0-9]+)")
+"""A chain's later part's key: ``<key>:part<n>``."""
+
+
 def _store() -> fates.FateStore | None:
     return fates.fate_store_for(get_settings().broker_url)
 
@@ -50,7 +54,12 @@ def succeeded(task_name: str, outcome: Outcome, payload: dict[str, Any]) -> Reco
     if outcome.key is None:
         return None
     ids = [outcome.id] if outcome.id else _item_ids(payload)
-    follow_ups = [follow_up.key for follow_up in outcome.follow_ups]
+    part = _PART.fullmatch(outcome.key)
+    continued = f"{part.group(1) if part else outcome.key}:"
+    # The follow-ups that continue the request, keyed after it (a chain's next part, a pending
+    # run's currencies); side work it set off (an invoice's PDF and email, keyed document:/email:)
+    # has fates of its own and does not hold this one pending.
+    follow_ups = [f.key for f in outcome.follow_ups if f.key.startswith(continued)]
     return outcome.key, fates.succeeded(task_name, ids, follow_ups, replayed=outcome.replayed, at=clock.now())
 
 
@@ -99,9 +108,6 @@ def write_failed(key: str | None, task_name: str, error: dict[str, Any], *, retr
             store.put_failed(key, record, get_settings().fate_ttl_s)
     except Exception as exc:
         log.warning("could not write the fate of %s (%s: %s); it reads pending", key, type(exc).__name__, exc)
-
-
-_PART = re.compile(r"(?s)(.*):part([0-9]+)")
 
 
 def _follow_ups_of(key: str, outbox_keys: set[str]) -> list[str]:

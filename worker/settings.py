@@ -4,11 +4,26 @@ for real); defaults run everything in-process."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tasks.contracts import TaxIdData
+
+
+@dataclass(frozen=True, slots=True)
+class Issuer:
+    """The account that issues the documents, as the documents show it."""
+
+    name: str = ""
+    address: dict[str, str] = field(default_factory=dict)
+    tax_ids: list[tuple[str, str]] = field(default_factory=list)
+    support_email: str = ""
+    footer: str = ""
+    logo_file: str = ""
 
 
 class Settings(BaseSettings):
@@ -169,6 +184,75 @@ class Settings(BaseSettings):
     heartbeat_interval_s: float = Field(
         default=15.0, gt=0, description="How often the heartbeat file is touched"
     )
+
+    # The issuer: who sends the invoices and credit notes (worker/documents). Shown on every
+    # document; none of it is required (a document without an issuer block still renders).
+    issuer_name: str = Field(default="", max_length=256, description="Legal name on documents")
+    issuer_address_line1: str = Field(default="", max_length=500)
+    issuer_address_line2: str = Field(default="", max_length=500)
+    issuer_address_postal_code: str = Field(default="", max_length=20)
+    issuer_address_city: str = Field(default="", max_length=500)
+    issuer_address_state: str = Field(default="", max_length=500)
+    issuer_address_country: str = Field(
+        default="", pattern=r"^([A-Z]{2})?$", description="ISO 3166-1 alpha-2, such as FR"
+    )
+    issuer_tax_ids: list[TaxIdData] = Field(
+        default_factory=list,
+        description='JSON list, e.g. [{"type": "eu_vat", "value": "FR40303265045"}]; shown in the header',
+    )
+    issuer_support_email: str = Field(default="", max_length=512, pattern=r"^([^@\s]+@[^@\s]+)?$")
+    issuer_footer: str = Field(
+        default="", max_length=5000, description="Printed at the end of every document"
+    )
+    issuer_logo_file: str = Field(
+        default="", description="A PNG, JPEG or SVG file shown at the top of documents; empty: none"
+    )
+    smtp_url: str = Field(
+        default="",
+        description="Where document emails are sent: smtp://user:password@host:587 (STARTTLS; add"
+        " ?starttls=false for a server without TLS) or smtps://…:465. Empty: written as .eml files"
+        " to emails_dir",
+    )
+    email_from: str = Field(
+        default="",
+        max_length=512,
+        description="The From of document emails; default: the issuer's support email",
+    )
+    emails_dir: str = Field(
+        default="billing-emails", description="Where emails are written as .eml files when smtp_url is empty"
+    )
+    documents_dir: str = Field(
+        default="billing-documents",
+        description="Where `billing demo` writes the PDFs it renders (relative to the working directory)",
+    )
+
+    @property
+    def issuer(self) -> Issuer:
+        address = {
+            "line1": self.issuer_address_line1,
+            "line2": self.issuer_address_line2,
+            "postal_code": self.issuer_address_postal_code,
+            "city": self.issuer_address_city,
+            "state": self.issuer_address_state,
+            "country": self.issuer_address_country,
+        }
+        return Issuer(
+            name=self.issuer_name,
+            address={key: value for key, value in address.items() if value},
+            tax_ids=[(tax_id.type, tax_id.value) for tax_id in self.issuer_tax_ids],
+            support_email=self.issuer_support_email,
+            footer=self.issuer_footer,
+            logo_file=self.issuer_logo_file,
+        )
+
+    @field_validator("issuer_logo_file")
+    @classmethod
+    def _logo_readable(cls, value: str) -> str:
+        if value and not os.path.isfile(value):
+            raise ValueError(f"no such file: {value}")
+        if value and not value.lower().endswith((".png", ".jpg", ".jpeg", ".svg")):
+            raise ValueError("must be a .png, .jpg, .jpeg or .svg file")
+        return value
 
     @model_validator(mode="after")
     def _limits_in_order(self) -> Settings:

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Column,
     ForeignKey,
     Index,
+    LargeBinary,
     String,
     UniqueConstraint,
     inspect,
@@ -603,6 +604,40 @@ class Event(SQLModel, table=True):
     request_id: str | None = Field(default=None, sa_type=String(300))
     """The request's own key (a chain's part n: ``<key>:part<n>``): what the producer sent."""
     idempotency_key: str | None = Field(default=None, sa_type=String(300), index=True)
+
+
+class Document(SQLModel, table=True):
+    """A rendered document (worker/documents): the PDF of an invoice or a credit note.
+
+    Made once, after the object is finalized (an invoice) or created (a credit note), and
+    never replaced: one row per object. ``content_hash`` is the SHA-256 of ``content``.
+    """
+
+    __tablename__ = "documents"
+    __table_args__ = (CheckConstraint("kind IN ('invoice', 'credit_note')", name="kind_valid"),)
+
+    object_id: str = Field(primary_key=True, sa_type=String(64))
+    kind: str = Field(sa_type=String(16))
+    locale: str = Field(sa_type=String(35))
+    content_type: str = Field(default="application/pdf", sa_type=String(64))
+    content_hash: str = Field(sa_type=String(64))
+    size: int = Field(sa_type=BigInteger)
+    content: bytes = Field(sa_type=LargeBinary)
+    created: int = time_field()
+
+
+class EmailDelivery(SQLModel, table=True):
+    """One document emailed to one recipient: recorded before the message is sent (``sent_at``
+    null), marked sent after; a retry finds the row and sends the same ``Message-ID`` again."""
+
+    __tablename__ = "email_deliveries"
+
+    message_id: str = Field(primary_key=True, sa_type=String(255))
+    object_id: str = Field(sa_type=String(64), index=True)
+    recipient: str = Field(sa_type=String(512))
+    attempts: int = 0
+    created: int = time_field()
+    sent_at: int | None = time_field(nullable=True)
 
 
 # Flush order: the unit of work orders INSERTs between tables by relationship(), not by

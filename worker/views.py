@@ -48,6 +48,7 @@ from worker.tables import (
     CustomerBalance,
     CustomerTaxId,
     DiscountRow,
+    Document,
     Event,
     FailureStatus,
     Invoice,
@@ -207,6 +208,17 @@ def _line(item: InvoiceItem) -> dict[str, Any]:
     }
 
 
+def _document_link(object_id: str, rendered: set[str]) -> str | None:
+    """Where an object's PDF is fetched, once the document task has made it (else null)."""
+    return f"billing pdf {object_id}" if object_id in rendered else None
+
+
+def _rendered(session: Session, rows: Sequence[Any]) -> set[str]:
+    """The ids of ``rows`` that have a stored document: one query per page."""
+    ids = [row.id for row in rows]
+    return set(session.exec(select(Document.object_id).where(col(Document.object_id).in_(ids))))
+
+
 @dataclass(frozen=True, slots=True)
 class InvoiceContext:
     """What an invoice shows that its row does not hold, read for a whole page at once
@@ -216,6 +228,8 @@ class InvoiceContext:
     test_clock: str | None = None
     previous_period: tuple[int, int] | None = None
     last_finalization_error: dict[str, Any] | None = None
+    invoice_pdf: str | None = None
+    """Where its PDF is fetched, once the document task has made it."""
 
 
 def invoice_object(row: Invoice, lines: list[InvoiceItem], context: InvoiceContext) -> dict[str, Any]:
@@ -280,6 +294,7 @@ def invoice_object(row: Invoice, lines: list[InvoiceItem], context: InvoiceConte
             "marked_uncollectible_at": row.marked_uncollectible_at,
         },
         "lines": _list_of([_line(item) for item in lines]),
+        "invoice_pdf": context.invoice_pdf,
     }
 
 
@@ -311,7 +326,7 @@ def invoice_item_of_values(values: dict[str, Any]) -> dict[str, Any]:
     return _invoice_item(cast(InvoiceItem, row))
 
 
-def _credit_note(row: CreditNote, invoice: Invoice | None) -> dict[str, Any]:
+def _credit_note(row: CreditNote, invoice: Invoice | None, rendered: set[str]) -> dict[str, Any]:
     amounts = note_amounts(
         row.amount,
         invoice.total if invoice else 0,
@@ -365,6 +380,7 @@ def _credit_note(row: CreditNote, invoice: Invoice | None) -> dict[str, Any]:
         "metadata": row.metadata_ or {},
         "created": row.created,
         "voided_at": row.voided_at,
+        "pdf": _document_link(row.id, rendered),
     }
 
 
@@ -574,8 +590,14 @@ def _invoice_contexts(session: Session, rows: Sequence[Invoice]) -> dict[str, In
             invoice_id = (failure.payload or {}).get("invoice")
             if invoice_id in drafts:  # the latest failure wins
                 errors[invoice_id] = finalization_error(failure)
+    rendered = _rendered(session, rows)
     return {
-        row.id: InvoiceContext(clocks.get(row.customer_id), previous.get(row.id), errors.get(row.id))
+        row.id: InvoiceContext(
+            clocks.get(row.customer_id),
+            previous.get(row.id),
+            errors.get(row.id),
+            _document_link(row.id, rendered),
+        )
         for row in rows
     }
 
@@ -609,7 +631,8 @@ def _render_credit_notes(view: _View, rows: Sequence[CreditNote]) -> list[dict[s
         row.id: row
         for row in view.session.exec(select(Invoice).where(col(Invoice.id).in_({r.invoice_id for r in rows})))
     }
-    return [_credit_note(row, invoices.get(row.invoice_id)) for row in rows]
+    rendered = _rendered(view.session, rows)
+    return [_credit_note(row, invoices.get(row.invoice_id), rendered) for row in rows]
 
 
 def _render_subscriptions(view: _View, rows: Sequence[Subscription]) -> list[dict[str, Any]]:

@@ -466,6 +466,8 @@ COUPON = "billing.coupons.create"
 DISCOUNT = "billing.discounts.create"
 DISCOUNT_DELETE = "billing.discounts.delete"
 TAX_RATE = "billing.tax_rates.create"
+RENDER = "billing.documents.render"
+EMAIL = "billing.documents.email"
 
 
 def cases() -> list[Case]:
@@ -546,7 +548,7 @@ def cases() -> list[Case]:
     row(
         "tax-id-given-twice",
         CUSTOMERS_CREATE,
-        lambda: customer_create(tax_id_data=[{"type": "eu_vat", "value": "DE1"}] * 2),
+        lambda: customer_create(tax_id_data=[{"type": "eu_vat", "value": "DE123456789"}] * 2),
         BadRequest,
         "tax_id_data[1]",
     )
@@ -579,9 +581,46 @@ def cases() -> list[Case]:
         "shipping.address",
     )
     row(
-        "preferred-locale-uppercase",
+        "tax-id-eu-vat-without-country",
         CUSTOMERS_CREATE,
-        lambda: customer_create(preferred_locales=["EN"]),
+        lambda: customer_create(tax_id_data=[{"type": "eu_vat", "value": "123456789"}]),
+        BadRequest,
+        "tax_id_data[0].value",
+    )
+    row(
+        "tax-id-us-ein-letters",
+        CUSTOMERS_CREATE,
+        lambda: customer_create(tax_id_data=[{"type": "us_ein", "value": "12-ABCDEFG"}]),
+        BadRequest,
+        "tax_id_data[0].value",
+    )
+    row(
+        "shipping-address-country-name",
+        CUSTOMERS_CREATE,
+        lambda: customer_create(
+            shipping={"name": "Depot", "address": {"line1": "1 rue", "country": "France"}}
+        ),
+        BadRequest,
+        "shipping.address.country",
+    )
+    row(
+        "preferred-locale-underscore",
+        CUSTOMERS_CREATE,
+        lambda: customer_create(preferred_locales=["en_US"]),
+        BadRequest,
+        "preferred_locales[0]",
+    )
+    row(
+        "preferred-locale-two-regions",
+        CUSTOMERS_CREATE,
+        lambda: customer_create(preferred_locales=["fr-CA", "de-DE-DE"]),
+        BadRequest,
+        "preferred_locales[1]",
+    )
+    row(
+        "preferred-locale-dangling-hyphen",
+        CUSTOMERS_UPDATE,
+        lambda: customer_update(customer("usd"), preferred_locales=["en-"]),
         BadRequest,
         "preferred_locales[0]",
     )
@@ -1335,6 +1374,22 @@ def cases() -> list[Case]:
     row("country-lowercase", TAX_RATE, lambda: tax_rate_create(country="de"), BadRequest, "country")
     row("extra-field", TAX_RATE, lambda: tax_rate_create(tax_type="vat"), BadRequest, "tax_type")
     row("id-taken-under-another-key", TAX_RATE, tax_rate_id_taken, BadRequest, "id")
+
+    # documents.render, documents.email (follow-ups; anyone may still send them)
+    def document(**fields: Any) -> dict[str, Any]:
+        return {"idempotency_key": key(), **fields}
+
+    row(
+        "both-objects",
+        RENDER,
+        lambda: document(invoice=unknown("in"), credit_note=unknown("cn")),
+        BadRequest,
+        "invoice",
+    )
+    row("no-object", RENDER, document, BadRequest, "invoice")
+    row("draft-invoice", RENDER, lambda: document(invoice=draft_invoice()), WrongState, "invoice")
+    row("unknown-credit-note", RENDER, lambda: document(credit_note=unknown("cn")), NotFound, "credit_note")
+    row("not-rendered-yet", EMAIL, lambda: document(invoice=open_invoice()), NotFound, "invoice")
 
     return rows
 

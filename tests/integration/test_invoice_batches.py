@@ -17,7 +17,8 @@ from tasks.contracts import InvoiceCreate, parse
 from tasks.ids import new_id
 from tests.support import adjust, call, count, customer, get, invoice, items, row_counts
 from worker import clock
-from worker.services.base import Outcome
+from worker.services.base import FollowUp, Outcome
+from worker.services.documents import RENDER_TASK
 from worker.services.registry import run, run_together
 from worker.tables import Invoice, OutboxMessage
 
@@ -48,7 +49,9 @@ def world(rates: dict[str, str]) -> tuple[dict[str, str], list[dict[str, Any]]]:
     customer paid by credit, a chain (260 items), a draft in a currency named on the
     request of a customer without one, an amount too small to charge."""
     who = {
-        "ada": customer("usd", email="ada@example.com", tax_id_data=[{"type": "eu_vat", "value": "DE1"}]),
+        "ada": customer(
+            "usd", email="ada@example.com", tax_id_data=[{"type": "eu_vat", "value": "DE123456789"}]
+        ),
         "bea": customer("eur"),
         "cal": customer("gbp"),
         "dan": customer("usd", tax_exempt="exempt"),
@@ -103,6 +106,14 @@ def rates() -> dict[str, str]:
     }  # type: ignore[dict-item]
 
 
+def chain(outcome: Outcome) -> list[FollowUp]:
+    return [f for f in outcome.follow_ups if f.task_name == OPERATION]
+
+
+def documents(outcome: Outcome) -> list[FollowUp]:
+    return [f for f in outcome.follow_ups if f.task_name == RENDER_TASK]
+
+
 def test_requests_made_together_make_the_invoices_they_make_alone(rates: dict[str, str]) -> None:
     alone_who, alone_requests = world(rates)
     alone = [run(OPERATION, payload) for payload in alone_requests]
@@ -113,9 +124,10 @@ def test_requests_made_together_make_the_invoices_they_make_alone(rates: dict[st
     assert all(outcome is not None for outcome in settled)
     for one, other in zip(alone, settled, strict=True):
         assert other is not None and one.id is not None and other.id is not None
-        assert [f.key.rpartition(":")[2] for f in other.follow_ups] == [
-            f.key.rpartition(":")[2] for f in one.follow_ups
+        assert [f.key.rpartition(":")[2] for f in chain(other)] == [
+            f.key.rpartition(":")[2] for f in chain(one)
         ]  # the chain's next part: asked for by the batch as by the request alone
+        assert [f.payload.keys() for f in documents(other)] == [f.payload.keys() for f in documents(one)]
         assert seen(get(other.id), {v: k for k, v in batch_who.items()}) == seen(
             get(one.id), {v: k for k, v in alone_who.items()}
         )
@@ -137,7 +149,9 @@ def test_the_chain_s_next_part_is_in_the_outbox_with_the_batch() -> None:
     (outcome,) = together(request(cus, finalize=True))
 
     assert outcome is not None
-    (follow_up,) = outcome.follow_ups
+    (follow_up,) = chain(outcome)
+    (document,) = documents(outcome)  # finalized: its document too, in the same outbox
+    assert count(OutboxMessage, OutboxMessage.key == document.key) == 1
     assert follow_up.task_id is not None  # the outbox row's, so every publication carries it
     assert count(OutboxMessage, OutboxMessage.key == follow_up.key) == 1
     assert get(run(follow_up.task_name, follow_up.payload).id or "")["lines"]["total_count"] == 10

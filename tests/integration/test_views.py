@@ -282,11 +282,12 @@ def test_invoice_lines_load_in_one_query_per_page(session: Session, selects: lis
     page = views.list_objects(session, "invoices", customer="cus_A")
 
     assert [len(invoice["lines"]["data"]) for invoice in page["data"]] == [3] * 5
-    # the page, its lines, its customers' test clocks, its drafts' failed finalizations
-    assert len(selects) == 4
+    # the page, its lines, its customers' test clocks, its drafts' failed finalizations, which
+    # have a document (invoice_pdf)
+    assert len(selects) == 5
     selects.clear()
     views.get_object(session, "in_0")
-    assert len(selects) == 4
+    assert len(selects) == 5
 
 
 # Lists
@@ -667,6 +668,7 @@ def test_credit_note_and_balance_transaction(session: Session) -> None:
         "metadata": {},
         "created": NOW,
         "voided_at": None,
+        "pdf": None,
     }
     assert views.list_objects(session, "balance_transactions", customer="cus_A", currency="usd")["data"] == [
         {

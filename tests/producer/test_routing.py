@@ -13,8 +13,10 @@ from tasks.broker import UnsupportedBroker, transport_for
 from tasks.client import BillingClient
 from tasks.operations import (
     ALL_QUEUES,
+    BILLING_QUEUES,
     OPERATIONS,
     QUEUE_DEFAULT,
+    QUEUE_DOCUMENTS,
     QUEUE_INVOICES,
     QUEUE_ITEMS,
     QUEUE_RECURRING,
@@ -32,12 +34,15 @@ NOT_DEFAULT = {
     "billing.maintenance.renew_subscriptions": "billing.recurring",
     "billing.maintenance.finalize_drafts": "billing.recurring",
     "billing.maintenance.mark_overdue": "billing.recurring",
+    "billing.documents.render": "billing.documents",
+    "billing.documents.email": "billing.documents",
 }
 
 
-def test_the_queues_are_the_four_a_worker_consumes() -> None:
-    assert ALL_QUEUES == ("billing.default", "billing.items", "billing.invoices", "billing.recurring")
-    assert (QUEUE_DEFAULT, QUEUE_ITEMS, QUEUE_INVOICES, QUEUE_RECURRING) == ALL_QUEUES
+def test_the_queues_are_the_four_billing_ones_and_documents() -> None:
+    assert BILLING_QUEUES == ("billing.default", "billing.items", "billing.invoices", "billing.recurring")
+    assert (QUEUE_DEFAULT, QUEUE_ITEMS, QUEUE_INVOICES, QUEUE_RECURRING) == BILLING_QUEUES
+    assert (*BILLING_QUEUES, QUEUE_DOCUMENTS) == ALL_QUEUES == (*BILLING_QUEUES, "billing.documents")
     assert {operation.queue for operation in OPERATIONS.values()} == set(ALL_QUEUES)
 
 

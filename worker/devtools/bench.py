@@ -40,9 +40,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tasks.operations import ALL_QUEUES, QUEUE_ITEMS
+from tasks.operations import BILLING_QUEUES, QUEUE_ITEMS
 
-QUEUES = ALL_QUEUES
+QUEUES = BILLING_QUEUES
+"""The queues the benchmark's workers consume and wait on: the billing ones. Document requests
+(one per finalized invoice) are published and left queued, as for a deployment whose document
+workers run elsewhere: the billing path pays for the outbox row and the publish, not the render."""
 CURRENCIES = ("usd", "eur", "gbp")
 ITEMS_PER_CUSTOMER = 250
 COUPON = "co_BENCH10"
@@ -261,6 +264,7 @@ class RedisWorker:
             backend.directory,
             concurrency,
             app="worker.devtools.bench_tasks",
+            queues=",".join(QUEUES),
         ).start()
         self.client = backend.client()
         for _ in range(concurrency * 4):  # every pool child has imported and run a task
@@ -332,7 +336,7 @@ class EmbeddedBenchWorker:
         from worker.devtools.embedded import EmbeddedWorker
 
         _use_database(url)
-        self.embedded = EmbeddedWorker(backend.app).__enter__()
+        self.embedded = EmbeddedWorker(backend.app, queues=QUEUES).__enter__()
         backend.client().app.send_task("billing.bench.noop", queue=QUEUE_ITEMS)
         wait_until(self.drained, 60, "the worker to warm up")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import calendar
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -54,7 +55,12 @@ def enqueue_and_run(
     tag = str(int(time.time() * 1000))
     echo("1. customers, a coupon and a tax rate")
     ada = client.create_customer(
-        email="ada@example.com", name="Ada Lovelace", currency="usd", metadata={"user_id": f"ada-{tag}"}
+        email="ada@example.com",
+        name="Ada Lovelace",
+        currency="usd",
+        preferred_locales=["de-DE", "en"],
+        address={"line1": "Unter den Linden 1", "city": "Berlin", "postal_code": "10117", "country": "DE"},
+        metadata={"user_id": f"ada-{tag}"},
     )
     bea = client.create_customer(
         email="bea@example.ca",
@@ -71,7 +77,13 @@ def enqueue_and_run(
         metadata={"user_id": f"bea-{tag}"},
     )
     chloe = client.create_customer(
-        email="chloe@example.fr", name="Chloé Martin", currency="eur", metadata={"user_id": f"chloe-{tag}"}
+        email="chloe@example.fr",
+        name="Chloé Martin",
+        currency="eur",
+        preferred_locales=["fr-FR"],
+        address={"line1": "12 rue de Rivoli", "city": "Paris", "postal_code": "75004", "country": "FR"},
+        tax_id_data=[{"type": "eu_vat", "value": "FR40303265045"}],
+        metadata={"user_id": f"chloe-{tag}"},
     )
     coupon = client.create_coupon(
         id=f"USD10OFF-{tag}", name="10.00 USD off", amount_off=1000, currency="usd", duration="forever"
@@ -118,8 +130,12 @@ def enqueue_and_run(
     client.attach_discount(bea, coupon)
     _wait(worker, "items, credit and discount recorded", echo)
 
-    echo("3. invoice everything pending, finalized (one chain per customer and currency)")
-    runs = {c: client.invoice_pending(c, finalize=True) for c in (ada, bea, chloe)}
+    echo("3. invoice everything pending, finalized (one chain per customer and currency);")
+    echo("   Chloé's is sent (send_invoice, due in 30 days): she gets it by email")
+    runs = {c: client.invoice_pending(c, finalize=True) for c in (ada, bea)}
+    runs[chloe] = client.invoice_pending(
+        chloe, finalize=True, collection_method="send_invoice", days_until_due=30
+    )
     _wait(worker, "invoice chains finished", echo)
     fate = runs[bea].wait(timeout=60)  # what the producer learns without the database (README)
     echo(f"  … Bea's run as her producer sees it, runs[bea].wait(): {fate.status}, {', '.join(fate.ids)}")
@@ -141,6 +157,7 @@ def enqueue_and_run(
         email="dan@example.com",
         name="Dan Brown",
         currency="usd",
+        preferred_locales=["ja-JP"],
         test_clock=clock,
         metadata={"user_id": f"dan-{tag}"},
     )
@@ -241,6 +258,38 @@ def report(run: dict[str, Any], echo: Callable[[str], None]) -> None:
         echo(f"Recorded task failures: {len(failures)}")
 
 
+def write_documents(run: dict[str, Any], directory: Path, echo: Callable[[str], None]) -> list[Path]:
+    """Write the PDF of every invoice and credit note of the run, as the document worker made it."""
+    from worker.documents.store import DatabaseStore
+
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    with read_session() as session:
+        store = DatabaseStore(session)
+        for name, customer in run["customers"].items():
+            objects = [
+                *list_objects(session, "invoices", customer=customer, limit=100)["data"],
+                *list_objects(session, "credit_notes", customer=customer, limit=100)["data"],
+            ]
+            for obj in objects:
+                document = store.get(obj["id"])
+                if document is None:
+                    continue
+                path = directory / f"{name}-{obj['number']}.pdf"
+                path.write_bytes(document.content)
+                written.append(path)
+    echo(f"\nDocuments: {len(written)} PDFs in {directory.resolve()} (billing pdf <in_…|cn_…> -o FILE;")
+    echo("  Ada in German, Bea in Canadian French, Chloé in French, Dan in Japanese)")
+    settings = get_settings()
+    if settings.smtp_url:
+        echo(f"Emails: sent through {settings.smtp_url.split('@')[-1]} (Chloé's invoice, Bea's credit note)")
+    else:
+        emails = sorted(Path(settings.emails_dir).glob("*.eml"))
+        echo(f"Emails: {len(emails)} .eml files in {Path(settings.emails_dir).resolve()} (Chloé's invoice,")
+        echo("  Bea's credit note; BILLING_SMTP_URL sends them instead)")
+    return written
+
+
 def run_demo(echo: Callable[[str], None] = click.echo) -> dict[str, Any]:
     from worker.app import app
     from worker.migrate import upgrade
@@ -251,4 +300,5 @@ def run_demo(echo: Callable[[str], None] = click.echo) -> dict[str, Any]:
     with EmbeddedWorker(app) as worker:
         run = enqueue_and_run(BillingClient(app=app), worker, echo)
     report(run, echo)
+    write_documents(run, Path(settings.documents_dir), echo)
     return run

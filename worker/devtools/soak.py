@@ -51,9 +51,16 @@ class WorkerProcess:
     """``celery -A worker.app worker`` in its own process group."""
 
     def __init__(
-        self, name: str, env: dict[str, str], log_dir: Path, concurrency: int = 1, app: str = "worker.app"
+        self,
+        name: str,
+        env: dict[str, str],
+        log_dir: Path,
+        concurrency: int = 1,
+        app: str = "worker.app",
+        queues: str = QUEUES,
     ) -> None:
         self.name = name
+        self.queues = queues
         self.app = app
         self.env = env
         self.log_path = log_dir / f"{name}.log"
@@ -64,7 +71,7 @@ class WorkerProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", self.app, "worker", "--loglevel=INFO",
-             f"--concurrency={self.concurrency}", "-Q", QUEUES, "--without-mingle", "--without-gossip",
+             f"--concurrency={self.concurrency}", "-Q", self.queues, "--without-mingle", "--without-gossip",
              "-n", f"{self.name}-{os.getpid()}@%h"],
             env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip

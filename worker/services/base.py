@@ -104,6 +104,9 @@ class Request:
     """The producer's key (a chain's part n is stored under ``<key>:part<n>``): its events'
     ``request.idempotency_key``; their ``request.id`` is ``key``."""
     events: list[Emitted] = field(default_factory=list)
+    follow_ups: list[FollowUp] = field(default_factory=list)
+    """Follow-ups asked for deep in the operation (a finalized invoice's document): ``done``
+    hands them to the outcome, so they reach the outbox in this transaction."""
 
     def __post_init__(self) -> None:
         self.received = self.received or self.now
@@ -145,7 +148,9 @@ class Request:
     def done(self, resource_id: str | None, **extra: Any) -> Outcome:
         """The operation's effect is made: its key is stored with it (``settle``)."""
         self.key_row = key_row(self.key, self.operation, self.fingerprint, resource_id, self.received)
-        return Outcome(resource_id, events=self.events, **extra)
+        outcome = Outcome(resource_id, events=self.events, **extra)
+        outcome.follow_ups.extend(self.follow_ups)
+        return outcome
 
     def get(self, model: type[Row], object_id: str, *, resource: str, field: str) -> Row:
         row = self.session.get(model, object_id)
