@@ -198,6 +198,41 @@ def find_customers(email: str | None, pairs: tuple[str, ...]) -> None:
         _print_json({"object": "list", "data": find(session, email=email, metadata=metadata or None)})
 
 
+@main.command("fate")
+@click.argument("keys", nargs=-1, required=True)
+@click.option("--wait", "wait_s", type=click.FloatRange(0), default=0.0, help="seconds to wait for the end")
+@click.option(
+    "--database",
+    "from_database",
+    is_flag=True,
+    help="read the database instead of the broker's Redis (the default with the in-process broker)",
+)
+def fate(keys: tuple[str, ...], wait_s: float, from_database: bool) -> None:
+    """Print what became of a request: pending, succeeded (the ids it made, with every invoice of
+    a chain) or failed (the error), by its idempotency key (several: a list call's messages).
+
+    Reads the fates workers keep on the broker's Redis (``BILLING_FATE_TTL_S``); with the
+    in-process broker of the embedded default, or ``--database``, reads the database."""
+    from tasks.fates import fate_store_for
+    from tasks.fates import resolve as resolve_fate
+    from worker.db import read_session
+    from worker.fates import DatabaseFates
+    from worker.settings import get_settings
+
+    deadline = time.monotonic() + wait_s
+    store = None if from_database else fate_store_for(get_settings().broker_url)
+    while True:
+        if store is None or get_settings().broker_url.startswith("memory"):
+            with read_session() as session:
+                result = resolve_fate(DatabaseFates(session), keys)
+        else:
+            result = resolve_fate(store, keys)
+        if result.done or time.monotonic() >= deadline:
+            _print_json(result.as_dict())
+            return
+        time.sleep(0.25)
+
+
 @main.command()
 def audit() -> None:
     """Check the books (ledger, balances, invoice totals, credit notes) and the events against

@@ -11,11 +11,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
 from domain.errors import BillingError, error_type
+from domain.errors import error_type as stripe_type
 from tasks.contracts import parse
 from tasks.operations import REQUESTS
 from worker import clock
 from worker.db import UnitOfWork, table_of
 from worker.events import Emitted, write_events
+from worker.fates import request_key_of, write_failed
 from worker.tables import Event, FailureStatus, MessageDelivery, OutboxMessage, TaskFailure, TaskFailureEvent
 from worker.webhooks import fan_out
 
@@ -93,13 +95,20 @@ def redacted(payload: Any) -> Any:
 
 
 def record_failure(
-    *, task_id: str, task_name: str, payload: Any, error: BaseException, retryable: bool
+    *,
+    task_id: str,
+    task_name: str,
+    payload: Any,
+    error: BaseException,
+    retryable: bool,
+    fate_key: str | None = None,
 ) -> None:
     """Insert or update the failure row of one message, in a transaction of its own.
 
     A failure newly recorded, or recorded again after a retry or a resolution, emits
     ``request.failed`` in the same transaction; the same message failing again while its
-    failure is open (a redelivery) does not."""
+    failure is open (a redelivery) does not. Then the request's failed fate
+    (``worker.fates``), under ``fate_key``, else the key ``payload`` names."""
     if isinstance(error, BillingError):
         error_type, code, field, message = type(error).__name__, error.code, error.field, error.message
     else:
@@ -142,6 +151,18 @@ def record_failure(
             fan_out(uow.session, written, now, published=False)  # the dispatch sweep sends them
         uow.commit()
     log.warning("task %s [%s] failed: %s: %s (field=%s)", task_name, task_id, error_type, message, field)
+    write_failed(
+        fate_key or request_key_of(task_name, payload),
+        task_name,
+        {
+            "type": stripe_type(error_type),
+            "code": code,
+            "field": field,
+            "message": message,
+            "class": error_type,
+        },
+        retryable=retryable,
+    )
 
 
 KEY_LENGTH = cast(String, table_of(Event).c.request_id.type).length

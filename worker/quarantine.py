@@ -12,6 +12,7 @@ for what a failed attempt (database down) left behind. README: Reliability.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from typing import Any
@@ -22,6 +23,7 @@ from domain.errors import BadRequest
 from tasks.broker import REFUSED_KEY
 from tasks.envelope import MAX_ID_LENGTH, MAX_NAME_LENGTH, clean_text
 from worker.failures import excerpt, record_failure
+from worker.fates import request_key_of
 
 log = logging.getLogger("billing.quarantine")
 
@@ -29,31 +31,38 @@ DRAIN_LIMIT = 100
 """Entries recorded per call: a flood of refusals must not hold the main process for long."""
 
 
-def _identity(raw: bytes, seq: str) -> tuple[str, str]:
-    """(task id, task name) read from the entry when it names them cleanly, else the sequence number."""
-    task_id, task_name = f"refused:{seq}", "unknown"
+def _identity(raw: bytes, seq: str) -> tuple[str, str, str | None]:
+    """(task id, task name, request key) read from the entry when it names them cleanly, else the
+    sequence number, ``unknown`` and None. The key is read from a body that still decodes (its
+    ``[args, kwargs, embed]``' kwargs), so that the refused request's fate says failed."""
+    task_id, task_name, key = f"refused:{seq}", "unknown", None
     try:
-        headers = json.loads(raw).get("headers")
+        entry = json.loads(raw)
+        headers = entry.get("headers")
         if isinstance(headers, dict):
             if clean_text(headers.get("id"), MAX_ID_LENGTH):
                 task_id = headers["id"]
             if clean_text(headers.get("task"), MAX_NAME_LENGTH):
                 task_name = headers["task"]
+        body = json.loads(base64.b64decode(entry["body"], validate=True))
+        if isinstance(body, list) and len(body) >= 2:
+            key = request_key_of(task_name, body[1])
     except (Exception, RecursionError):
         pass
-    return task_id, task_name
+    return task_id, task_name, key
 
 
 def record_entry(wrapped: bytes) -> None:
     """Record one entry of the refused list (``seq\\nqueue\\nreason\\nraw``)."""
     seq, queue, reason, raw = [*wrapped.split(b"\n", 3), b"", b"", b""][:4]
-    task_id, task_name = _identity(raw, seq.decode("ascii", "replace"))
+    task_id, task_name, key = _identity(raw, seq.decode("ascii", "replace"))
     record_failure(
         task_id=task_id,
         task_name=task_name,
         payload={"queue": queue.decode("utf-8", "replace"), **excerpt(raw)},
         error=BadRequest(f"refused queue entry: {reason.decode('utf-8', 'replace')}", field="message"),
         retryable=False,
+        fate_key=key,
     )
 
 

@@ -90,6 +90,12 @@ class Settings(BaseSettings):
     idempotency_key_retention_s: int = Field(
         default=2 * 86_400, ge=86_400, description="Idempotency keys are kept at least this long (>= 24 h)"
     )
+    fate_ttl_s: int = Field(
+        default=86_400,
+        ge=60,
+        description="Each request's fate (pending, succeeded with its ids, failed with the error) is kept"
+        " this long on the broker's Redis for producers to read (BillingClient.fate, billing fate)",
+    )
     redelivery_cap: int = Field(
         default=5, ge=1, description="A message redelivered this often without finishing is parked"
     )

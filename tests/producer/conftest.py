@@ -24,8 +24,12 @@ from typing import Any
 
 import fakeredis
 import pytest
+from kombu import pools
+from kombu.utils.collections import eqhash
 
-from tasks import broker
+from tasks import broker, fates
+from tasks.client import BillingClient
+from tests.producer.wire import broker_url
 
 
 @pytest.fixture
@@ -37,6 +41,7 @@ def fake_server(monkeypatch: pytest.MonkeyPatch) -> fakeredis.FakeServer:
             super().__init__(*args, server=server, **kwargs)
 
     monkeypatch.setattr(broker.Channel, "connection_class", FakeConnection)
+    monkeypatch.setattr(fates, "connection_class", FakeConnection)  # the client's fate store
     return server
 
 
@@ -46,3 +51,16 @@ def fake_redis(fake_server: fakeredis.FakeServer) -> Iterator[fakeredis.FakeRedi
     client = fakeredis.FakeRedis(server=fake_server, db=0)
     yield client
     client.close()
+
+
+@pytest.fixture
+def billing(fake_server: fakeredis.FakeServer) -> Iterator[BillingClient]:
+    client = BillingClient(broker_url=broker_url())
+    yield client
+    connection = client.app.connection_for_write()
+    for group in (pools.producers, pools.connections):  # process-wide, keyed by URL
+        pool = group.pop(eqhash(connection), None)
+        if pool is not None:
+            pool.force_close_all()
+    connection.release()
+    client.app.close()

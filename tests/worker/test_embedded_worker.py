@@ -89,3 +89,41 @@ def test_an_invoice_request_that_overtakes_its_items_waits_for_them(
     assert get(invoice)["lines"]["total_count"] == 3
     assert get(invoice)["amount_due"] == 3003
     assert count(TaskFailure) == 0
+
+
+def test_each_request_s_fate_without_the_database(running: tuple[BillingClient, EmbeddedWorker]) -> None:
+    """On the embedded default the fates live in this process's memory (so does its broker):
+    the handle every method returns waits for the outcome, with the ids, or the error."""
+    import uuid
+
+    client, _ = running
+    key = f"fate-{uuid.uuid4().hex}"
+    cus = client.create_customer(email="fay@example.ca", currency="cad")
+    assert cus.wait(timeout=60).as_dict() | {"requests": 1} == {
+        "object": "request_fate", "idempotency_key": cus, "status": "succeeded",
+        "task": "billing.customers.create", "ids": [cus], "error": None, "failed_key": None,
+        "pending": [], "requests": 1,
+    }  # fmt: skip
+    listed = client.create_invoice_items([{"customer": cus, "amount": 100} for _ in range(1_003)])
+    fate = listed.wait(timeout=60)
+    assert (fate.status, fate.ids, fate.requests) == ("succeeded", tuple(listed), 2)  # two messages
+
+    invoice = client.create_invoice(customer=cus, currency="cad", finalize=True, idempotency_key=key)
+    fate = invoice.wait(timeout=120)
+    parts = [key] + [f"{key}:part{n}" for n in range(2, 6)]  # 1,003 items: 250 x 4 and 3
+    assert (fate.status, fate.ids) == ("succeeded", tuple(derived_id("in", part) for part in parts))
+    assert client.fate(key) == fate and fate.ids[0] == invoice
+
+    voided = client.void_invoice(invoice)  # an action: its handle is the invoice it acts on
+    assert voided == invoice and voided.idempotency_key.startswith("req_")
+    assert voided.wait(timeout=60).ids == (invoice,)
+
+    again = client.void_invoice(invoice)  # a bad request: final at once (no retry for a wrong state)
+    fate = again.wait(timeout=60)
+    assert (fate.status, fate.failed_key, fate.ids) == ("failed", again.idempotency_key, ())
+    assert fate.error is not None
+    error = (fate.error["type"], fate.error["code"], fate.error["field"])
+    assert error == ("invalid_request_error", "invalid_state", "invoice")  # Stripe's type
+    assert fate.error["class"] == "WrongState"
+    assert invoice in fate.error["message"]
+    assert voided.fate().status == "succeeded"  # one request's failure is not another's

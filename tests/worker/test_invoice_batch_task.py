@@ -63,3 +63,40 @@ def test_a_follow_up_refused_by_the_broker_is_sent_by_the_request_run_alone(
     # follow-ups, or (the one the broker refused) left for the reconciler
     assert count(OutboxMessage, OutboxMessage.task_name == RENDER_TASK) == 2
     assert len([message for message in sent if message["name"] == RENDER_TASK]) >= 1
+
+
+def test_a_batch_writes_its_requests_fates_in_one_round_trip(
+    sent: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every request of a batch, those settled together and those run alone (here: the one
+    whose follow-up the broker refused), has its fate written by one command at the batch's end."""
+    import fakeredis
+
+    from tasks.fates import RedisFates, resolve
+
+    store = RedisFates(fakeredis.FakeRedis())
+    writes: list[list[str]] = []
+    put = store.put_succeeded
+
+    def counted(records: Any, ttl_s: int) -> None:
+        writes.append([key for key, _ in records])
+        put(records, ttl_s)
+
+    monkeypatch.setattr(store, "put_succeeded", counted)
+    monkeypatch.setattr("worker.fates._store", lambda: store)
+    long, short = customer("usd"), customer("eur")
+    items(long, "usd", [100] * 260)
+    items(short, "eur", [500])
+    first, second = message(long), message(short)
+
+    app.tasks[TASK].run_batch([first, second])
+
+    keys = [first.kwargs["idempotency_key"], second.kwargs["idempotency_key"]]
+    assert [sorted(write) for write in writes] == [sorted(keys)]
+    chain = resolve(store, keys[:1])
+    assert (chain.status, chain.ids, chain.pending) == (
+        "pending",
+        (first.kwargs["id"],),
+        (f"{keys[0]}:part2",),
+    )
+    assert resolve(store, keys[1:]).ids == (second.kwargs["id"],)

@@ -140,3 +140,46 @@ def test_a_monitor_turns_task_events_on_as_flower_does(worker_process: str) -> N
         lambda: any(e.get("type") == "task-succeeded" and e.get("uuid") == received["uuid"] for e in seen),
         what="the invoice request's task-succeeded event",
     )
+
+
+def test_a_producer_waits_for_each_request_s_fate(
+    worker_process: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the database: the handle a method returns waits for its request's end, with the
+    ids it made (every invoice of a chain) or the error; ``billing fate`` reads the same."""
+    import json
+    import uuid
+
+    from click.testing import CliRunner
+
+    from worker.cli import main
+    from worker.settings import get_settings
+
+    client = BillingClient(broker_url=worker_process)
+    cus = client.create_customer(email="fay@example.com", name="Fay", currency="usd")
+    fate = cus.wait(timeout=60)
+    assert (fate.status, fate.ids, fate.task) == ("succeeded", (cus,), "billing.customers.create")
+
+    listed = client.create_invoice_items([{"customer": cus, "amount": 100 + i} for i in range(510)])
+    assert listed.wait(timeout=60).ids == tuple(listed)
+    key = f"fate-{uuid.uuid4().hex}"
+    invoice = client.create_invoice(customer=cus, finalize=True, idempotency_key=key)
+    fate = invoice.wait(timeout=120)
+    chain = (derived_id("in", key), derived_id("in", f"{key}:part2"), derived_id("in", f"{key}:part3"))
+    assert (fate.status, fate.ids, fate.requests) == ("succeeded", chain, 3)  # 250, 250 and 10 lines
+    assert [get(i)["lines"]["total_count"] for i in fate.ids] == [250, 250, 10]
+
+    voided = client.void_invoice(invoice)
+    assert voided.wait(timeout=60).ids == (invoice,)
+    again = client.void_invoice(invoice)  # a bad request: the invoice is void already
+    fate = again.wait(timeout=60)
+    assert fate.status == "failed" and fate.error is not None
+    error = (fate.error["type"], fate.error["code"], fate.error["field"], fate.error["class"])
+    assert error == ("invalid_request_error", "invalid_state", "invoice", "WrongState")
+
+    monkeypatch.setenv("BILLING_BROKER_URL", worker_process)
+    get_settings.cache_clear()
+    shown = CliRunner().invoke(main, ["fate", key], catch_exceptions=False)
+    assert json.loads(shown.output)["ids"] == list(chain)
+    shown = CliRunner().invoke(main, ["fate", again.idempotency_key], catch_exceptions=False)
+    assert json.loads(shown.output)["error"] == fate.error

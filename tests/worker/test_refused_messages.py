@@ -109,3 +109,32 @@ def test_an_expired_beat_job_is_not_a_failure(worker: EmbeddedWorker) -> None:
     )
     worker.wait_idle()
     assert row_counts() == before  # beat asks again at its next tick
+
+
+def test_a_refused_entry_whose_key_can_be_read_fails_its_request_s_fate() -> None:
+    """A hostile entry the transport refused still says what became of the request it names."""
+    import base64
+    import json
+
+    from tasks.fates import MEMORY, resolve
+    from worker.quarantine import record_entry
+
+    key = f"refused-{uuid.uuid4().hex}"
+    kwargs = {"id": "cus_REFUSED", "idempotency_key": key, "email": "a@example.com"}
+    raw = json.dumps(
+        {
+            "body": base64.b64encode(json.dumps([[], kwargs, {}]).encode()).decode(),
+            "content-type": "application/json",
+            "headers": {"task": "billing.customers.create", "id": "refused-task", "timelimit": 7},
+            "properties": {},
+        }
+    ).encode()
+    record_entry(b"1\nbilling.default\nheaders.timelimit: must be a pair\n" + raw)
+
+    fate = resolve(MEMORY, [key])  # the broker of the tests' settings: in-process
+    assert (fate.status, fate.failed_key) == ("failed", key)
+    assert fate.error is not None
+    error = (fate.error["type"], fate.error["field"], fate.error["class"])
+    assert error == ("invalid_request_error", "message", "BadRequest")
+    assert fate.error["message"] == "refused queue entry: headers.timelimit: must be a pair"
+    assert count(TaskFailure) == 1

@@ -139,6 +139,8 @@ def enqueue_and_run(
         chloe, finalize=True, collection_method="send_invoice", days_until_due=30
     )
     _wait(worker, "invoice chains finished", echo)
+    fate = runs[bea].wait(timeout=60)  # what the producer learns without the database (README)
+    echo(f"  … Bea's run as her producer sees it, runs[bea].wait(): {fate.status}, {', '.join(fate.ids)}")
 
     echo("4. Bea pays her second CAD invoice out of band; a 7.50 CAD credit note credits her CAD balance")
     first_cad = derived_id("in", f"{runs[bea]}:cad")

@@ -48,6 +48,8 @@ class Outcome:
     follow_ups: list[FollowUp] = field(default_factory=list)
     events: list[Emitted] = field(default_factory=list)
     """What the request emitted (``Request.emit``); a replay emits nothing."""
+    key: str | None = None
+    """The request's key, set once committed (``execute``): its fate is written under it."""
 
     def as_result(self) -> dict[str, Any]:
         return {"id": self.id, "replayed": self.replayed, "follow_ups": len(self.follow_ups)}
@@ -338,6 +340,7 @@ def execute(
                 failpoint("before_commit", operation)
                 uow.commit()
             failpoint("after_commit", operation)
+            outcome.key = key
             return outcome
         except IntegrityError:
             if attempt == 2:
@@ -367,6 +370,9 @@ def execute_together(
         now = clock.now()
         settled = service(uow.session, operation, entries, now)
         keys = [key for (key, _, _), outcome in zip(entries, settled, strict=True) if outcome is not None]
+        for (key, _, _), outcome in zip(entries, settled, strict=True):
+            if outcome is not None:
+                outcome.key = key
         if keys:
             close_outbox(uow.session, keys, now)
         for outcome in settled:

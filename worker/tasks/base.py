@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from celery import Task
@@ -35,6 +37,7 @@ from worker import clock
 from worker.db import UnitOfWork
 from worker.failpoints import failpoint
 from worker.failures import count_redelivery, record_failure
+from worker.fates import Record, succeeded, write_succeeded
 from worker.outbox import mark_published
 from worker.services.base import FollowUp, Outcome, write_outbox
 from worker.services.registry import run
@@ -87,6 +90,24 @@ def in_flight_wait(exc: BillingError, retries: int, settings: Settings) -> float
     elif isinstance(exc, NothingToInvoice) and retries < settings.nothing_pending_retries:
         return backoff(retries, base=1.0, cap=30) or 0.01
     return None
+
+
+_batch = threading.local()
+"""While a batch runs in this thread (``BillingBatchTask.run_batch``): ``fates``, the records of
+its requests, written together at its end (a task object is shared by a pool's threads)."""
+
+
+@contextmanager
+def fates_together() -> Iterator[None]:
+    """Within, the fates of the requests this thread settles are kept, then written together in
+    one round trip at the end (``BillingBatchTask.run_batch``)."""
+    records: list[Record] = []
+    _batch.fates = records
+    try:
+        yield
+    finally:
+        _batch.fates = None
+        write_succeeded(records)
 
 
 class Unpublished(Exception):
@@ -153,6 +174,7 @@ class BillingTask(_Task):
             ),
         )
         self.publish(outcome)
+        self.settled(outcome, payload)
         return outcome.as_result()
 
     def _guarded(self, payload: dict[str, Any], args: tuple[Any, ...], body: Callable[[], T]) -> T:
@@ -179,6 +201,17 @@ class BillingTask(_Task):
                 raise self.retry_later(exc, backoff(retries)) from exc
             self._record(payload, exc, retryable=is_transient(exc))
             raise
+
+    def settled(self, outcome: Outcome, payload: dict[str, Any]) -> None:
+        """Write the fate of a request committed and published (within a batch: at its end)."""
+        record = succeeded(self.name, outcome, payload)
+        if record is None:
+            return
+        batch: list[Record] | None = getattr(_batch, "fates", None)
+        if batch is not None:
+            batch.append(record)
+        else:
+            write_succeeded([record])
 
     def publish(self, outcome: Outcome) -> None:
         """Send follow-ups after the commit (they are in the outbox already).

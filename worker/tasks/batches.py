@@ -18,7 +18,7 @@ from tasks.operations import contract_of
 from worker.services.base import Outcome
 from worker.services.registry import run_together
 from worker.settings import get_settings
-from worker.tasks.base import BillingTask
+from worker.tasks.base import BillingTask, fates_together
 
 log = logging.getLogger("billing.tasks")
 
@@ -125,7 +125,12 @@ class BillingBatchTask(Batches, BillingTask):  # type: ignore[misc]  # celery-ba
 
     def run_batch(self, requests: list[SimpleRequest]) -> dict[str, tuple[str, str | None]]:
         """Settle the messages, together where their operation can, else alone; returns each
-        message's state (SUCCESS, RETRY or FAILURE, and the error) by task id."""
+        message's state (SUCCESS, RETRY or FAILURE, and the error) by task id. The fates of
+        those that succeeded are written in one round trip, before any is acknowledged."""
+        with fates_together():
+            return self._run_batch(requests)
+
+    def _run_batch(self, requests: list[SimpleRequest]) -> dict[str, tuple[str, str | None]]:
         alone: list[SimpleRequest] = []
         together: list[tuple[SimpleRequest, Any]] = []
         for request in requests:  # each checked alone: one bad request never holds back its mates
@@ -147,6 +152,8 @@ class BillingBatchTask(Batches, BillingTask):  # type: ignore[misc]  # celery-ba
             for (request, _), outcome in zip(together, settled, strict=True):
                 if outcome is None or not self._sent(request, outcome):
                     alone.append(request)
+                else:
+                    self.settled(outcome, request.kwargs)
         states = {request.id: self._perform_alone(request) for request in alone}
         for request in requests:  # per message, as for a task of its own (the embedded worker counts them)
             signals.task_postrun.send(
