@@ -184,22 +184,22 @@ def test_redis_flushed_with_deliveries_queued_still_delivers_everything(rig: Rig
 
 
 def test_a_producer_service_receives_its_invoice_events_signed(rig: Rig) -> None:
-    """README: Webhooks, end to end: an endpoint made through the client (a request through the
-    broker), items and an invoice enqueued, and the receiving service gets
-    ``invoiceitem.created``, ``invoice.created`` and ``invoice.finalized``, each verified."""
-    from worker.tables import WebhookEndpoint
-
+    """README: A producer service, end to end: an endpoint made through the client (a request
+    through the broker, waited for), items and an invoice enqueued, the invoice request's outcome
+    waited for, and the receiving service gets ``invoiceitem.created``, ``invoice.created`` and
+    ``invoice.finalized``, each verified."""
     with Receiver() as receiver:
         rig.cluster.spawn()
         endpoint = rig.client.create_webhook_endpoint(
             url=receiver.url, enabled_events=["invoiceitem.created", "invoice.created", "invoice.finalized"]
         )
         receiver.secret = endpoint.secret  # what the receiving service keeps in its settings
-        with read_session() as session:
-            wait_for(lambda: session.get(WebhookEndpoint, endpoint.id) is not None, what="the endpoint")
+        assert endpoint.wait(timeout=30).status == "succeeded"
         customer = rig.client.create_customer(name="Ada", currency="usd")
         items = [rig.client.create_invoice_item(customer=customer, amount=a) for a in (4900, 1200)]
         invoice = rig.client.create_invoice(customer=customer, finalize=True)
+        fate = invoice.wait(timeout=60)
+        assert (fate.status, fate.ids) == ("succeeded", (invoice,)), fate
 
         def received_types() -> list[str]:
             return sorted(r.event["type"] for r in receiver.received)
