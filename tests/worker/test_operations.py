@@ -20,7 +20,7 @@ from tests.support import count
 from worker.devtools.soak import WorkerProcess, wait_for
 from worker.exporter import serve
 from worker.settings import Settings
-from worker.tables import Customer, Invoice, TaskFailure
+from worker.tables import Customer, Document, Invoice, TaskFailure
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
@@ -94,6 +94,8 @@ def test_metrics_move_on_a_running_worker_and_its_logs_are_one_json_line_per_tas
     assert (value(pending, "billing_pending_invoice_items_oldest_age_seconds", currency="usd") or -1) >= 0
     client.create_invoice(customer=cus, currency="usd", finalize=True, idempotency_key="ops-metrics")
     wait_for(lambda: count(Invoice) == 1, what="the invoice")
+    # its document request (a follow-up on billing.documents) is done too: no outbox row left open
+    wait_for(lambda: count(Document) == 1, timeout=60, what="the invoice's document")
     # bad input: final at once, recorded as a dead letter
     client.app.send_task("billing.customers.create", kwargs={"id": "bad-id"}, queue="billing.default")
     wait_for(lambda: count(TaskFailure) == 1, what="the dead letter")

@@ -526,10 +526,14 @@ def _empty_items(url: str) -> None:
 
     with _engine(url).begin() as connection:
         if url.startswith("postgresql"):
-            connection.execute(text("TRUNCATE invoice_items, idempotency_keys, events"))
+            connection.execute(
+                text("TRUNCATE invoice_items, idempotency_keys, events, webhook_deliveries, webhook_attempts")
+            )
         else:
             connection.execute(text("DELETE FROM invoice_items"))
             connection.execute(text("DELETE FROM idempotency_keys"))
+            connection.execute(text("DELETE FROM webhook_attempts"))
+            connection.execute(text("DELETE FROM webhook_deliveries"))
             connection.execute(text("DELETE FROM events"))
 
 

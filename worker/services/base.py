@@ -48,8 +48,9 @@ class Outcome:
     follow_ups: list[FollowUp] = field(default_factory=list)
     events: list[Emitted] = field(default_factory=list)
     """What the request emitted (``Request.emit``); a replay emits nothing."""
-    key: str | None = None
-    """The request's key, set once committed (``execute``): its fate is written under it."""
+    key: str | None = field(default=None, compare=False)
+    """The request's key, set once committed (``execute``): its fate is written under it. Not
+    part of what the request did (two runs of one request compare equal)."""
 
     def as_result(self) -> dict[str, Any]:
         return {"id": self.id, "replayed": self.replayed, "follow_ups": len(self.follow_ups)}
