@@ -11,9 +11,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
 from domain.errors import BillingError, error_type
-from domain.errors import error_type as stripe_type
-from tasks.contracts import parse
-from tasks.operations import REQUESTS
 from worker import clock
 from worker.db import UnitOfWork, table_of
 from worker.events import Emitted, write_events
@@ -110,13 +107,16 @@ def record_failure(
     failure is open (a redelivery) does not. Then the request's failed fate
     (``worker.fates``), under ``fate_key``, else the key ``payload`` names."""
     if isinstance(error, BillingError):
-        error_type, code, field, message = type(error).__name__, error.code, error.field, error.message
+        error_class, code, field, message = type(error).__name__, error.code, error.field, error.message
     else:
-        error_type, code, field, message = type(error).__name__, None, None, str(error) or repr(error)
+        error_class, code, field, message = type(error).__name__, None, None, str(error) or repr(error)
     body = _storable(redacted(payload))
     field = _column_text(field, FIELD_LENGTH) if field else field
     task_id, task_name = _column_text(task_id, ID_LENGTH), _column_text(task_name, NAME_LENGTH)
-    error_type, message = _column_text(error_type, TYPE_LENGTH), _column_text(message, 10_000)
+    error_class, message = _column_text(error_class, TYPE_LENGTH), _column_text(message, 10_000)
+    # the error as Stripe shows one: the request.failed event's and the failed fate's
+    stripe_error = {"type": error_type(error_class), "code": code, "field": field, "message": message}
+    request_key = fate_key or request_key_of(task_name, payload)
     with UnitOfWork() as uow:
         now = clock.now()
         row = uow.session.execute(select(TaskFailure).where(col(TaskFailure.task_id) == task_id)).scalar()
@@ -136,7 +136,7 @@ def record_failure(
             event = TaskFailureEvent(task_id=task_id, action="reopened", actor="worker", at=now, note=message)
             uow.session.add(event)
         row.payload = body
-        row.error_type, row.error_code, row.error_field, row.error_message = error_type, code, field, message
+        row.error_type, row.error_code, row.error_field, row.error_message = error_class, code, field, message
         row.retryable = retryable
         row.attempts += 1
         row.last_seen = now
@@ -147,22 +147,13 @@ def record_failure(
         )
         if failed_now:
             uow.session.flush()
-            written = write_events(uow.session, [_request_failed(row, payload)], now)
+            written = write_events(
+                uow.session, [_request_failed(row, payload, request_key, stripe_error)], now
+            )
             fan_out(uow.session, written, now, published=False)  # the dispatch sweep sends them
         uow.commit()
-    log.warning("task %s [%s] failed: %s: %s (field=%s)", task_name, task_id, error_type, message, field)
-    write_failed(
-        fate_key or request_key_of(task_name, payload),
-        task_name,
-        {
-            "type": stripe_type(error_type),
-            "code": code,
-            "field": field,
-            "message": message,
-            "class": error_type,
-        },
-        retryable=retryable,
-    )
+    log.warning("task %s [%s] failed: %s: %s (field=%s)", task_name, task_id, error_class, message, field)
+    write_failed(request_key, task_name, {**stripe_error, "class": error_class}, retryable=retryable)
 
 
 KEY_LENGTH = cast(String, table_of(Event).c.request_id.type).length
@@ -178,18 +169,16 @@ def _storable_text(value: Any, limit: int | None) -> str | None:
     return text if limit is None or len(text) <= limit else None
 
 
-def _request_failed(row: TaskFailure, payload: Any) -> Emitted:
-    """The ``request.failed`` event of a recorded failure: which request (its key, as the
-    producer sent it), which task, which customer, and the error in Stripe's terms."""
+def _request_failed(
+    row: TaskFailure, payload: Any, request_key: str | None, error: dict[str, Any]
+) -> Emitted:
+    """The ``request.failed`` event of a recorded failure: which request (``request_key``, as
+    ``worker.fates.request_key_of`` reads it: a chain's part n is ``<key>:part<n>``; the key
+    as sent when the payload is what failed), which task, which customer, and ``error`` in
+    Stripe's terms."""
     sent = payload if isinstance(payload, dict) else {}
     key = _storable_text(sent.get("idempotency_key"), KEY_LENGTH)
-    request_id = key
-    operation = REQUESTS.get(row.task_name)
-    if key is not None and operation is not None and operation.contract is not None:
-        try:  # a chain's part n is the request ``<key>:part<n>``
-            request_id = _storable_text(parse(operation.contract, sent).request_key, KEY_LENGTH)
-        except Exception:  # the payload is what failed: its key as sent
-            request_id = key
+    request_id = (_storable_text(request_key, KEY_LENGTH) or key) if key is not None else None
     customer = _storable_text(sent.get("customer"), CUSTOMER_LENGTH)
     failed = {
         "object": "request",
@@ -199,12 +188,7 @@ def _request_failed(row: TaskFailure, payload: Any) -> Emitted:
         "task_id": row.task_id,
         "task_failure": row.id,
         "customer": customer,
-        "error": {
-            "type": error_type(row.error_type),
-            "code": row.error_code,
-            "field": row.error_field,
-            "message": row.error_message,
-        },
+        "error": error,
         "retryable": row.retryable,
         "attempts": row.attempts,
     }
