@@ -12,7 +12,7 @@ from tasks.ids import PREFIXES, new_id
 from worker.db import read_session
 from worker.services.base import Outcome
 from worker.services.registry import run
-from worker.views import get_object
+from worker.views import get_object, list_objects
 
 CREATES = {
     "billing.customers.create": "customer",
@@ -124,6 +124,19 @@ def seat_subscription(customer_id: str, *, quantity: int = 3, coupon: str | None
 def get(object_id: str, **kwargs: Any) -> dict[str, Any]:
     with read_session() as session:
         return get_object(session, object_id, **kwargs)
+
+
+def all_lines(invoice_id: str) -> list[dict[str, Any]]:
+    """Every line of an invoice, in claim order: ``billing list lines`` page by page (the
+    invoice itself shows the first ten)."""
+    lines: list[dict[str, Any]] = []
+    with read_session() as session:
+        while True:
+            after = {"starting_after": lines[-1]["id"]} if lines else {}
+            page = list_objects(session, "lines", invoice=invoice_id, **after)
+            lines += page["data"]
+            if not page["has_more"]:
+                return lines
 
 
 def count(table: type[SQLModel], *where: Any) -> int:

@@ -144,6 +144,7 @@ def html(object_id: str, locale: str | None) -> None:
             "customers",
             "invoices",
             "invoice_items",
+            "lines",
             "credit_notes",
             "balance_transactions",
             "coupons",
@@ -164,7 +165,7 @@ def html(object_id: str, locale: str | None) -> None:
 @click.option("--status")
 @click.option("--overdue", is_flag=True, default=None, help="invoices: open ones past due (marked by beat)")
 @click.option("--subscription", help="invoices: those of one subscription")
-@click.option("--invoice", help="invoice_items, credit_notes: those of one invoice")
+@click.option("--invoice", help="invoice_items, credit_notes: those of one invoice; lines: required")
 @click.option("--type", help="events: of this type, or a group (invoice.*)")
 @click.option("--created-gte", callback=lambda _c, _p, v: _time_bound(v), help="events: from (Unix s or ISO)")
 @click.option("--created-lte", callback=lambda _c, _p, v: _time_bound(v), help="events: to (Unix s or ISO)")
@@ -172,7 +173,8 @@ def html(object_id: str, locale: str | None) -> None:
 @click.option("--starting-after", help="the last id seen: the next (older) page")
 @click.option("--ending-before", help="the first id seen: the previous (newer) page")
 def list_(resource: str, **filters: Any) -> None:
-    """List objects as JSON, newest first (Stripe's list shape and order)."""
+    """List objects as JSON, newest first (Stripe's list shape and order); an invoice's
+    lines oldest first, in claim order, as the invoice shows its first ten."""
     from worker.db import read_session
     from worker.views import list_objects
 

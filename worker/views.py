@@ -25,7 +25,9 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, cast
 
-from sqlalchemy import and_, tuple_, type_coerce
+from sqlalchemy import and_, bindparam, func, tuple_, type_coerce
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy import select as core_select
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, SQLModel, col, select
@@ -235,8 +237,11 @@ class InvoiceContext:
     """Where its PDF is fetched, once the document task has made it."""
 
 
-def invoice_object(row: Invoice, lines: list[InvoiceItem], context: InvoiceContext) -> dict[str, Any]:
-    """An invoice as Stripe shows it: stored (``get_object``) or composed in memory (a preview)."""
+def invoice_object(
+    row: Invoice, lines: list[InvoiceItem], context: InvoiceContext, total_count: int | None = None
+) -> dict[str, Any]:
+    """An invoice as Stripe shows it: stored (``get_object``: ``lines`` its first lines, of
+    ``total_count``) or composed in memory (a preview: every line it would claim)."""
     period_start, period_end = invoice_period(row.created, context.previous_period)
     discounts = row.total_discount_amounts or []
     return {
@@ -296,7 +301,13 @@ def invoice_object(row: Invoice, lines: list[InvoiceItem], context: InvoiceConte
             "voided_at": row.voided_at,
             "marked_uncollectible_at": row.marked_uncollectible_at,
         },
-        "lines": _list_of([_line(item) for item in lines]),
+        "lines": {
+            "object": "list",
+            "data": [_line(item) for item in lines],
+            "total_count": len(lines) if total_count is None else total_count,
+            "has_more": total_count is not None and total_count > len(lines),
+            "url": "/v1/invoices/upcoming/lines" if total_count is None else f"/v1/invoices/{row.id}/lines",
+        },
         "invoice_pdf": context.invoice_pdf,
     }
 
@@ -638,17 +649,56 @@ def finalization_error(failure: TaskFailure) -> dict[str, Any]:
     }
 
 
+LINES_SHOWN = 10
+"""Lines an invoice embeds, the first in claim order, as Stripe's invoice holds "the total count
+of line items and the first handful of those items"; ``billing list lines --invoice in_…`` pages
+through all of them (Stripe's ``GET /v1/invoices/:id/lines``). Events carry the same object, so
+a 250-line invoice does not weigh 250 lines in every event and webhook body."""
+
+
+def _first_lines_query() -> Any:
+    """One statement for every page (built once: building it costs more than running it).
+    Lines are selected as plain rows labelled with the model's attribute names (``metadata_``),
+    read as ``InvoiceItem`` objects are, without the ORM's per-object work: they are only
+    rendered."""
+    columns = [prop.columns[0].label(prop.key) for prop in sa_inspect(InvoiceItem).column_attrs]
+    claim_order, invoice = (col(InvoiceItem.created), col(InvoiceItem.id)), col(InvoiceItem.invoice_id)
+    ranked = (
+        core_select(
+            *columns,
+            func.row_number().over(partition_by=invoice, order_by=claim_order).label("_n"),
+            func.count().over(partition_by=invoice).label("_count"),
+        )
+        .where(invoice.in_(bindparam("invoices", expanding=True)))
+        .subquery()
+    )
+    return (
+        core_select(ranked)
+        .where(ranked.c._n <= bindparam("shown"))
+        .order_by(ranked.c.invoice_id, ranked.c._n)
+    )
+
+
+_FIRST_LINES = _first_lines_query()
+
+
+def first_lines(
+    session: Session, invoice_ids: Sequence[str], *, shown: int = LINES_SHOWN
+) -> tuple[defaultdict[str, list[InvoiceItem]], dict[str, int]]:
+    """The first ``shown`` lines of each invoice in claim order (created, id), and how many
+    each has: one query (window functions) whatever the page size."""
+    lines: defaultdict[str, list[InvoiceItem]] = defaultdict(list)
+    counts: dict[str, int] = {}
+    for row in session.execute(_FIRST_LINES, {"invoices": list(invoice_ids), "shown": shown}):
+        lines[row.invoice_id].append(cast(InvoiceItem, row))
+        counts[row.invoice_id] = row._count
+    return lines, counts
+
+
 def _render_invoices(view: _View, rows: Sequence[Invoice]) -> list[dict[str, Any]]:
     contexts = _invoice_contexts(view.session, rows)
-    lines = _grouped(
-        view.session.exec(
-            select(InvoiceItem)
-            .where(col(InvoiceItem.invoice_id).in_([row.id for row in rows]))
-            .order_by(col(InvoiceItem.created), col(InvoiceItem.id))
-        ),
-        "invoice_id",
-    )
-    return [invoice_object(row, lines[row.id], contexts[row.id]) for row in rows]
+    lines, counts = first_lines(view.session, [row.id for row in rows])
+    return [invoice_object(row, lines[row.id], contexts[row.id], counts.get(row.id, 0)) for row in rows]
 
 
 def _render_credit_notes(view: _View, rows: Sequence[CreditNote]) -> list[dict[str, Any]]:
@@ -738,6 +788,7 @@ OBJECTS: dict[str, _Kind] = {
     "customer": _Kind(Customer, "customer", _render_customers),
     "invoice": _Kind(Invoice, "invoice", _render_invoices),
     "invoice_item": _Kind(InvoiceItem, "invoiceitem", _each(_invoice_item)),
+    "line_item": _Kind(InvoiceItem, "line_item", _each(_line)),
     "credit_note": _Kind(CreditNote, "credit_note", _render_credit_notes),
     "customer_balance_transaction": _Kind(
         BalanceTransaction, "customer_balance_transaction", _each(_balance_transaction)
@@ -762,6 +813,9 @@ class _Listing:
     kind: str
     filters: frozenset[str] = frozenset()
     statuses: frozenset[str] = frozenset()
+    per_invoice: bool = False
+    """Listed for one invoice (``invoice`` required), oldest first: an invoice's lines in claim
+    order, as the invoice shows its first ones (``LINES_SHOWN``)."""
 
 
 LISTINGS: dict[str, _Listing] = {
@@ -770,6 +824,7 @@ LISTINGS: dict[str, _Listing] = {
         "invoice", frozenset({"customer", "currency", "status", "overdue", "subscription"}), INVOICE_STATUSES
     ),
     "invoice_items": _Listing("invoice_item", frozenset({"customer", "currency", "pending", "invoice"})),
+    "lines": _Listing("line_item", frozenset({"invoice"}), per_invoice=True),
     "credit_notes": _Listing(
         "credit_note", frozenset({"customer", "currency", "status", "invoice"}), CREDIT_NOTE_STATUSES
     ),
@@ -872,7 +927,9 @@ def list_objects(
     """One page of ``resource`` in Stripe's list shape, newest first: ``starting_after`` is
     the last id seen (the page after it, older), ``ending_before`` the first (the page before
     it, newer). Events filter by ``type`` (a type, ``<prefix>.*`` or ``*``) and by
-    ``created_gte`` / ``created_lte`` (Unix seconds, inclusive)."""
+    ``created_gte`` / ``created_lte`` (Unix seconds, inclusive). ``lines`` (an invoice's,
+    ``invoice`` required) are listed oldest first, in claim order, as the invoice shows them:
+    ``starting_after`` gives the next (newer) page."""
     listing = LISTINGS.get(resource)
     if listing is None:
         raise BadRequest(f"unknown resource {resource!r}", field="resource")
@@ -900,6 +957,11 @@ def list_objects(
         check_currency(currency)
     _unix_time(created_gte, "created_gte")
     _unix_time(created_lte, "created_lte")
+
+    if listing.per_invoice and invoice is None:
+        raise BadRequest(f"{resource} are an invoice's: give the invoice (in_…)", field="invoice")
+    if listing.per_invoice and session.get(Invoice, invoice) is None:
+        raise NotFound("invoice", str(invoice), field="invoice")
 
     kind = OBJECTS[listing.kind]
     table: Any = kind.table
@@ -934,21 +996,27 @@ def list_objects(
     order = [table.created, table.id] if hasattr(table, "created") else [table.id]
     if starting_after is not None and ending_before is not None:
         raise BadRequest("give starting_after or ending_before, not both", field="ending_before")
+    ascending = listing.per_invoice  # shown oldest first; every other list newest first
+    key = _sort_key(order)
     if starting_after is not None:
-        stmt = stmt.where(_sort_key(order) < _cursor(session, kind, order, starting_after, "starting_after"))
+        after = _cursor(session, kind, order, starting_after, "starting_after")
+        stmt = stmt.where(key > after if ascending else key < after)
     if ending_before is not None:
-        stmt = stmt.where(_sort_key(order) > _cursor(session, kind, order, ending_before, "ending_before"))
-    newer = ending_before is not None  # read upwards from the cursor, shown newest first
+        before = _cursor(session, kind, order, ending_before, "ending_before")
+        stmt = stmt.where(key < before if ascending else key > before)
+    backwards = ending_before is not None  # read from the cursor against the shown order
     rows = session.exec(
-        stmt.order_by(*(column.asc() if newer else column.desc() for column in order)).limit(limit + 1)
+        stmt.order_by(*(column.asc() if ascending != backwards else column.desc() for column in order)).limit(
+            limit + 1
+        )
     ).all()
-    page = list(reversed(rows[:limit])) if newer else rows[:limit]
+    page = list(reversed(rows[:limit])) if backwards else rows[:limit]
     view = _View(session, frozenset(), clock.now() if now is None else now)
     return {
         "object": "list",
         "data": kind.render(view, page) if page else [],
         "has_more": len(rows) > limit,
-        "url": f"/v1/{resource}",
+        "url": f"/v1/invoices/{invoice}/lines" if listing.per_invoice else f"/v1/{resource}",
     }
 
 
@@ -967,7 +1035,9 @@ def _cursor(session: Session, kind: _Kind, order: list[Any], raw: str, field: st
     return tuple_(anchor.created, anchor.id)
 
 
-_KIND_OF_TABLE: dict[type[SQLModel], _Kind] = {kind.table: kind for kind in OBJECTS.values()}
+_KIND_OF_TABLE: dict[type[SQLModel], _Kind] = {
+    kind.table: kind for name, kind in OBJECTS.items() if name != "line_item"
+}  # an invoice item's row is rendered as the item, not as a line
 
 
 def render_rows(session: Session, rows: Sequence[SQLModel], *, now: int) -> list[dict[str, Any]]:

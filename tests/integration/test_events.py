@@ -314,6 +314,13 @@ def test_invoices_made_together_and_chains_name_their_own_requests() -> None:
         ("invoice.created", "inv-1"),
         ("invoice.finalized", "inv-1"),
     ]
+    big = fresh[1]["data"]["object"]  # 250 lines: its first ten, as `billing get` shows it
+    assert big == get(big["id"])
+    assert (len(big["lines"]["data"]), big["lines"]["total_count"], big["lines"]["has_more"]) == (
+        10,
+        250,
+        True,
+    )
     outcome = settled[0]
     assert outcome is not None
     (part2,) = billing_follow_ups(outcome)

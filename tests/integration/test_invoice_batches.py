@@ -79,18 +79,14 @@ def world(rates: dict[str, str]) -> tuple[dict[str, str], list[dict[str, Any]]]:
     return who, requests
 
 
-WORLD_OWN = ("id", "invoice", "invoice_item", "number", "invoice_prefix")
+WORLD_OWN = ("id", "invoice", "invoice_item", "number", "invoice_prefix", "url")
 """Fields whose values are a world's own (ids and numbers): compared apart, or not at all."""
 
 
 def seen(value: Any, names: dict[str, str]) -> Any:
     """A view with this world's ids and invoice numbers replaced by names."""
     if isinstance(value, dict):
-        return {
-            k: seen(v, names)
-            for k, v in value.items()
-            if k not in ("id", "invoice", "invoice_item", "number", "invoice_prefix")
-        }
+        return {k: seen(v, names) for k, v in value.items() if k not in WORLD_OWN}
     if isinstance(value, list):
         return [seen(v, names) for v in value]
     return names.get(value, value) if isinstance(value, str) else value

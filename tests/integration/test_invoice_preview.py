@@ -16,6 +16,7 @@ from sqlalchemy import Engine, event
 
 from tests.support import (
     adjust,
+    all_lines,
     billing_follow_ups,
     call,
     customer,
@@ -69,9 +70,16 @@ def now(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 def assert_made_as_previewed(shown: dict[str, Any], made: dict[str, Any]) -> None:
+    """The preview shows every line it would claim; the invoice made shows its first ten, and
+    ``billing list lines`` the rest, in the same (claim) order."""
     assert {k: shown[k] for k in COMPARED} == {k: made[k] for k in COMPARED}
-    assert shown["lines"] == made["lines"]
-    assert shown["lines"]["total_count"] > 0
+    assert shown["lines"]["data"] == all_lines(made["id"])
+    assert shown["lines"]["data"][:10] == made["lines"]["data"]
+    assert shown["lines"]["total_count"] == made["lines"]["total_count"] > 0
+    assert (shown["lines"]["has_more"], made["lines"]["has_more"]) == (
+        False,
+        made["lines"]["total_count"] > 10,
+    )
 
 
 def discount(cus: str, coupon_id: str, **coupon: Any) -> None:

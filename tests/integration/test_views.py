@@ -272,6 +272,52 @@ def test_invoice_lines_come_in_created_then_id_order(session: Session) -> None:
     }
 
 
+def test_an_invoice_shows_its_first_ten_lines_and_lists_the_rest_in_claim_order(session: Session) -> None:
+    """Stripe's invoice holds the total count of its lines and the first handful, with the URL
+    of the full list; ``list lines`` pages through all of them in the order the invoice shows."""
+    add(session, customer(), Invoice(id="in_1", customer_id="cus_A", currency="usd"))
+    ids = [f"ii_{n:02}" for n in range(23)]
+    add(session, *(item(i, created=NOW + n // 2, invoice_id="in_1") for n, i in enumerate(ids)))
+
+    lines = views.get_object(session, "in_1")["lines"]
+
+    assert [line["id"] for line in lines["data"]] == ids[:10]
+    assert (lines["total_count"], lines["has_more"], lines["url"]) == (23, True, "/v1/invoices/in_1/lines")
+    first = views.list_objects(session, "lines", invoice="in_1", limit=10)
+    assert first["data"] == lines["data"] and first["has_more"] is True
+    assert first["url"] == "/v1/invoices/in_1/lines"
+    second = views.list_objects(session, "lines", invoice="in_1", limit=10, starting_after=ids[9])
+    third = views.list_objects(session, "lines", invoice="in_1", limit=10, starting_after=ids[19])
+    assert [line["id"] for line in second["data"] + third["data"]] == ids[10:]
+    assert (second["has_more"], third["has_more"]) == (True, False)
+    back = views.list_objects(session, "lines", invoice="in_1", limit=5, ending_before=ids[10])
+    assert [line["id"] for line in back["data"]] == ids[5:10] and back["has_more"] is True
+    assert (
+        views.list_objects(session, "lines", invoice="in_1", limit=100)["data"][12]["object"] == "line_item"
+    )
+
+
+def test_lines_are_listed_for_an_invoice_that_exists(session: Session) -> None:
+    add(session, customer(), Invoice(id="in_1", customer_id="cus_A", currency="usd"))
+    with pytest.raises(BadRequest) as missing:
+        views.list_objects(session, "lines")
+    assert missing.value.field == "invoice"
+    with pytest.raises(NotFound) as unknown:
+        views.list_objects(session, "lines", invoice="in_NOPE")
+    assert unknown.value.field == "invoice"
+    with pytest.raises(BadRequest) as other:
+        views.list_objects(session, "lines", invoice="in_1", customer="cus_A")
+    assert other.value.field == "customer"
+    assert views.list_objects(session, "lines", invoice="in_1")["data"] == []
+    assert views.get_object(session, "in_1")["lines"] == {
+        "object": "list",
+        "data": [],
+        "total_count": 0,
+        "has_more": False,
+        "url": "/v1/invoices/in_1/lines",
+    }
+
+
 def test_invoice_lines_load_in_one_query_per_page(session: Session, selects: list[tuple[str, Any]]) -> None:
     add(session, customer(), *(Invoice(id=f"in_{n}", customer_id="cus_A", currency="usd") for n in range(5)))
     add(
@@ -507,6 +553,10 @@ def test_deleted_customers_are_not_listed(session: Session) -> None:
         ("events", {"status": "open"}, "status"),
         ("invoices", {"type": "invoice.paid"}, "type"),
         ("invoices", {"created_gte": 0}, "created_gte"),
+        ("lines", {}, "invoice"),
+        ("lines", {"customer": "cus_A", "invoice": "in_1"}, "customer"),
+        ("lines", {"pending": True, "invoice": "in_1"}, "pending"),
+        ("lines", {"invoice": "in_1", "limit": 0}, "limit"),
     ],
 )
 def test_list_refuses_filters_that_do_not_apply(
