@@ -50,6 +50,15 @@ DOORBELL_PREFIX = "_billing.doorbell."
 DOORBELL_TOKENS = 16
 """Tokens kept per queue: enough to wake every idle consumer of a burst."""
 
+PUT_SCRIPT = """
+redis.call('LPUSH', KEYS[1], ARGV[1])
+redis.call('LPUSH', KEYS[2], '1')
+redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[2]) - 1)
+"""
+"""KEYS[1] the queue, KEYS[2] its doorbell; ARGV[1] the message, ARGV[2] ``DOORBELL_TOKENS``: a
+message and its token in one call (a script, not a MULTI pipeline: redis-py builds a pipeline
+object per use, which cost more CPU than the round trip)."""
+
 REFUSED_KEY = "_billing.refused"
 """Entries the transport would not deliver, each ``seq\\nqueue\\nreason\\nraw``, until the worker
 records them (``worker.quarantine``); nothing is taken off it before its record is committed."""
@@ -221,6 +230,7 @@ class Channel(kombu_redis.Channel):
     _flush_brpop_reauth: Callable[[], None]
     _fanout_queues: dict[str, Any]
     _create_client: Callable[[], Any]
+    _get_publish_topics: Callable[[str, str], list[str]]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -230,6 +240,7 @@ class Channel(kombu_redis.Channel):
         self._waiting = False
         """True when the next poll waits on the doorbells instead of taking."""
         self._put_client: Any = None
+        self._put_script: Any = None
         self._last_write_warning = 0.0
         self.recorded_tag: str | None = None
         """The delivery tag of the entry being delivered, which the take script has recorded as
@@ -372,6 +383,7 @@ class Channel(kombu_redis.Channel):
         """A client over the channel's connection pool, not over the connection the consumer polls on."""
         if self._put_client is None or self._put_client.connection_pool is not self.pool:
             self._put_client = self._create_client()
+            self._put_script = self._put_client.register_script(PUT_SCRIPT)
         return self._put_client
 
     # -- producing ---------------------------------------------------------
@@ -390,10 +402,29 @@ class Channel(kombu_redis.Channel):
                 batch.add(name, *args)
             return
         # kombu makes a client per message; one per channel (and connection pool) will do
-        with self._side_client().pipeline() as pipe:
+        client = self._side_client()
+        if expires is None:  # the usual case: one script call
+            message_json = commands[0][2]
+            self._put_script(keys=[key, doorbell(queue)], args=[message_json, DOORBELL_TOKENS], client=client)
+            return
+        with client.pipeline() as pipe:
             for name, *args in commands:
                 getattr(pipe, name)(*args)
             pipe.execute()
+
+    def _put_fanout(self, exchange: str, message: dict[str, Any], routing_key: str, **kwargs: Any) -> None:
+        """kombu's ``_put_fanout`` (events: a follow-up's ``task-sent``, a monitor's control)
+        over the channel's one side client: kombu builds a Redis client per message, which cost
+        more CPU than the publish itself."""
+        batch = kwargs.get("_publish_batch")
+        topics = self._get_publish_topics(exchange, routing_key)
+        payload = dumps(message)
+        client = batch if batch is not None else self._side_client()
+        for topic in topics:
+            if batch is not None:
+                batch.add("publish", topic, payload)
+            else:
+                client.publish(topic, payload)
 
 
 class Transport(kombu_redis.Transport):

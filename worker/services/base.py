@@ -10,6 +10,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from sqlalchemy import bindparam, insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, col
 
@@ -278,22 +280,42 @@ def settle(request: Request) -> None:
 
 
 def write_outbox(session: Session, follow_ups: list[FollowUp], now: int) -> list[FollowUp]:
-    """Record follow-ups in this transaction; returns those still to publish (not done)."""
-    pending = []
+    """Record follow-ups in this transaction; returns those still to publish (not done), each
+    with the task id its outbox row holds.
+
+    One ``INSERT … ON CONFLICT DO NOTHING RETURNING`` for all of them; only keys already
+    there (a redelivered request writing the same follow-ups again) are read back, to keep
+    their task id and skip those done."""
+    if not follow_ups:
+        return []
+    rows: dict[str, dict[str, Any]] = {}
     for follow_up in follow_ups:
-        row = session.get(OutboxMessage, follow_up.key)
-        if row is None:
-            row = OutboxMessage(
-                key=follow_up.key,
-                task_id=str(uuid.uuid4()),
-                task_name=follow_up.task_name,
-                payload=follow_up.payload,
-                created=now,
+        rows.setdefault(
+            follow_up.key,
+            {
+                "key": follow_up.key,
+                "task_id": str(uuid.uuid4()),
+                "task_name": follow_up.task_name,
+                "payload": follow_up.payload,
+                "created": now,
+                "publish_count": 0,
+                "failed": False,
+            },
+        )
+    insert_ = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    stmt = insert_(_OUTBOX).values(list(rows.values())).on_conflict_do_nothing(index_elements=["key"])
+    made = {row.key: row.task_id for row in session.execute(stmt.returning(_OUTBOX.c.key, _OUTBOX.c.task_id))}
+    if len(made) < len(rows):  # written before: its task id, unless it is done
+        missing = [key for key in rows if key not in made]
+        made |= {
+            row.key: row.task_id
+            for row in session.execute(
+                select(_OUTBOX.c.key, _OUTBOX.c.task_id).where(
+                    _OUTBOX.c.key.in_(missing), _OUTBOX.c.done_at.is_(None)
+                )
             )
-            session.add(row)
-        if row.done_at is None:
-            pending.append(replace(follow_up, task_id=row.task_id))
-    return pending
+        }
+    return [replace(f, task_id=made[f.key]) for f in follow_ups if f.key in made]
 
 
 def execute(

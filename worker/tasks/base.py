@@ -227,7 +227,9 @@ class BillingTask(_Task):
                 raise
             raise self.retry_later(exc, backoff(self.request.retries or 0)) from exc
 
-    def send_follow_ups(self, outcome: Outcome) -> None:
+    def send_follow_ups(self, outcome: Outcome, *, mark: bool = True) -> None:
+        """Publish the follow-ups, then mark their outbox rows published (``mark=False``: the
+        caller marks those of many outcomes at once, as a batch does)."""
         failpoint("before_publish", self.name)
         for follow_up in outcome.follow_ups:
             self.app.send_task(
@@ -236,7 +238,7 @@ class BillingTask(_Task):
                 queue=queue_for(follow_up.task_name),
                 task_id=follow_up.task_id,
             )
-        if outcome.follow_ups:
+        if mark and outcome.follow_ups:
             mark_published([follow_up.key for follow_up in outcome.follow_ups])
 
     def _redeliveries(self) -> int:

@@ -15,6 +15,7 @@ from celery_batches.trace import apply_batches_task
 from domain.errors import BadRequest, BillingError
 from tasks.contracts import parse
 from tasks.operations import contract_of
+from worker.outbox import mark_published
 from worker.services.base import Outcome
 from worker.services.registry import run_together
 from worker.settings import get_settings
@@ -149,11 +150,14 @@ class BillingBatchTask(Batches, BillingTask):  # type: ignore[misc]  # celery-ba
                 log.warning("%s: batch of %d failed (%s: %s); each runs alone", self.name, len(together),
                             type(exc).__name__, exc)  # fmt: skip
                 settled = [None] * len(together)
+            published: list[str] = []
             for (request, _), outcome in zip(together, settled, strict=True):
                 if outcome is None or not self._sent(request, outcome):
                     alone.append(request)
                 else:
+                    published += [follow_up.key for follow_up in outcome.follow_ups]
                     self.settled(outcome, request.kwargs)
+            self._mark(published)
         states = {request.id: self._perform_alone(request) for request in alone}
         for request in requests:  # per message, as for a task of its own (the embedded worker counts them)
             signals.task_postrun.send(
@@ -163,16 +167,28 @@ class BillingBatchTask(Batches, BillingTask):  # type: ignore[misc]  # celery-ba
         return states
 
     def _sent(self, request: SimpleRequest, outcome: Outcome) -> bool:
-        """Publish a settled message's follow-ups; False if the broker refused (it runs alone)."""
+        """Publish a settled message's follow-ups; False if the broker refused (it runs alone).
+        Their outbox rows are marked published for the whole batch at once (``_mark``)."""
         if not outcome.follow_ups:
             return True
         try:
-            self.send_follow_ups(outcome)
+            self.send_follow_ups(outcome, mark=False)
         except Exception as exc:
             log.warning("%s [%s]: follow-ups not sent (%s: %s); it runs alone", self.name, request.id,
                         type(exc).__name__, exc)  # fmt: skip
             return False
         return True
+
+    def _mark(self, keys: list[str]) -> None:
+        """Mark the batch's published follow-ups in one transaction. Best effort: a row left
+        unmarked is published once more by the reconciler, and its task replays."""
+        if not keys:
+            return
+        try:
+            mark_published(keys)
+        except Exception as exc:
+            log.warning("%s: %d follow-ups published but not marked (%s: %s); the reconciler sends them"
+                        " again", self.name, len(keys), type(exc).__name__, exc)  # fmt: skip
 
     def _perform_alone(self, request: SimpleRequest) -> tuple[str, str | None]:
         if not isinstance(request.kwargs, dict) or not isinstance(request.args, list | tuple):
