@@ -58,8 +58,10 @@ class WorkerProcess:
         concurrency: int = 1,
         app: str = "worker.app",
         queues: str = QUEUES,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.name = name
+        self.extra_args = extra_args
         self.queues = queues
         self.app = app
         self.env = env
@@ -72,7 +74,7 @@ class WorkerProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", self.app, "worker", "--loglevel=INFO",
              f"--concurrency={self.concurrency}", "-Q", self.queues, "--without-mingle", "--without-gossip",
-             "-n", f"{self.name}-{os.getpid()}@%h"],
+             "-n", f"{self.name}-{os.getpid()}@%h", *self.extra_args],
             env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         log.close()
