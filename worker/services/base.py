@@ -41,6 +41,9 @@ class FollowUp:
     payload: dict[str, Any]
     key: str
     task_id: str | None = None
+    republish: bool = False
+    """Published before and not done since (the reconciler's): its message may still wait in
+    its queue, so it is sent again only when that queue holds none (``BillingTask.maintain``)."""
 
 
 @dataclass(slots=True)

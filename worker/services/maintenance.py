@@ -40,7 +40,9 @@ log = logging.getLogger("billing.maintenance")
 
 def due_follow_ups(session: Session, now: int, settings: Settings) -> list[FollowUp]:
     """Outbox rows never published (the publisher died after commit) or published long
-    ago and still not done (the message was lost: broker flushed, worker killed)."""
+    ago and still not done (the message was lost: broker flushed, worker killed, or it is
+    still waiting behind a deep queue: those are marked ``republish``, and the task sends them
+    only when their queue is empty)."""
     stale = col(OutboxMessage.published_at) <= now - settings.outbox_republish_after_s
     never = and_(
         col(OutboxMessage.published_at).is_(None),
@@ -52,7 +54,10 @@ def due_follow_ups(session: Session, now: int, settings: Settings) -> list[Follo
         .order_by(col(OutboxMessage.created))
         .limit(BATCH)
     ).scalars()
-    return [FollowUp(row.task_name, row.payload, row.key, row.task_id) for row in rows]
+    return [
+        FollowUp(row.task_name, row.payload, row.key, row.task_id, republish=row.published_at is not None)
+        for row in rows
+    ]
 
 
 def stale_backlogs(session: Session, now: int, settings: Settings) -> list[FollowUp]:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from celery import Task
 from celery.exceptions import Reject
+from kombu.exceptions import ChannelError
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session
@@ -258,13 +259,39 @@ class BillingTask(_Task):
         return self._guarded(payload, args, lambda: service(parse(contract_of(self.name), payload)))
 
     def maintain(self, job: Callable[[Session, int, Settings], list[FollowUp]]) -> dict[str, Any]:
-        """Run a beat job in one transaction, then publish what it asks for."""
+        """Run a beat job in one transaction, then publish what it asks for.
+
+        What was published before and is not done yet (``FollowUp.republish``) is sent again
+        only when its queue holds no message: while the queue holds some, the first copy may
+        be among them (a documents queue thousands deep takes hours to drain), and sending a
+        copy every few minutes would grow the queue faster than it drains. Once the queue is
+        empty and the row still open, its message was lost, and the copy goes."""
         with UnitOfWork() as uow:
             now = clock.now()
             follow_ups = write_outbox(uow.session, job(uow.session, now, get_settings()), now)
             uow.commit()
+        busy = self._busy_queues({queue_for(f.task_name) for f in follow_ups if f.republish})
+        waiting = [f for f in follow_ups if f.republish and queue_for(f.task_name) in busy]
+        follow_ups = [f for f in follow_ups if not (f.republish and queue_for(f.task_name) in busy)]
         self.publish(Outcome(None, follow_ups=follow_ups))
-        return {"published": len(follow_ups)}
+        return {"published": len(follow_ups), "left_queued": len(waiting)}
+
+    def _busy_queues(self, queues: set[str]) -> set[str]:
+        """Those of ``queues`` that hold messages now (a queue the broker cannot count: busy)."""
+        busy = set()
+        with self.app.connection_for_write() as connection:
+            channel: Any = connection.default_channel  # kombu's virtual channel (stubs: StdChannel)
+            for queue in sorted(queues):
+                try:
+                    if channel.queue_declare(queue=queue, passive=True).message_count:
+                        busy.add(queue)
+                except ChannelError:  # Redis drops an empty queue's key
+                    continue
+                except Exception as exc:
+                    log.warning("could not count queue %s (%s: %s); not republishing into it", queue,
+                                type(exc).__name__, exc)  # fmt: skip
+                    busy.add(queue)
+        return busy
 
     def sweep(
         self, job: Callable[[Session, int, Settings, Any], tuple[list[FollowUp], Any]]
