@@ -76,10 +76,6 @@ def main() -> None:
           f" peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")  # fmt: skip
 
 
-if __name__ == "__main__":
-    main()
-
-
 def drain(options: argparse.Namespace) -> None:
     import tempfile
     from pathlib import Path
@@ -142,7 +138,7 @@ def drain(options: argparse.Namespace) -> None:
                 }
                 for k in range(options.lines)
             ]
-            run("billing.invoice_items.create_many", {"items": items})
+            run("billing.invoice_items.create_many", {"items": items, "idempotency_key": f"drain-items-{n}"})
             run(
                 "billing.invoices.create",
                 {
@@ -237,3 +233,7 @@ def drain(options: argparse.Namespace) -> None:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{options.database}" WITH (FORCE)'))
         admin.dispose()
         broker.flushdb()
+
+
+if __name__ == "__main__":
+    main()
