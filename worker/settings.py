@@ -276,6 +276,12 @@ class Settings(BaseSettings):
     emails_dir: str = Field(
         default="billing-emails", description="Where emails are written as .eml files when smtp_url is empty"
     )
+    documents: bool = Field(
+        default=True,
+        description="Make the PDF of every finalized invoice and credit note, and email those of"
+        " send_invoice invoices (queue billing.documents). Off: none is asked for (invoice_pdf and"
+        " pdf stay null), and the billing path skips the document request's outbox row and publish",
+    )
     documents_dir: str = Field(
         default="billing-documents",
         description="Where `billing demo` writes the PDFs it renders (relative to the working directory)",

@@ -125,6 +125,19 @@ def test_the_document_request_is_in_the_outbox_of_the_finalizing_transaction() -
     assert [f for f in draft.follow_ups if f.task_name == RENDER] == []  # drafts get none
 
 
+def test_with_documents_off_nothing_is_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BILLING_DOCUMENTS", "false")
+    get_settings.cache_clear()
+    cus = customer("usd", name="Ada")
+    items(cus, "usd", [1000])
+    outcome = invoice(cus, finalize=True)
+    note = call("billing.credit_notes.create", invoice=outcome.id, amount=200)
+    assert [f for f in outcome.follow_ups + note.follow_ups if f.task_name == RENDER] == []
+    assert count(OutboxMessage, OutboxMessage.task_name == RENDER) == 0
+    assert (get(outcome.id or "")["invoice_pdf"], get(note.id or "")["pdf"]) == (None, None)
+    get_settings.cache_clear()
+
+
 def test_customer_text_is_escaped_and_the_billing_address_wins_over_shipping() -> None:
     cus = customer(
         "usd",

@@ -46,3 +46,22 @@ def test_bench_smoke_on_postgres_and_redis(
         database=f"billing_bench_smoke_{uuid.uuid4().hex[:8]}",
     )
     check(*run_bench(options, ("postgres",), print))
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_the_documents_drain_benchmark_runs(postgres_database: str, redis_url: str) -> None:
+    """``bench_documents --drain``: invoices made, their document requests queued, a real document
+    worker drains them; figures printed, not checked."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "BILLING_DATABASE_URL": POSTGRES_ADMIN_URL, "BILLING_BROKER_URL": redis_url}
+    database = f"billing_bench_documents_{uuid.uuid4().hex[:8]}"
+    command = [sys.executable, "-m", "worker.devtools.bench_documents", "--drain", "3", "--minutes", "2"]
+    command += ["--database", database, "--redis-db", str(int(make_url(redis_url).database or 0))]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "documents stored: 3 of 3" in done.stdout and "(drained)" in done.stdout, done.stdout
+    assert "pool process peak" in done.stdout, done.stdout

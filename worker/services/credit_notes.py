@@ -13,7 +13,7 @@ from domain.money import check_amount
 from tasks.contracts import CreditNoteCreate, CreditNoteVoid
 from worker.services import ledger
 from worker.services.base import Outcome, Request
-from worker.services.documents import document_follow_up
+from worker.services.documents import ask_for_document
 from worker.services.invoices.lifecycle import lock_invoice
 from worker.tables import CreditNote, InvoiceItem
 
@@ -123,7 +123,7 @@ def create(request: Request, command: CreditNoteCreate) -> Outcome:
             request.emit("invoice.paid", invoice)
     else:
         invoice.post_payment_credit_notes_amount += plan.amount
-    request.follow_ups.append(document_follow_up(credit_note=note.id))
+    ask_for_document(request, credit_note=note.id)
     return request.done(note.id)
 
 

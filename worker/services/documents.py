@@ -40,6 +40,13 @@ def document_follow_up(*, invoice: str | None = None, credit_note: str | None = 
     return FollowUp(RENDER_TASK, {field: object_id, "idempotency_key": key}, key)
 
 
+def ask_for_document(request: Request, *, invoice: str | None = None, credit_note: str | None = None) -> None:
+    """Ask for the document of a finalized invoice or a new credit note, unless documents are
+    off (``BILLING_DOCUMENTS=false``: no PDF, no email, ``invoice_pdf``/``pdf`` stay null)."""
+    if get_settings().documents:
+        request.follow_ups.append(document_follow_up(invoice=invoice, credit_note=credit_note))
+
+
 def email_follow_up(field: str, object_id: str) -> FollowUp:
     key = f"email:{object_id}"
     return FollowUp(EMAIL_TASK, {field: object_id, "idempotency_key": key}, key)

@@ -28,7 +28,7 @@ from worker.services import ledger
 from worker.services.base import FollowUp, Outcome, Request
 from worker.services.coupons import redemptions
 from worker.services.customers import set_default_currency
-from worker.services.documents import document_follow_up
+from worker.services.documents import ask_for_document
 from worker.services.invoices import statements
 from worker.services.invoices.lines import pending_lines, write_lines
 from worker.services.invoices.pricing import customer_discount, line_amounts, price, reprice_for_tax_status
@@ -281,7 +281,7 @@ def finalize_invoice(
     if invoice.collection_method == "send_invoice" and invoice.due_date is None:
         invoice.due_date = due_date(request.now, invoice.days_until_due or 0)
     _use_up_once_coupon(request, invoice, customer)
-    request.follow_ups.append(document_follow_up(invoice=invoice.id))
+    ask_for_document(request, invoice=invoice.id)
 
 
 def _number_and_snapshot(invoice: Invoice, customer: Customer, tax_ids: list[dict[str, str]]) -> None:
