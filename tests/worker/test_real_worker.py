@@ -55,8 +55,9 @@ def worker_process(postgres: str, redis_url: str, tmp_path) -> Iterator[str]:  #
         process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired:  # a warm shutdown waits for renders in progress
             process.kill()
+            process.wait(timeout=10)
         log.close()
         output = (tmp_path / "worker.log").read_text()
         if "Traceback" in output:
