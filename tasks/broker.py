@@ -393,7 +393,8 @@ class Channel(kombu_redis.Channel):
         key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
         expires = self._expires.get(queue) if self._expires else None
         batch = kwargs.get("_publish_batch")
-        commands: list[tuple[Any, ...]] = [("lpush", key, dumps(message))]
+        body = dumps(message)
+        commands: list[tuple[Any, ...]] = [("lpush", key, body)]
         if expires is not None:
             commands += [("pexpire", self._q_for_pri(queue, p), expires) for p in self.priority_steps]
         commands += [("lpush", doorbell(queue), "1"), ("ltrim", doorbell(queue), 0, DOORBELL_TOKENS - 1)]
@@ -404,8 +405,7 @@ class Channel(kombu_redis.Channel):
         # kombu makes a client per message; one per channel (and connection pool) will do
         client = self._side_client()
         if expires is None:  # the usual case: one script call
-            message_json = commands[0][2]
-            self._put_script(keys=[key, doorbell(queue)], args=[message_json, DOORBELL_TOKENS], client=client)
+            self._put_script(keys=[key, doorbell(queue)], args=[body, DOORBELL_TOKENS], client=client)
             return
         with client.pipeline() as pipe:
             for name, *args in commands:
@@ -417,14 +417,12 @@ class Channel(kombu_redis.Channel):
         over the channel's one side client: kombu builds a Redis client per message, which cost
         more CPU than the publish itself."""
         batch = kwargs.get("_publish_batch")
-        topics = self._get_publish_topics(exchange, routing_key)
         payload = dumps(message)
-        client = batch if batch is not None else self._side_client()
-        for topic in topics:
+        for topic in self._get_publish_topics(exchange, routing_key):
             if batch is not None:
                 batch.add("publish", topic, payload)
             else:
-                client.publish(topic, payload)
+                self._side_client().publish(topic, payload)
 
 
 class Transport(kombu_redis.Transport):

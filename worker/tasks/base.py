@@ -271,10 +271,9 @@ class BillingTask(_Task):
             follow_ups = write_outbox(uow.session, job(uow.session, now, get_settings()), now)
             uow.commit()
         busy = self._busy_queues({queue_for(f.task_name) for f in follow_ups if f.republish})
-        waiting = [f for f in follow_ups if f.republish and queue_for(f.task_name) in busy]
-        follow_ups = [f for f in follow_ups if not (f.republish and queue_for(f.task_name) in busy)]
-        self.publish(Outcome(None, follow_ups=follow_ups))
-        return {"published": len(follow_ups), "left_queued": len(waiting)}
+        sent = [f for f in follow_ups if not (f.republish and queue_for(f.task_name) in busy)]
+        self.publish(Outcome(None, follow_ups=sent))
+        return {"published": len(sent), "left_queued": len(follow_ups) - len(sent)}
 
     def _busy_queues(self, queues: set[str]) -> set[str]:
         """Those of ``queues`` that hold messages now (a queue the broker cannot count: busy)."""
